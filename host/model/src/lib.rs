@@ -1,1 +1,53 @@
-//! placeholder
+//! The stepflow workflow model: flows, steps, transitions and resumable run state.
+//!
+//! A flow is a tree of steps built with a fluent API ([`Steps`]) and compiled once into a table
+//! of transitions ([`StepFlow`]). [`StepFlow::apply`] moves a run's [`State`] forward by at most
+//! one function call, so the caller can save the state after every step and resume it later,
+//! in another process, even on a rebuilt flow.
+//!
+//! The six item kinds are the seed's (go-stepflow): a step (`Do`), [`Steps::wait_for`], nested
+//! [`Steps::steps`], [`Steps::case`], [`Steps::loop_until`] and [`Steps::retry`]. Step functions
+//! are async and implement [`Action`], [`Condition`] or [`ErrorHandler`]; a native async function
+//! or closure does, and so does a WebAssembly plugin function (in `stepflow-plugin`).
+//!
+//! This crate does no IO and knows nothing of WebAssembly or databases: time comes from an
+//! injectable [`Clock`], and the state is a plain serde type.
+//!
+//! ```
+//! use stepflow_model::{RunContext, StepContext, StepFlow, StepResult, Steps};
+//! use serde_json::{json, Value};
+//!
+//! async fn fetch(ctx: StepContext) -> StepResult<Value> {
+//!     Ok(json!({ "fetched": ctx.data["page"].as_u64().unwrap_or(0) + 1 }))
+//! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let flow = StepFlow::new(Steps::named("fetch.v1").step("fetch", fetch))?;
+//! let ctx = RunContext::new("run-1");
+//! let mut state = flow.new_state(json!({ "page": 1 }));
+//! while !flow.is_completed(&state) {
+//!     state = flow.apply(&ctx, state).await;
+//! }
+//! assert_eq!(state.data["fetched"], 2);
+//! # Ok::<(), stepflow_model::BuildError>(())
+//! # }).unwrap();
+//! ```
+
+mod builder;
+mod clock;
+mod diagram;
+mod flow;
+mod function;
+mod graph;
+mod state;
+
+pub use builder::{Backoff, RetryPolicy, Steps, Wait};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use diagram::{Destination, TransitionInfo};
+pub use flow::{Applied, CallRecord, Outcome, RunContext, StateError, StepFlow};
+pub use function::{
+    Action, BoxFuture, Condition, ErrorHandler, ErrorKind, IntoPatch, StepContext, StepError,
+    StepResult,
+};
+pub use graph::{BuildError, CallKind};
+pub use state::{Event, Failure, State, Status};

@@ -1,0 +1,317 @@
+//! The fluent API that describes a flow: a tree of items, each of the six kinds of the seed.
+//!
+//! Nothing here runs or checks anything; [`crate::StepFlow::new`] compiles and validates the tree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::function::{Action, Condition, ErrorHandler};
+
+/// A named sequence of items: the root of a flow, or a nested group.
+///
+/// ```
+/// use stepflow_model::{Steps, StepContext, StepResult};
+/// async fn build(_: StepContext) -> StepResult<()> { Ok(()) }
+/// async fn ready(_: StepContext) -> StepResult<bool> { Ok(true) }
+/// let flow = Steps::named("release.v1")
+///     .step("build", build)
+///     .wait_for("ready", ready);
+/// assert_eq!(flow.name(), "release.v1");
+/// ```
+#[derive(Clone, Default)]
+pub struct Steps {
+    pub(crate) name: String,
+    pub(crate) items: Vec<Item>,
+}
+
+/// One node of the flow tree.
+#[derive(Clone)]
+pub(crate) enum Item {
+    Step {
+        name: String,
+        action: Arc<dyn Action>,
+    },
+    WaitFor {
+        name: String,
+        condition: Arc<dyn Condition>,
+        wait: Wait,
+    },
+    Steps(Steps),
+    Case {
+        name: String,
+        condition: Arc<dyn Condition>,
+        body: Steps,
+    },
+    LoopUntil {
+        name: String,
+        condition: Arc<dyn Condition>,
+        body: Steps,
+    },
+    Retry {
+        name: String,
+        policy: RetryPolicy,
+        body: Steps,
+    },
+}
+
+impl Item {
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Item::Step { name, .. }
+            | Item::WaitFor { name, .. }
+            | Item::Case { name, .. }
+            | Item::LoopUntil { name, .. }
+            | Item::Retry { name, .. } => name,
+            Item::Steps(steps) => &steps.name,
+        }
+    }
+}
+
+impl Steps {
+    /// A group with a name: the flow's root (`deploy.v1`) or a nested group.
+    pub fn named(name: impl Into<String>) -> Self {
+        Steps {
+            name: name.into(),
+            items: Vec::new(),
+        }
+    }
+
+    /// An unnamed body for `case`, `loop_until` and `retry`, which give it their own name.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same items under another name (to nest a body built elsewhere, say).
+    pub fn renamed(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The group's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Adds a step that calls `action` (the seed's `Do`; `do` is a Rust keyword, and "step" is
+    /// what the item is in the domain).
+    pub fn step(mut self, name: impl Into<String>, action: impl Action + 'static) -> Self {
+        self.items.push(Item::Step {
+            name: name.into(),
+            action: Arc::new(action),
+        });
+        self
+    }
+
+    /// Adds a step from an already shared action (a plugin function, say).
+    pub fn step_shared(mut self, name: impl Into<String>, action: Arc<dyn Action>) -> Self {
+        self.items.push(Item::Step {
+            name: name.into(),
+            action,
+        });
+        self
+    }
+
+    /// Waits until `condition` is true, re-checking whenever the run is applied again.
+    pub fn wait_for(self, name: impl Into<String>, condition: impl Condition + 'static) -> Self {
+        self.wait_for_with(name, condition, Wait::default())
+    }
+
+    /// Waits until `condition` is true, re-checking at most every `wait.every` and failing after
+    /// `wait.timeout`.
+    pub fn wait_for_with(
+        self,
+        name: impl Into<String>,
+        condition: impl Condition + 'static,
+        wait: Wait,
+    ) -> Self {
+        self.wait_for_shared(name, Arc::new(condition), wait)
+    }
+
+    /// [`Steps::wait_for_with`] for an already shared condition.
+    pub fn wait_for_shared(
+        mut self,
+        name: impl Into<String>,
+        condition: Arc<dyn Condition>,
+        wait: Wait,
+    ) -> Self {
+        self.items.push(Item::WaitFor {
+            name: name.into(),
+            condition,
+            wait,
+        });
+        self
+    }
+
+    /// Nests a named group.
+    pub fn steps(mut self, group: Steps) -> Self {
+        self.items.push(Item::Steps(group));
+        self
+    }
+
+    /// Runs `body` only when `condition` is true; skips it otherwise.
+    pub fn case(
+        self,
+        name: impl Into<String>,
+        condition: impl Condition + 'static,
+        body: Steps,
+    ) -> Self {
+        self.case_shared(name, Arc::new(condition), body)
+    }
+
+    /// [`Steps::case`] for an already shared condition.
+    pub fn case_shared(
+        mut self,
+        name: impl Into<String>,
+        condition: Arc<dyn Condition>,
+        body: Steps,
+    ) -> Self {
+        self.items.push(Item::Case {
+            name: name.into(),
+            condition,
+            body,
+        });
+        self
+    }
+
+    /// Runs `body`, then asks `condition`; runs it again until the answer is true (at least once).
+    pub fn loop_until(
+        self,
+        name: impl Into<String>,
+        condition: impl Condition + 'static,
+        body: Steps,
+    ) -> Self {
+        self.loop_until_shared(name, Arc::new(condition), body)
+    }
+
+    /// [`Steps::loop_until`] for an already shared condition.
+    pub fn loop_until_shared(
+        mut self,
+        name: impl Into<String>,
+        condition: Arc<dyn Condition>,
+        body: Steps,
+    ) -> Self {
+        self.items.push(Item::LoopUntil {
+            name: name.into(),
+            condition,
+            body,
+        });
+        self
+    }
+
+    /// Runs `body`; when anything inside fails, `policy` decides whether the whole group restarts.
+    pub fn retry(mut self, name: impl Into<String>, policy: RetryPolicy, body: Steps) -> Self {
+        self.items.push(Item::Retry {
+            name: name.into(),
+            policy,
+            body,
+        });
+        self
+    }
+}
+
+/// How a `wait_for` paces and bounds its checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wait {
+    /// The least time between two checks; the state records when the next check is due.
+    pub every: Option<Duration>,
+    /// How long the condition may stay false before the wait fails with a retryable error.
+    pub timeout: Option<Duration>,
+}
+
+impl Wait {
+    /// Checks at most once per `interval`.
+    pub fn every(interval: Duration) -> Self {
+        Wait {
+            every: Some(interval),
+            timeout: None,
+        }
+    }
+
+    /// Fails the wait once it has lasted `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// When a failing `retry` group runs again: an error-handler function, a declarative policy, or
+/// both (the policy's limits are checked first, then the handler has the last word).
+#[derive(Clone, Default)]
+pub struct RetryPolicy {
+    pub(crate) handler: Option<Arc<dyn ErrorHandler>>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) backoff: Option<Backoff>,
+}
+
+/// Exponential back-off: the n-th retry waits `initial * multiplier^(n-1)`, capped at `max`, of
+/// which the upper half is jittered so that many runs do not retry in lock-step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backoff {
+    /// The wait before the first retry.
+    pub initial: Duration,
+    /// The growth factor per retry (at least 1).
+    pub multiplier: f64,
+    /// The longest wait.
+    pub max: Duration,
+    /// Whether to jitter (on by default).
+    pub jitter: bool,
+}
+
+impl Backoff {
+    /// Doubling back-off from `initial` up to `max`, with jitter.
+    pub fn exponential(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            multiplier: 2.0,
+            max,
+            jitter: true,
+        }
+    }
+
+    /// The same delays without jitter (predictable, for tests and demos).
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = false;
+        self
+    }
+}
+
+impl RetryPolicy {
+    /// Asks `handler` after every failure (the seed's `Retry`): true restarts the group.
+    pub fn handler(handler: impl ErrorHandler + 'static) -> Self {
+        Self::handler_shared(Arc::new(handler))
+    }
+
+    /// [`RetryPolicy::handler`] for an already shared handler.
+    pub fn handler_shared(handler: Arc<dyn ErrorHandler>) -> Self {
+        RetryPolicy {
+            handler: Some(handler),
+            ..Self::default()
+        }
+    }
+
+    /// Retries retryable errors until the group has run `max_attempts` times in all.
+    pub fn attempts(max_attempts: u32) -> Self {
+        RetryPolicy {
+            max_attempts: Some(max_attempts),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a cap on the number of attempts.
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Adds a wait before each retry.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
+
+    /// Adds (or replaces) the error handler.
+    pub fn with_handler(mut self, handler: impl ErrorHandler + 'static) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+}

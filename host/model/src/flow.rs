@@ -1,0 +1,523 @@
+//! The executable flow: [`StepFlow::apply`] moves a run's state forward by at most one function
+//! call, so the caller can save the state after every step.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::builder::{Backoff, RetryPolicy, Steps};
+use crate::clock::{Clock, SystemClock};
+use crate::function::{ErrorKind, StepContext, StepError};
+use crate::graph::{self, BuildError, Call, CallKind, Graph, Next, completed, scope_of, start};
+use crate::state::{Event, Failure, State, Status};
+
+/// A compiled, validated flow, ready to apply to run states.
+///
+/// ```
+/// use stepflow_model::{RunContext, State, StepContext, StepFlow, StepResult, Steps};
+/// async fn step1(_: StepContext) -> StepResult<()> { Ok(()) }
+/// async fn ready(_: StepContext) -> StepResult<bool> { Ok(true) }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let flow = StepFlow::new(Steps::named("quickstart.v1").step("step1", step1).wait_for("ready", ready))?;
+/// let ctx = RunContext::new("run-1");
+/// let mut state = flow.new_state(serde_json::json!({}));
+/// while !flow.is_completed(&state) {
+///     state = flow.apply(&ctx, state).await;
+///     // save `state` here: it is plain JSON
+/// }
+/// # Ok::<(), stepflow_model::BuildError>(())
+/// # }).unwrap();
+/// ```
+pub struct StepFlow {
+    graph: Graph,
+    flow: Arc<str>,
+}
+
+/// Who is running: the run id, the clock, and whether the next call is a re-delivery.
+#[derive(Clone)]
+pub struct RunContext {
+    /// The run's id, passed to every step.
+    pub run_id: Arc<str>,
+    /// Where time comes from (waits, timeouts, back-off).
+    pub clock: Arc<dyn Clock>,
+    /// Set by a runner that resumes after a crash: the next call may have run before.
+    pub redelivered: bool,
+}
+
+impl RunContext {
+    /// A context on the system clock.
+    pub fn new(run_id: impl Into<Arc<str>>) -> Self {
+        RunContext {
+            run_id: run_id.into(),
+            clock: Arc::new(SystemClock),
+            redelivered: false,
+        }
+    }
+
+    /// The same context on another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+}
+
+/// What one apply did, for a runner's history.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The new state, to be saved.
+    pub state: State,
+    /// The function call made, if any.
+    pub call: Option<CallRecord>,
+}
+
+/// One function call made by an apply (and the error handlers it caused).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CallRecord {
+    /// The step path of the item that owns the function.
+    pub step: Arc<str>,
+    /// What kind of function it was.
+    pub kind: CallKind,
+    /// The attempt number the call saw.
+    pub attempt: u32,
+    /// The call's sequence number in the run.
+    pub sequence: u64,
+    /// Whether the call was marked as a re-delivery.
+    pub redelivered: bool,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// How a call ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// An action succeeded, with the patch it returned.
+    Done(Option<Value>),
+    /// A condition answered.
+    Answered(bool),
+    /// The call failed and an enclosing retry restarts `group` (after `not_before`, if set).
+    Retrying {
+        /// The error.
+        error: StepError,
+        /// The retry group that restarts.
+        group: Arc<str>,
+        /// Its next attempt number.
+        attempt: u32,
+    },
+    /// The call failed and nothing took the error: the run has failed.
+    Failed(StepError),
+}
+
+/// Why a saved state does not fit a flow.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    /// Cursor events that this flow does not have (the definition changed under the run).
+    #[error(
+        "the saved run is at {}, which flow `{flow}` no longer has; finish it with the old definition or cancel it",
+        .missing.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownEvents {
+        /// The flow's name.
+        flow: String,
+        /// The events that do not exist.
+        missing: Vec<String>,
+    },
+}
+
+impl StepFlow {
+    /// Compiles and validates `root`; every problem names the path of the item at fault.
+    pub fn new(root: Steps) -> Result<Self, BuildError> {
+        let graph = graph::compile(&root)?;
+        let flow = graph.scopes[0].path.clone();
+        Ok(StepFlow { graph, flow })
+    }
+
+    /// The flow's name (its root scope).
+    pub fn name(&self) -> &str {
+        &self.flow
+    }
+
+    /// A hash of the definition: names, kinds, function labels and settings.
+    pub fn definition_hash(&self) -> &str {
+        &self.graph.hash
+    }
+
+    /// A fresh state at the start of the flow, with `data` as its data document.
+    pub fn new_state(&self, data: Value) -> State {
+        State {
+            cursor: vec![self.event(start(0))],
+            data: Arc::new(data),
+            definition: self.graph.hash.clone(),
+            ..State::default()
+        }
+    }
+
+    /// True when the run has finished (the cursor is exactly `completed:<root>`).
+    pub fn is_completed(&self, state: &State) -> bool {
+        state.cursor.len() == 1 && self.id_of(&state.cursor[0]) == Some(completed(0))
+    }
+
+    /// Where the run stands at `now_ms`.
+    pub fn status(&self, state: &State, now_ms: u64) -> Status {
+        if self.is_completed(state) {
+            Status::Completed
+        } else if let Some(error) = &state.error {
+            Status::Failed(error.clone())
+        } else {
+            match state.not_before {
+                Some(t) if t > now_ms => Status::Waiting(t),
+                _ => Status::Ready,
+            }
+        }
+    }
+
+    /// Checks that a saved state fits this flow: every cursor event must exist here. A state
+    /// saved under another definition hash is accepted when it does (design.md, section 3).
+    pub fn check_state(&self, state: &State) -> Result<(), StateError> {
+        let missing: Vec<String> = state
+            .cursor
+            .iter()
+            .filter(|e| self.id_of(e).is_none())
+            .map(|e| e.name.to_string())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(StateError::UnknownEvents {
+                flow: self.flow.to_string(),
+                missing,
+            })
+        }
+    }
+
+    /// Moves the run forward: follows static transitions and makes at most one function call
+    /// (plus the error handlers a failure calls). It never loses the state: on an error the
+    /// cursor stays at the failing step and [`State::error`] says what happened.
+    pub async fn apply(&self, ctx: &RunContext, state: State) -> State {
+        self.apply_with_record(ctx, state).await.state
+    }
+
+    /// [`StepFlow::apply`], also reporting the call it made.
+    pub async fn apply_with_record(&self, ctx: &RunContext, mut state: State) -> Applied {
+        if state.cursor.is_empty() {
+            state.cursor.push(self.event(start(0)));
+        }
+        if let Some(due) = state.not_before {
+            if ctx.clock.now_ms() < due {
+                return Applied { state, call: None };
+            }
+            state.not_before = None;
+        }
+        let mut at = match self.resume_point(&state) {
+            Ok(Some(at)) => at,
+            Ok(None) => return Applied { state, call: None },
+            Err(error) => {
+                state.error = Some(Failure {
+                    step: self.flow.to_string(),
+                    kind: ErrorKind::Fatal,
+                    message: error.to_string(),
+                });
+                return Applied { state, call: None };
+            }
+        };
+        let dynamic = loop {
+            match self.graph.next[at as usize] {
+                Next::Static(to) => {
+                    if self.graph.completes_retry[to as usize] {
+                        state
+                            .attempts
+                            .remove(&*self.graph.scopes[scope_of(to) as usize].path);
+                    }
+                    at = to;
+                }
+                Next::Dynamic(d) => break d,
+                Next::End => {
+                    self.set_cursor(&mut state, at);
+                    state.error = None;
+                    return Applied { state, call: None };
+                }
+            }
+        };
+        self.call(ctx, state, at, dynamic).await
+    }
+
+    /// The event to continue from: the first cursor event with a transition; `None` when done.
+    fn resume_point(&self, state: &State) -> Result<Option<u32>, StateError> {
+        let mut unknown = Vec::new();
+        for event in &state.cursor {
+            match self.id_of(event) {
+                Some(id) if id == completed(0) && state.cursor.len() == 1 => return Ok(None),
+                Some(id) if self.graph.next[id as usize] != Next::End => return Ok(Some(id)),
+                Some(_) => {}
+                None => unknown.push(event.name.to_string()),
+            }
+        }
+        if unknown.is_empty() {
+            // Every event is known but none leads anywhere: only a hand-edited state gets here.
+            unknown = state.cursor.iter().map(|e| e.name.to_string()).collect();
+        }
+        Err(StateError::UnknownEvents {
+            flow: self.flow.to_string(),
+            missing: unknown,
+        })
+    }
+
+    async fn call(&self, ctx: &RunContext, mut state: State, at: u32, d: u32) -> Applied {
+        let dynamic = &self.graph.dynamics[d as usize];
+        let path = &self.graph.scopes[dynamic.scope as usize].path;
+        let step_ctx = self.step_context(ctx, &state, path.clone(), dynamic.retry);
+        let (attempt, sequence) = (step_ctx.attempt, step_ctx.sequence);
+        let now = || ctx.clock.now_ms();
+
+        let (kind, result) = match &dynamic.call {
+            Call::Action(action) => {
+                let result = action.run(step_ctx).await;
+                (CallKind::Step, result.map(Outcome::Done))
+            }
+            Call::Condition(condition, kind) => {
+                if let (CallKind::WaitFor, Some(timeout)) = (kind, dynamic.wait.timeout) {
+                    let t = now().saturating_add(millis(timeout));
+                    state.deadlines.entry(path.clone()).or_insert(t);
+                }
+                let answer = condition.check(step_ctx).await;
+                (*kind, answer.map(Outcome::Answered))
+            }
+        };
+        let record = |outcome| CallRecord {
+            step: path.clone(),
+            kind,
+            attempt,
+            sequence,
+            redelivered: ctx.redelivered,
+            outcome,
+        };
+
+        let outcome = match result {
+            Ok(Outcome::Done(patch)) => {
+                if let Some(patch) = &patch {
+                    json_patch::merge(Arc::make_mut(&mut state.data), patch);
+                }
+                self.set_cursor(&mut state, dynamic.yes);
+                Ok(Outcome::Done(patch))
+            }
+            Ok(Outcome::Answered(true)) => {
+                if kind == CallKind::WaitFor && !state.deadlines.is_empty() {
+                    state.deadlines.remove(&**path);
+                }
+                self.set_cursor(&mut state, dynamic.yes);
+                Ok(Outcome::Answered(true))
+            }
+            Ok(Outcome::Answered(false)) => {
+                let timed_out = kind == CallKind::WaitFor
+                    && state.deadlines.get(&**path).is_some_and(|&t| now() >= t);
+                if timed_out {
+                    state.deadlines.remove(&**path);
+                    let waited = dynamic.wait.timeout.unwrap_or_default();
+                    Err(StepError::retryable(format!(
+                        "gave up waiting: the condition was still false after {waited:?}"
+                    )))
+                } else {
+                    if let Some(every) = dynamic.wait.every {
+                        state.not_before = Some(now().saturating_add(millis(every)));
+                    }
+                    self.set_cursor(&mut state, dynamic.no);
+                    Ok(Outcome::Answered(false))
+                }
+            }
+            Ok(other) => Ok(other),
+            Err(error) => Err(error),
+        };
+
+        let outcome = match outcome {
+            Ok(outcome) => {
+                state.error = None;
+                state.calls += 1;
+                outcome
+            }
+            Err(error) => self.fail(ctx, &mut state, at, dynamic.retry, error).await,
+        };
+        Applied {
+            state,
+            call: Some(record(outcome)),
+        }
+    }
+
+    /// Offers `error` to the enclosing retry groups, innermost first, as the seed does: a group
+    /// that declines (or whose handler fails) passes the error on to the next one out.
+    async fn fail(
+        &self,
+        ctx: &RunContext,
+        state: &mut State,
+        at: u32,
+        mut retry: Option<u32>,
+        mut error: StepError,
+    ) -> Outcome {
+        while let Some(group) = retry {
+            let scope = &self.graph.scopes[group as usize];
+            let policy = scope.policy.as_ref();
+            let attempt = state.attempts.get(&*scope.path).copied().unwrap_or(1);
+            retry = scope.outer_retry;
+            let Some(policy) = policy else { continue };
+            if !policy_allows(policy, attempt, &error) {
+                continue;
+            }
+            if let Some(handler) = &policy.handler {
+                let handler_ctx = self.step_context(ctx, state, scope.path.clone(), Some(group));
+                match handler.handle(handler_ctx, error.clone()).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(handler_error) => {
+                        error = handler_error;
+                        continue;
+                    }
+                }
+            }
+            // Restart the group: a fresh count for everything nested inside it.
+            let prefix = format!("{}/", scope.path);
+            state.attempts.retain(|k, _| !k.starts_with(&prefix));
+            state.deadlines.retain(|k, _| !k.starts_with(&prefix));
+            state.attempts.insert(scope.path.clone(), attempt + 1);
+            if let Some(backoff) = policy.backoff {
+                let delay = backoff_delay(&backoff, attempt, &ctx.run_id, &scope.path);
+                state.not_before = Some(ctx.clock.now_ms().saturating_add(delay));
+            }
+            state.error = None;
+            state.calls += 1;
+            self.set_cursor(state, start(group));
+            return Outcome::Retrying {
+                error,
+                group: scope.path.clone(),
+                attempt: attempt + 1,
+            };
+        }
+        // Nobody took it: the cursor stays at the failing step.
+        self.set_cursor(state, at);
+        state.error = Some(Failure {
+            step: self.graph.scopes[scope_of(at) as usize].path.to_string(),
+            kind: error.kind,
+            message: error.message.clone(),
+        });
+        Outcome::Failed(error)
+    }
+
+    fn step_context(
+        &self,
+        ctx: &RunContext,
+        state: &State,
+        step: Arc<str>,
+        retry: Option<u32>,
+    ) -> StepContext {
+        let attempt = match retry {
+            Some(r) if !state.attempts.is_empty() => state
+                .attempts
+                .get(&*self.graph.scopes[r as usize].path)
+                .copied()
+                .unwrap_or(1),
+            _ => 1,
+        };
+        StepContext {
+            run_id: ctx.run_id.clone(),
+            flow: self.flow.clone(),
+            step,
+            attempt,
+            sequence: state.calls,
+            redelivered: ctx.redelivered,
+            data: state.data.clone(),
+        }
+    }
+
+    fn set_cursor(&self, state: &mut State, at: u32) {
+        let event = self.event(at);
+        if state.cursor.len() == 1 {
+            state.cursor[0] = event;
+        } else {
+            state.cursor.clear();
+            state.cursor.push(event);
+        }
+    }
+
+    pub(crate) fn event(&self, id: u32) -> Event {
+        Event {
+            name: self.graph.names[id as usize].clone(),
+            slot: Some((self.graph.tag, id)),
+        }
+    }
+
+    fn id_of(&self, event: &Event) -> Option<u32> {
+        match event.slot {
+            Some((tag, id)) if tag == self.graph.tag => Some(id),
+            _ => self.graph.by_name.get(&event.name).copied(),
+        }
+    }
+
+    pub(crate) fn graph(&self) -> &Graph {
+        &self.graph
+    }
+}
+
+fn policy_allows(policy: &RetryPolicy, attempt: u32, error: &StepError) -> bool {
+    let declarative = policy.max_attempts.is_some() || policy.backoff.is_some();
+    if declarative && !error.is_retryable() && policy.handler.is_none() {
+        return false;
+    }
+    policy.max_attempts.is_none_or(|max| attempt < max)
+}
+
+/// The wait before retry number `attempt` (1 = after the first failure), in milliseconds.
+/// Jitter comes from a hash of the run, group and attempt, so it is reproducible.
+fn backoff_delay(backoff: &Backoff, attempt: u32, run_id: &str, group: &str) -> u64 {
+    let factor = backoff
+        .multiplier
+        .max(1.0)
+        .powi(attempt.saturating_sub(1) as i32);
+    let max = millis(backoff.max) as f64;
+    let full = (millis(backoff.initial) as f64 * factor).min(max).max(0.0);
+    if !backoff.jitter {
+        return full as u64;
+    }
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15 ^ u64::from(attempt);
+    for byte in run_id.bytes().chain(group.bytes()) {
+        h = (h ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+    (full / 2.0 + unit * full / 2.0) as u64
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1))
+            .without_jitter();
+        let delays: Vec<u64> = (1..=6).map(|a| backoff_delay(&b, a, "r", "g")).collect();
+        assert_eq!(delays, vec![100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn jitter_stays_in_the_upper_half_and_is_reproducible() {
+        let b = Backoff::exponential(Duration::from_millis(1000), Duration::from_secs(60));
+        for attempt in 1..5 {
+            let full = 1000u64 << (attempt - 1);
+            let d = backoff_delay(&b, attempt, "run", "group");
+            assert!(
+                d >= full / 2 && d <= full,
+                "{d} not in [{}, {full}]",
+                full / 2
+            );
+            assert_eq!(d, backoff_delay(&b, attempt, "run", "group"));
+        }
+        assert_ne!(
+            backoff_delay(&b, 3, "run-a", "g"),
+            backoff_delay(&b, 3, "run-b", "g")
+        );
+    }
+}

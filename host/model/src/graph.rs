@@ -1,0 +1,546 @@
+//! Compiles the item tree into a table of transitions indexed by integer event ids.
+//!
+//! Each item kind knows only how to produce its own transitions inside a parent scope
+//! ([`Item::compile`]); the table is what [`crate::StepFlow::apply`] walks. Scope `i` owns the
+//! events `2i` (`start:`) and `2i + 1` (`completed:`).
+//!
+//! Scope names: every item's scope is `<parent>/<name>`. Unlike the seed, we do not append the
+//! item kind to the name and we do not wrap `case` / `loop_until` / `retry` bodies in a scope of
+//! their own: the body's items are children of the item itself (`deploy.v1/shouldDeploy/deploy`),
+//! and the body's entry and exit are edges, not events. The sequence of function calls is the
+//! same as the seed's.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::builder::{Item, RetryPolicy, Steps, Wait};
+use crate::function::{Action, Condition};
+
+/// Why a flow definition was refused; each variant names the path of the offending item.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// An item has an empty name.
+    #[error("in `{parent}`: item number {position} has an empty name; give every step a name")]
+    EmptyName {
+        /// The scope that holds the item.
+        parent: String,
+        /// 1-based position among its siblings.
+        position: usize,
+    },
+    /// A name contains a character that the event syntax reserves.
+    #[error(
+        "in `{parent}`: the name `{name}` contains {what}, which stepflow reserves for scope paths and events; rename it"
+    )]
+    BadName {
+        /// The scope that holds the item.
+        parent: String,
+        /// The offending name.
+        name: String,
+        /// The offending character, described.
+        what: &'static str,
+    },
+    /// Two siblings share a name.
+    #[error(
+        "in `{parent}`: two items are named `{name}`; names must be unique among siblings so that each step has its own path"
+    )]
+    DuplicateName {
+        /// The scope that holds both items.
+        parent: String,
+        /// The shared name.
+        name: String,
+    },
+    /// Two transitions leave the same event.
+    #[error("the event `{event}` has two transitions; this is a bug in an item kind")]
+    DuplicateSource {
+        /// The event.
+        event: String,
+    },
+    /// Static transitions form a loop that no function call could ever break.
+    #[error("static transitions loop through `{event}` without calling any function")]
+    StaticCycle {
+        /// An event on the loop.
+        event: String,
+    },
+}
+
+/// What leaves an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Nothing: only the root's `completed:` event.
+    End,
+    /// A fixed destination event.
+    Static(u32),
+    /// A function call decides (index into `Graph::dynamics`).
+    Dynamic(u32),
+}
+
+/// The function a dynamic transition calls.
+#[derive(Clone)]
+pub(crate) enum Call {
+    Action(Arc<dyn Action>),
+    Condition(Arc<dyn Condition>, CallKind),
+}
+
+/// What kind of item a call serves (for records, diagrams and messages).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallKind {
+    /// A `step` (the seed's `Do`).
+    Step,
+    /// The condition of a `wait_for`.
+    WaitFor,
+    /// The condition of a `case`.
+    Case,
+    /// The condition of a `loop_until`.
+    LoopUntil,
+    /// The error handler of a `retry`.
+    ErrorHandler,
+}
+
+/// A transition that calls a function.
+#[derive(Clone)]
+pub(crate) struct Dynamic {
+    /// The scope of the item that owns the call (its path is the step path).
+    pub scope: u32,
+    pub call: Call,
+    /// Where an `Ok` action or a true condition goes.
+    pub yes: u32,
+    /// Where a false condition goes (unused for actions).
+    pub no: u32,
+    /// The innermost enclosing `retry` scope.
+    pub retry: Option<u32>,
+    pub wait: Wait,
+}
+
+/// The kind of a scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ScopeKind {
+    Step,
+    WaitFor,
+    Steps,
+    Case,
+    LoopUntil,
+    Retry,
+}
+
+#[derive(Clone)]
+pub(crate) struct Scope {
+    pub path: Arc<str>,
+    pub kind: ScopeKind,
+    /// For a retry scope: the next enclosing retry scope.
+    pub outer_retry: Option<u32>,
+    /// For a retry scope: its policy.
+    pub policy: Option<RetryPolicy>,
+}
+
+/// The compiled flow.
+pub(crate) struct Graph {
+    /// Distinguishes event ids of this graph from another's.
+    pub tag: u64,
+    pub scopes: Vec<Scope>,
+    /// Event id to its text form.
+    pub names: Vec<Arc<str>>,
+    pub by_name: HashMap<Arc<str>, u32>,
+    pub next: Vec<Next>,
+    pub dynamics: Vec<Dynamic>,
+    /// Event ids that complete a `retry` scope (its attempt count is cleared there).
+    pub completes_retry: Vec<bool>,
+    pub hash: String,
+}
+
+pub(crate) const fn start(scope: u32) -> u32 {
+    scope * 2
+}
+
+pub(crate) const fn completed(scope: u32) -> u32 {
+    scope * 2 + 1
+}
+
+pub(crate) const fn scope_of(event: u32) -> u32 {
+    event / 2
+}
+
+static NEXT_TAG: AtomicU64 = AtomicU64::new(1);
+
+struct Builder {
+    scopes: Vec<Scope>,
+    next: Vec<Option<Next>>,
+    dynamics: Vec<Dynamic>,
+    description: String,
+}
+
+impl Builder {
+    fn scope(&mut self, parent: Option<u32>, name: &str, kind: ScopeKind) -> u32 {
+        let path: Arc<str> = match parent {
+            Some(p) => format!("{}/{}", self.scopes[p as usize].path, name).into(),
+            None => name.into(),
+        };
+        let id = self.scopes.len() as u32;
+        self.scopes.push(Scope {
+            path,
+            kind,
+            outer_retry: None,
+            policy: None,
+        });
+        self.next.push(None);
+        self.next.push(None);
+        id
+    }
+
+    fn set(&mut self, event: u32, next: Next) -> Result<(), BuildError> {
+        let slot = &mut self.next[event as usize];
+        if slot.is_some() {
+            let scope = &self.scopes[scope_of(event) as usize];
+            let kind = if event % 2 == 0 { "start" } else { "completed" };
+            return Err(BuildError::DuplicateSource {
+                event: format!("{kind}:{}", scope.path),
+            });
+        }
+        *slot = Some(next);
+        Ok(())
+    }
+
+    fn link(&mut self, from: u32, to: u32) -> Result<(), BuildError> {
+        self.set(from, Next::Static(to))
+    }
+
+    fn dynamic(&mut self, at: u32, dynamic: Dynamic) -> Result<(), BuildError> {
+        let id = self.dynamics.len() as u32;
+        self.dynamics.push(dynamic);
+        self.set(at, Next::Dynamic(id))
+    }
+
+    /// Compiles `items` as children of `parent`, chained in order; returns the first child's
+    /// start and the last child's completion, or `None` for an empty body.
+    fn chain(
+        &mut self,
+        parent: u32,
+        items: &[Item],
+        retry: Option<u32>,
+    ) -> Result<Option<(u32, u32)>, BuildError> {
+        check_names(&self.scopes[parent as usize].path, items)?;
+        let mut ends: Option<(u32, u32)> = None;
+        for item in items {
+            let child = item.compile(Some(parent), retry, self)?;
+            ends = Some(match ends {
+                None => (start(child), completed(child)),
+                Some((first, last)) => {
+                    self.link(last, start(child))?;
+                    (first, completed(child))
+                }
+            });
+        }
+        Ok(ends)
+    }
+
+    /// Wires a body inside `scope`: `start:scope` enters it (or completes at once when empty).
+    fn body(&mut self, scope: u32, items: &[Item], retry: Option<u32>) -> Result<(), BuildError> {
+        match self.chain(scope, items, retry)? {
+            Some((first, last)) => {
+                self.link(start(scope), first)?;
+                self.link(last, completed(scope))
+            }
+            None => self.link(start(scope), completed(scope)),
+        }
+    }
+
+    fn describe(&mut self, scope: u32, what: &str) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            self.description,
+            "{} {what}",
+            self.scopes[scope as usize].path
+        );
+    }
+}
+
+impl Item {
+    /// Adds this item's scope and transitions under `parent`; returns its scope.
+    fn compile(
+        &self,
+        parent: Option<u32>,
+        retry: Option<u32>,
+        b: &mut Builder,
+    ) -> Result<u32, BuildError> {
+        match self {
+            Item::Step { name, action } => {
+                let s = b.scope(parent, name, ScopeKind::Step);
+                b.describe(s, &format!("step {}", action.label()));
+                b.dynamic(
+                    start(s),
+                    Dynamic {
+                        scope: s,
+                        call: Call::Action(action.clone()),
+                        yes: completed(s),
+                        no: completed(s),
+                        retry,
+                        wait: Wait::default(),
+                    },
+                )?;
+                Ok(s)
+            }
+            Item::WaitFor {
+                name,
+                condition,
+                wait,
+            } => {
+                let s = b.scope(parent, name, ScopeKind::WaitFor);
+                b.describe(
+                    s,
+                    &format!(
+                        "wait-for {} {:?} {:?}",
+                        condition.label(),
+                        wait.every,
+                        wait.timeout
+                    ),
+                );
+                b.dynamic(
+                    start(s),
+                    Dynamic {
+                        scope: s,
+                        call: Call::Condition(condition.clone(), CallKind::WaitFor),
+                        yes: completed(s),
+                        no: start(s),
+                        retry,
+                        wait: *wait,
+                    },
+                )?;
+                Ok(s)
+            }
+            Item::Steps(steps) => {
+                let s = b.scope(parent, &steps.name, ScopeKind::Steps);
+                b.describe(s, "steps");
+                b.body(s, &steps.items, retry)?;
+                Ok(s)
+            }
+            Item::Case {
+                name,
+                condition,
+                body,
+            } => {
+                let s = b.scope(parent, name, ScopeKind::Case);
+                b.describe(s, &format!("case {}", condition.label()));
+                let entry = b.chain(s, &body.items, retry)?;
+                let yes = match entry {
+                    Some((first, last)) => {
+                        b.link(last, completed(s))?;
+                        first
+                    }
+                    None => completed(s),
+                };
+                b.dynamic(
+                    start(s),
+                    Dynamic {
+                        scope: s,
+                        call: Call::Condition(condition.clone(), CallKind::Case),
+                        yes,
+                        no: completed(s),
+                        retry,
+                        wait: Wait::default(),
+                    },
+                )?;
+                Ok(s)
+            }
+            Item::LoopUntil {
+                name,
+                condition,
+                body,
+            } => {
+                let s = b.scope(parent, name, ScopeKind::LoopUntil);
+                b.describe(s, &format!("loop-until {}", condition.label()));
+                let entry = b.chain(s, &body.items, retry)?;
+                // The condition is asked when the body completes; an empty body asks it at once.
+                let (ask_at, again) = match entry {
+                    Some((first, last)) => {
+                        b.link(start(s), first)?;
+                        (last, first)
+                    }
+                    None => (start(s), start(s)),
+                };
+                b.dynamic(
+                    ask_at,
+                    Dynamic {
+                        scope: s,
+                        call: Call::Condition(condition.clone(), CallKind::LoopUntil),
+                        yes: completed(s),
+                        no: again,
+                        retry,
+                        wait: Wait::default(),
+                    },
+                )?;
+                Ok(s)
+            }
+            Item::Retry { name, policy, body } => {
+                let s = b.scope(parent, name, ScopeKind::Retry);
+                let handler = policy
+                    .handler
+                    .as_ref()
+                    .map(|h| h.label())
+                    .unwrap_or_default();
+                b.describe(
+                    s,
+                    &format!(
+                        "retry {handler} {:?} {:?}",
+                        policy.max_attempts,
+                        policy.backoff.map(|x| (
+                            x.initial,
+                            x.max,
+                            x.multiplier.to_bits(),
+                            x.jitter
+                        ))
+                    ),
+                );
+                let scope = &mut b.scopes[s as usize];
+                scope.outer_retry = retry;
+                scope.policy = Some(policy.clone());
+                b.body(s, &body.items, Some(s))?;
+                Ok(s)
+            }
+        }
+    }
+}
+
+fn check_names(parent: &str, items: &[Item]) -> Result<(), BuildError> {
+    let mut seen = HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let name = item.name();
+        check_name(parent, i + 1, name)?;
+        if !seen.insert(name) {
+            return Err(BuildError::DuplicateName {
+                parent: parent.to_string(),
+                name: name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_name(parent: &str, position: usize, name: &str) -> Result<(), BuildError> {
+    if name.is_empty() {
+        return Err(BuildError::EmptyName {
+            parent: parent.to_string(),
+            position,
+        });
+    }
+    let what = if name.contains('/') {
+        Some("`/`")
+    } else if name.contains(':') {
+        Some("`:`")
+    } else if name.chars().any(char::is_control) {
+        Some("a control character")
+    } else {
+        None
+    };
+    match what {
+        Some(what) => Err(BuildError::BadName {
+            parent: parent.to_string(),
+            name: name.to_string(),
+            what,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Compiles a root group into a graph, checking everything that can be checked before a run.
+pub(crate) fn compile(root: &Steps) -> Result<Graph, BuildError> {
+    check_name("(root)", 1, &root.name)?;
+    let mut b = Builder {
+        scopes: Vec::new(),
+        next: Vec::new(),
+        dynamics: Vec::new(),
+        description: String::new(),
+    };
+    let root_scope = Item::Steps(root.clone()).compile(None, None, &mut b)?;
+    debug_assert_eq!(root_scope, 0);
+
+    let mut names = Vec::with_capacity(b.next.len());
+    let mut by_name = HashMap::with_capacity(b.next.len());
+    for scope in &b.scopes {
+        for kind in ["start", "completed"] {
+            let name: Arc<str> = format!("{kind}:{}", scope.path).into();
+            by_name.insert(name.clone(), names.len() as u32);
+            names.push(name);
+        }
+    }
+    let next: Vec<Next> = b.next.iter().map(|n| n.unwrap_or(Next::End)).collect();
+    check_static_cycles(&next, &names)?;
+    let completes_retry = (0..next.len())
+        .map(|e| e % 2 == 1 && b.scopes[e / 2].kind == ScopeKind::Retry)
+        .collect();
+    Ok(Graph {
+        tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
+        hash: fnv1a_hex(b.description.as_bytes()),
+        scopes: b.scopes,
+        names,
+        by_name,
+        next,
+        dynamics: b.dynamics,
+        completes_retry,
+    })
+}
+
+/// Every event has at most one static successor, so a walk that meets its own path loops.
+fn check_static_cycles(next: &[Next], names: &[Arc<str>]) -> Result<(), BuildError> {
+    const NEW: u8 = 0;
+    const ON_PATH: u8 = 1;
+    const DONE: u8 = 2;
+    let mut mark = vec![NEW; next.len()];
+    let mut path = Vec::new();
+    for from in 0..next.len() {
+        let mut at = from;
+        while mark[at] == NEW {
+            mark[at] = ON_PATH;
+            path.push(at);
+            match next[at] {
+                Next::Static(to) => at = to as usize,
+                _ => break,
+            }
+        }
+        if mark[at] == ON_PATH && matches!(next[at], Next::Static(_)) && path.contains(&at) {
+            return Err(BuildError::StaticCycle {
+                event: names[at].to_string(),
+            });
+        }
+        for done in path.drain(..) {
+            mark[done] = DONE;
+        }
+    }
+    Ok(())
+}
+
+/// A stable 64-bit FNV-1a hash: the definition hash must not change between builds or platforms.
+fn fnv1a_hex(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_static_cycle_is_found() {
+        let names: Vec<Arc<str>> = vec!["a".into(), "b".into(), "c".into()];
+        let next = vec![Next::Static(1), Next::Static(2), Next::Static(1)];
+        let err = check_static_cycles(&next, &names).unwrap_err();
+        assert!(matches!(err, BuildError::StaticCycle { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_dynamic_back_edge_is_no_cycle() {
+        let names: Vec<Arc<str>> = vec!["a".into(), "b".into(), "c".into()];
+        let next = vec![Next::Static(1), Next::Static(2), Next::Dynamic(0)];
+        assert!(check_static_cycles(&next, &names).is_ok());
+    }
+
+    #[test]
+    fn the_hash_is_stable() {
+        assert_eq!(fnv1a_hex(b""), "cbf29ce484222325");
+        assert_eq!(fnv1a_hex(b"a"), "af63dc4c8601ec8c");
+    }
+}

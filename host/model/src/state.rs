@@ -1,0 +1,133 @@
+//! The saved state of a run: a plain serde type, so any store can keep it as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::Value;
+
+use crate::function::ErrorKind;
+
+/// The state of one run of a flow, saved after every [`crate::StepFlow::apply`].
+///
+/// The cursor is kept in the seed's form (`start:<scope>` / `completed:<scope>`), so a state is
+/// readable and survives a rebuild of the flow (see [`crate::StepFlow::check_state`]).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct State {
+    /// The current events; empty means "not started yet".
+    pub cursor: Vec<Event>,
+    /// The run's data document; actions patch it.
+    pub data: Arc<Value>,
+    /// Attempt numbers of `retry` groups that have restarted at least once, by scope path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attempts: BTreeMap<Arc<str>, u32>,
+    /// When each timed `wait_for` in progress gives up (Unix milliseconds), by scope path.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub deadlines: BTreeMap<Arc<str>, u64>,
+    /// Applying before this time (Unix milliseconds) does nothing: a wait or a back-off is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<u64>,
+    /// The error that stopped the run, when no retry took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<Failure>,
+    /// How many step calls have completed (the next call's sequence number).
+    #[serde(default)]
+    pub calls: u64,
+    /// The definition hash of the flow the run started on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub definition: String,
+}
+
+/// An event of the cursor: `start:<scope>` or `completed:<scope>`.
+///
+/// It remembers the id it has in the compiled flow that produced it, so applying does not look
+/// names up; a deserialised event is looked up by name once.
+#[derive(Clone)]
+pub struct Event {
+    pub(crate) name: Arc<str>,
+    pub(crate) slot: Option<(u64, u32)>,
+}
+
+impl Event {
+    /// An event from its text form; it is checked against a flow when applied.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        Event {
+            name: name.into(),
+            slot: None,
+        }
+    }
+
+    /// The text form, e.g. `start:deploy.v1/prepare`.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Event {}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.name, f)
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.name)
+    }
+}
+
+impl<'de> Deserialize<'de> for Event {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Ok(Event::new(name))
+    }
+}
+
+/// An error that stopped a run, with where it happened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The step path whose function failed (or the flow name for a state problem).
+    pub step: String,
+    /// Whether a retry could help.
+    pub kind: ErrorKind,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "step `{}` failed: {}", self.step, self.message)?;
+        if self.kind == ErrorKind::Fatal {
+            f.write_str(" (fatal)")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a run stands, derived from its state and the clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    /// The flow has finished.
+    Completed,
+    /// An error no retry took stopped the run; applying again retries the failing step.
+    Failed(Failure),
+    /// Nothing to do before this time (Unix milliseconds): a wait or a back-off.
+    Waiting(u64),
+    /// Applying now makes progress.
+    Ready,
+}
