@@ -1,1 +1,97 @@
-//! placeholder
+//! Runs stepflow steps that are WebAssembly components, in a wasmtime sandbox.
+//!
+//! A [`Runtime`] holds the one engine of the process. [`Plugin::load`] compiles a component (or
+//! takes it from the on-disk cache), reads its exports and classifies each function as an
+//! action, a condition or an error handler by its signature. [`Plugin::action`],
+//! [`Plugin::condition`] and [`Plugin::error_handler`] check a use against that before any run
+//! starts and return a [`PluginFunction`], which implements the model's step traits: a plugin
+//! step is just another step.
+//!
+//! Every call gets a fresh instance from a pre-linked `InstancePre` (nothing leaks between steps
+//! or runs) unless the plugin opts into instance reuse. A plugin sees only what its [`Grants`]
+//! allow; a trap, a time-out, a memory blow-up or malformed output becomes a
+//! [`stepflow_model::StepError`] that names the plugin, the function and the step.
+//!
+//! This crate knows nothing of flow files, storage or terminals.
+
+mod cache;
+mod classify;
+mod plugin;
+mod runtime;
+mod sandbox;
+
+pub use cache::LoadedFrom;
+pub use classify::FunctionKind;
+pub use plugin::{Export, Plugin, PluginFunction, PluginOptions};
+pub use runtime::{Runtime, RuntimeConfig, default_cache_dir};
+pub use sandbox::{DirGrant, Grants};
+
+/// Host-side bindings of the `stepflow:plugin` WIT package.
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "stepflow:plugin/plugin",
+    });
+}
+
+/// Why a plugin could not be loaded or a function not used.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The engine could not be set up.
+    #[error("could not set up the WebAssembly engine: {0}")]
+    Engine(String),
+    /// The `.wasm` file could not be read.
+    #[error("cannot read plugin `{plugin}` from {path}: {source}")]
+    Read {
+        /// The plugin's name.
+        plugin: String,
+        /// The file.
+        path: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid component for this host.
+    #[error("plugin `{plugin}` ({path}) is not a usable WebAssembly component: {reason}")]
+    Invalid {
+        /// The plugin's name.
+        plugin: String,
+        /// The file.
+        path: String,
+        /// What wasmtime said.
+        reason: String,
+    },
+    /// A grant cannot be honoured.
+    #[error("plugin `{plugin}`: {reason}")]
+    Grant {
+        /// The plugin's name.
+        plugin: String,
+        /// What is wrong with the grant.
+        reason: String,
+    },
+    /// The function does not exist.
+    #[error("plugin `{plugin}` has no step function `{function}`{hint}")]
+    NoSuchFunction {
+        /// The plugin's name.
+        plugin: String,
+        /// The function asked for.
+        function: String,
+        /// What it does have.
+        hint: String,
+    },
+    /// The function exists but has another shape than the use needs.
+    #[error(
+        "`{plugin}.{function}` is used as {wanted}, but it is {actual}; {wanted} has the signature {signature}"
+    )]
+    WrongKind {
+        /// The plugin's name.
+        plugin: String,
+        /// The function.
+        function: String,
+        /// What the use needs.
+        wanted: FunctionKind,
+        /// What the function is.
+        actual: String,
+        /// The signature the use needs.
+        signature: &'static str,
+    },
+}

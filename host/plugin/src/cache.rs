@@ -1,0 +1,133 @@
+//! The on-disk cache of compiled components, so a restart does not recompile.
+//!
+//! An entry is keyed by the SHA-256 of the component's bytes and the engine's compatibility hash
+//! (wasmtime version and every setting that changes the machine code). It is written atomically
+//! (temporary file, then rename) and carries the SHA-256 of its own contents, checked before the
+//! bytes are handed to wasmtime: a corrupt, truncated or foreign entry is rebuilt, never trusted.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// Where compiled components are kept.
+#[derive(Clone, Debug)]
+pub(crate) struct Cache {
+    dir: PathBuf,
+}
+
+/// How a component was obtained, for callers that report load times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadedFrom {
+    /// Compiled now (and stored in the cache, if there is one).
+    Compiled,
+    /// Read from the on-disk cache.
+    Cache,
+}
+
+const MAGIC: &[u8; 8] = b"SFCACHE1";
+
+impl Cache {
+    pub fn new(dir: PathBuf) -> Self {
+        Cache { dir }
+    }
+
+    /// Loads `wasm` from the cache, or compiles it and stores the result.
+    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, LoadedFrom)> {
+        let path = self.entry_path(engine, wasm);
+        if let Some(component) = read_entry(engine, &path) {
+            return Ok((component, LoadedFrom::Cache));
+        }
+        let component = Component::new(engine, wasm)?;
+        if let Err(e) = write_entry(&path, &component) {
+            tracing::warn!(path = %path.display(), "could not store the compiled component: {e}");
+        }
+        Ok((component, LoadedFrom::Compiled))
+    }
+
+    fn entry_path(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
+        let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+        engine
+            .precompile_compatibility_hash()
+            .hash(&mut engine_hash);
+        let content = Sha256::digest(wasm);
+        self.dir.join(format!(
+            "{}-{:016x}.cwasm",
+            hex(&content[..16]),
+            engine_hash.finish()
+        ))
+    }
+}
+
+fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
+    let bytes = std::fs::read(path).ok()?;
+    let body = verified_body(&bytes);
+    if body.is_none() {
+        tracing::warn!(path = %path.display(), "ignoring a corrupt cache entry; recompiling");
+        return None;
+    }
+    // SAFETY: the bytes were produced by `Component::serialize` of this crate (the checksum
+    // written with them matches), and wasmtime itself refuses an artifact from another version
+    // or configuration.
+    match unsafe { Component::deserialize(engine, body?) } {
+        Ok(component) => Some(component),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), "ignoring a stale cache entry ({e}); recompiling");
+            None
+        }
+    }
+}
+
+/// `MAGIC | sha256(body) | body` -> `body`, if the checksum holds.
+fn verified_body(bytes: &[u8]) -> Option<&[u8]> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    if rest.len() < 32 {
+        return None;
+    }
+    let (sum, body) = rest.split_at(32);
+    (Sha256::digest(body).as_slice() == sum).then_some(body)
+}
+
+fn write_entry(path: &Path, component: &Component) -> std::io::Result<()> {
+    let body = component
+        .serialize()
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("entry"),
+        std::process::id()
+    ));
+    let mut out = Vec::with_capacity(body.len() + 40);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&Sha256::digest(&body));
+    out.extend_from_slice(&body);
+    std::fs::write(&tmp, &out)?;
+    std::fs::rename(&tmp, path)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_with_a_wrong_checksum_is_refused() {
+        let mut good = MAGIC.to_vec();
+        good.extend_from_slice(&Sha256::digest(b"body"));
+        good.extend_from_slice(b"body");
+        assert_eq!(verified_body(&good), Some(&b"body"[..]));
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(verified_body(&bad), None);
+        assert_eq!(verified_body(&good[..20]), None);
+        assert_eq!(verified_body(b"something else entirely"), None);
+    }
+}

@@ -1,0 +1,109 @@
+//! Tells step functions from other exports by their signatures (design.md, section 4).
+
+use std::fmt;
+
+use wasmtime::component::types::{ComponentFunc, Type};
+
+/// The three shapes a step function can have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FunctionKind {
+    /// `func(ctx: step-context) -> result<option<string>, step-error>`
+    Action,
+    /// `func(ctx: step-context) -> result<bool, step-error>`
+    Condition,
+    /// `func(ctx: step-context, error: string) -> result<bool, step-error>`
+    ErrorHandler,
+}
+
+impl fmt::Display for FunctionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FunctionKind::Action => "an action",
+            FunctionKind::Condition => "a condition",
+            FunctionKind::ErrorHandler => "an error handler",
+        })
+    }
+}
+
+impl FunctionKind {
+    /// The WIT signature of this shape, for messages.
+    pub fn signature(self) -> &'static str {
+        match self {
+            FunctionKind::Action => "func(ctx: step-context) -> result<option<string>, step-error>",
+            FunctionKind::Condition => "func(ctx: step-context) -> result<bool, step-error>",
+            FunctionKind::ErrorHandler => {
+                "func(ctx: step-context, error: string) -> result<bool, step-error>"
+            }
+        }
+    }
+}
+
+const CONTEXT_FIELDS: [(&str, fn(&Type) -> bool); 7] = [
+    ("run-id", |t| matches!(t, Type::String)),
+    ("flow", |t| matches!(t, Type::String)),
+    ("step", |t| matches!(t, Type::String)),
+    ("attempt", |t| matches!(t, Type::U32)),
+    ("idempotency-key", |t| matches!(t, Type::String)),
+    ("redelivered", |t| matches!(t, Type::Bool)),
+    ("data", |t| matches!(t, Type::String)),
+];
+
+/// Classifies a function, or says why it is not a step function.
+pub(crate) fn classify(func: &ComponentFunc) -> Result<FunctionKind, String> {
+    if func.async_() {
+        return Err("it is an async function; step functions are synchronous".into());
+    }
+    let params: Vec<(&str, Type)> = func.params().collect();
+    let results: Vec<Type> = func.results().collect();
+    let Some((_, first)) = params.first() else {
+        return Err("it takes no step-context".into());
+    };
+    if !is_step_context(first) {
+        return Err("its first parameter is not a stepflow:plugin step-context".into());
+    }
+    let [Type::Result(result)] = results.as_slice() else {
+        return Err("it does not return result<_, step-error>".into());
+    };
+    if !result.err().as_ref().is_some_and(is_step_error) {
+        return Err("its error type is not a stepflow:plugin step-error".into());
+    }
+    let ok = result.ok();
+    match (params.len(), ok) {
+        (1, Some(Type::Option(o))) if matches!(o.ty(), Type::String) => Ok(FunctionKind::Action),
+        (1, Some(Type::Bool)) => Ok(FunctionKind::Condition),
+        (2, Some(Type::Bool)) if matches!(params[1].1, Type::String) => {
+            Ok(FunctionKind::ErrorHandler)
+        }
+        (1, _) => Err("it returns neither option<string> (an action) nor bool (a condition)".into()),
+        (2, _) => Err(
+            "with two parameters it must be an error handler: (step-context, string) -> result<bool, step-error>"
+                .into(),
+        ),
+        _ => Err(format!("it takes {} parameters; step functions take one or two", params.len())),
+    }
+}
+
+fn is_step_context(ty: &Type) -> bool {
+    let Type::Record(record) = ty else {
+        return false;
+    };
+    let fields: Vec<_> = record.fields().collect();
+    fields.len() == CONTEXT_FIELDS.len()
+        && fields
+            .iter()
+            .zip(CONTEXT_FIELDS)
+            .all(|(f, (name, ok))| f.name == name && ok(&f.ty))
+}
+
+fn is_step_error(ty: &Type) -> bool {
+    let Type::Variant(variant) = ty else {
+        return false;
+    };
+    let cases: Vec<_> = variant.cases().collect();
+    cases.len() == 2
+        && cases
+            .iter()
+            .zip(["retryable", "fatal"])
+            .all(|(c, name)| c.name == name && matches!(c.ty, Some(Type::String)))
+}

@@ -1,0 +1,155 @@
+//! One wasmtime engine per process, the linker every plugin shares, and the clock that stops
+//! runaway calls.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::PluginError;
+use crate::bindings::stepflow::plugin::host;
+use crate::cache::Cache;
+use crate::sandbox::HostState;
+
+/// How often the epoch advances: the resolution of call time limits.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Settings for the one engine a process uses.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Where compiled components are cached; `None` compiles every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Pre-allocate instance slots (faster instantiation; reserves virtual memory up front).
+    pub pooling: bool,
+    /// How many instances may be alive at once with pooling.
+    pub max_instances: u32,
+    /// The largest memory cap any plugin may be granted.
+    pub max_memory_bytes: usize,
+    /// Meter wasm execution with fuel, so plugins can be given a fuel grant (costs speed).
+    pub fuel: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: default_cache_dir(),
+            pooling: true,
+            max_instances: 256,
+            max_memory_bytes: 1 << 30,
+            fuel: false,
+        }
+    }
+}
+
+/// `$STEPFLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/stepflow/components`, else
+/// `~/.cache/stepflow/components`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("STEPFLOW_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("stepflow").join("components"))
+}
+
+/// The shared engine, linker and cache: create one per process and load every plugin with it.
+#[derive(Clone)]
+pub struct Runtime {
+    pub(crate) inner: Arc<RuntimeInner>,
+}
+
+pub(crate) struct RuntimeInner {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    pub cache: Option<Cache>,
+    pub config: RuntimeConfig,
+}
+
+impl Runtime {
+    /// Creates the engine (Cranelift, component model, epoch interruption, copy-on-write memory
+    /// images, optional pooling and fuel) and starts the epoch clock.
+    pub fn new(config: RuntimeConfig) -> Result<Self, PluginError> {
+        let mut c = Config::new();
+        c.epoch_interruption(true);
+        c.memory_init_cow(true);
+        c.consume_fuel(config.fuel);
+        c.max_wasm_stack(1 << 20);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            pool.total_component_instances(config.max_instances);
+            pool.total_core_instances(config.max_instances * 8);
+            pool.total_memories(config.max_instances * 2);
+            pool.total_tables(config.max_instances * 4);
+            pool.total_stacks(config.max_instances);
+            pool.max_memory_size(config.max_memory_bytes);
+            pool.max_core_instances_per_component(64);
+            pool.max_memories_per_component(16);
+            pool.max_tables_per_component(32);
+            pool.max_component_instance_size(1 << 20);
+            pool.max_core_instance_size(1 << 20);
+            // Keeping a little memory resident between uses avoids most decommit work.
+            pool.linear_memory_keep_resident(1 << 20);
+            pool.table_keep_resident(1 << 16);
+            c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&c).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        start_epoch_clock(&engine);
+        Ok(Runtime {
+            inner: Arc::new(RuntimeInner {
+                cache: config.cache_dir.clone().map(Cache::new),
+                engine,
+                linker,
+                config,
+            }),
+        })
+    }
+
+    /// The wasmtime engine (for embedders that need it).
+    pub fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+}
+
+/// Advances the engine's epoch every tick until the engine is dropped.
+fn start_epoch_clock(engine: &Engine) {
+    let weak = engine.weak();
+    let spawned = std::thread::Builder::new()
+        .name("stepflow-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("could not start the epoch clock; call time limits will not hold: {e}");
+    }
+}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String, fields: Vec<(String, String)>) {
+        let fields = fields
+            .iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect::<String>();
+        let (plugin, run, step) = (&*self.tag.plugin, &*self.tag.run, &*self.tag.step);
+        match level {
+            host::Level::Trace => tracing::trace!(plugin, run, step, "{message}{fields}"),
+            host::Level::Debug => tracing::debug!(plugin, run, step, "{message}{fields}"),
+            host::Level::Info => tracing::info!(plugin, run, step, "{message}{fields}"),
+            host::Level::Warn => tracing::warn!(plugin, run, step, "{message}{fields}"),
+            host::Level::Error => tracing::error!(plugin, run, step, "{message}{fields}"),
+        }
+    }
+}
+
+impl crate::bindings::stepflow::plugin::types::Host for HostState {}

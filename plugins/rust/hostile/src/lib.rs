@@ -1,0 +1,103 @@
+//! Misbehaving steps, one per way a plugin can go wrong, for the sandbox tests.
+
+wit_bindgen::generate!({
+    world: "stepflow-examples:hostile/hostile",
+    path: ["../../../wit", "wit"],
+    generate_all,
+});
+
+use serde_json::{Value, json};
+
+struct Hostile;
+
+fn field(ctx: &StepContext, name: &str) -> String {
+    serde_json::from_str::<Value>(&ctx.data)
+        .ok()
+        .and_then(|d| d[name].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[inline(never)]
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
+    pad[0] = pad[0].wrapping_add(1);
+    let mut local = [0u8; 256];
+    local[(depth % 256) as usize] = pad[0];
+    std::hint::black_box(&mut local);
+    recurse(depth + 1, &mut local) + u64::from(local[0])
+}
+
+impl Guest for Hostile {
+    fn spin(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        let mut n: u64 = 0;
+        loop {
+            n = std::hint::black_box(n.wrapping_add(1));
+        }
+    }
+
+    fn memory_bomb(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        let mut hoard: Vec<Vec<u8>> = Vec::new();
+        loop {
+            hoard.push(vec![1u8; 1 << 20]);
+            std::hint::black_box(&hoard);
+        }
+    }
+
+    fn stack_overflow(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        let mut pad = [0u8; 256];
+        let n = recurse(0, &mut pad);
+        Ok(Some(json!({ "depth": n }).to_string()))
+    }
+
+    fn panic(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        panic!("this step always panics");
+    }
+
+    fn big_output(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        let blob = "x".repeat(8 << 20);
+        Ok(Some(json!({ "blob": blob }).to_string()))
+    }
+
+    fn bad_json(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        Ok(Some("{this is not json".to_string()))
+    }
+
+    fn read_file(ctx: StepContext) -> Result<Option<String>, StepError> {
+        let path = field(&ctx, "path");
+        match std::fs::read_to_string(&path) {
+            Ok(content) => Ok(Some(json!({ "content": content }).to_string())),
+            Err(e) => Err(StepError::Retryable(format!("cannot read {path}: {e}"))),
+        }
+    }
+
+    fn read_env(ctx: StepContext) -> Result<Option<String>, StepError> {
+        let var = field(&ctx, "var");
+        match std::env::var(&var) {
+            Ok(value) => Ok(Some(json!({ "value": value }).to_string())),
+            Err(e) => Err(StepError::Retryable(format!("cannot read ${var}: {e}"))),
+        }
+    }
+
+    fn print_lots(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        let line = "y".repeat(1023);
+        for _ in 0..(10 << 10) {
+            println!("{line}");
+        }
+        eprintln!("done printing");
+        Ok(Some(json!({ "printed": true }).to_string()))
+    }
+
+    fn burn(_ctx: StepContext) -> Result<bool, StepError> {
+        let mut n: u64 = 0;
+        for i in 0..u64::MAX {
+            n = std::hint::black_box(n ^ i);
+        }
+        Ok(n == 0)
+    }
+
+    fn add(a: u32, b: u32) -> u32 {
+        a.wrapping_add(b)
+    }
+}
+
+export!(Hostile);

@@ -1,0 +1,32 @@
+//! The seed's quickstart as a plugin: `step1`, `a-condition`, `step2`.
+
+wit_bindgen::generate!({
+    world: "stepflow-examples:quickstart/quickstart",
+    path: ["../../../wit", "wit"],
+    generate_all,
+});
+
+use stepflow::plugin::host::{Level, log};
+
+struct Quickstart;
+
+impl Guest for Quickstart {
+    fn step1(ctx: StepContext) -> Result<Option<String>, StepError> {
+        log(Level::Info, "Executing step 1", &[("step".into(), ctx.step)]);
+        Ok(Some(r#"{"step1":"done"}"#.to_string()))
+    }
+
+    fn a_condition(ctx: StepContext) -> Result<bool, StepError> {
+        log(Level::Info, "Return true when ready to proceed.", &[]);
+        let data: serde_json::Value = serde_json::from_str(&ctx.data)
+            .map_err(|e| StepError::Fatal(format!("the data document is not JSON: {e}")))?;
+        Ok(data["step1"] == "done")
+    }
+
+    fn step2(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        println!("Executing step 2");
+        Ok(Some(r#"{"step2":"done"}"#.to_string()))
+    }
+}
+
+export!(Quickstart);
