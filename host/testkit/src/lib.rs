@@ -1,9 +1,10 @@
 //! Builds the example plugins for stepflow's tests, benchmarks and examples.
 //!
 //! The Rust plugins under `plugins/rust` are a workspace of their own that targets
-//! `wasm32-wasip2`. [`rust_plugin`] adds that target with rustup when it is missing, builds the
-//! workspace once per process (cargo itself serialises concurrent builds and skips up-to-date
-//! ones) into `<target>/wasm-plugins`, and returns the path of one component.
+//! `wasm32-wasip2`. [`rust_plugin`] runs its `build` script (which adds the target with rustup
+//! when it is missing) once per process — cargo itself serialises concurrent builds and skips
+//! up-to-date ones — and returns the path of one component under `plugins/rust/target`, where
+//! the example flow files expect them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,53 +44,19 @@ pub fn rust_plugin(name: &str) -> PathBuf {
     }
 }
 
-/// Builds `plugins/rust` for wasm32-wasip2; returns the directory holding the `.wasm` files.
+/// Builds `plugins/rust` with its `build` script; returns the directory holding the `.wasm` files.
 pub fn build_rust_plugins() -> Result<PathBuf, String> {
-    ensure_wasm_target()?;
-    let out = target_dir().join("wasm-plugins");
-    let manifest = repo_root().join("plugins/rust/Cargo.toml");
-    let status = Command::new(cargo())
-        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip2"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &out)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
+    let dir = repo_root().join("plugins/rust");
+    let script = dir.join("build");
+    let status = Command::new("bash")
+        .arg(&script)
         .status()
-        .map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
     if !status.success() {
         return Err(format!(
-            "building the Rust plugins failed ({status}); run `cargo build --release --target wasm32-wasip2 --manifest-path {}` to see why",
-            manifest.display()
+            "building the Rust plugins failed ({status}); run {} to see why",
+            script.display()
         ));
     }
-    Ok(out.join("wasm32-wasip2").join("release"))
-}
-
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
-/// Adds the wasm32-wasip2 target with rustup when it is not installed.
-pub fn ensure_wasm_target() -> Result<(), String> {
-    let installed = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .map_err(|e| format!("rustup is needed to add the wasm32-wasip2 target: {e}"))?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.trim() == "wasm32-wasip2")
-    {
-        return Ok(());
-    }
-    let status = Command::new("rustup")
-        .args(["target", "add", "wasm32-wasip2"])
-        .status()
-        .map_err(|e| format!("cannot run rustup: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err("`rustup target add wasm32-wasip2` failed".into())
-    }
+    Ok(dir.join("target/wasm32-wasip2/release"))
 }
