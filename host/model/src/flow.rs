@@ -189,37 +189,42 @@ impl StepFlow {
         }
     }
 
-    /// Moves the run forward: follows static transitions and makes at most one function call
-    /// (plus the error handlers a failure calls). It never loses the state: on an error the
-    /// cursor stays at the failing step and [`State::error`] says what happened.
-    pub async fn apply(&self, ctx: &RunContext, state: State) -> State {
-        self.apply_with_record(ctx, state).await.state
+    /// Moves the run forward (prototype: the state is worked on in place).
+    pub async fn apply(&self, ctx: &RunContext, mut state: State) -> State {
+        self.advance(ctx, &mut state).await;
+        state
     }
 
     /// [`StepFlow::apply`], also reporting the call it made.
     pub async fn apply_with_record(&self, ctx: &RunContext, mut state: State) -> Applied {
+        let call = self.advance(ctx, &mut state).await;
+        Applied { state, call }
+    }
+
+    /// The static part of an apply: the event and dynamic transition to call, if any.
+    fn walk(&self, ctx: &RunContext, state: &mut State) -> Option<(u32, u32)> {
         if state.cursor.is_empty() {
             state.cursor.push(self.event(start(0)));
         }
         if let Some(due) = state.not_before {
             if ctx.clock.now_ms() < due {
-                return Applied { state, call: None };
+                return None;
             }
             state.not_before = None;
         }
-        let mut at = match self.resume_point(&state) {
+        let mut at = match self.resume_point(state) {
             Ok(Some(at)) => at,
-            Ok(None) => return Applied { state, call: None },
+            Ok(None) => return None,
             Err(error) => {
                 state.error = Some(Failure {
                     step: self.flow.to_string(),
                     kind: ErrorKind::Fatal,
                     message: error.to_string(),
                 });
-                return Applied { state, call: None };
+                return None;
             }
         };
-        let dynamic = loop {
+        loop {
             match self.graph.next[at as usize] {
                 Next::Static(to) => {
                     if self.graph.completes_retry[to as usize] {
@@ -229,15 +234,37 @@ impl StepFlow {
                     }
                     at = to;
                 }
-                Next::Dynamic(d) => break d,
+                Next::Dynamic(d) => return Some((at, d)),
                 Next::End => {
-                    self.set_cursor(&mut state, at);
+                    self.set_cursor(state, at);
                     state.error = None;
-                    return Applied { state, call: None };
+                    return None;
                 }
             }
+        }
+    }
+
+    /// The step whose function the next apply will call, and what kind of call it is; `None`
+    /// when the run is complete or its state does not fit the flow. For progress displays.
+    pub fn next_call(&self, state: &State) -> Option<(&str, CallKind)> {
+        let mut at = match state.cursor.is_empty() {
+            true => start(0),
+            false => self.resume_point(state).ok()??,
         };
-        self.call(ctx, state, at, dynamic).await
+        loop {
+            match self.graph.next[at as usize] {
+                Next::Static(to) => at = to,
+                Next::Dynamic(d) => {
+                    let dynamic = &self.graph.dynamics[d as usize];
+                    let kind = match &dynamic.call {
+                        Call::Action(_) => CallKind::Step,
+                        Call::Condition(_, kind) => *kind,
+                    };
+                    return Some((&self.graph.scopes[dynamic.scope as usize].path, kind));
+                }
+                Next::End => return None,
+            }
+        }
     }
 
     /// The event to continue from: the first cursor event with a transition; `None` when done.
@@ -261,49 +288,68 @@ impl StepFlow {
         })
     }
 
-    async fn call(&self, ctx: &RunContext, mut state: State, at: u32, d: u32) -> Applied {
+    async fn advance(&self, ctx: &RunContext, state: &mut State) -> Option<CallRecord> {
+        let (at, d) = self.walk(ctx, state)?;
         let dynamic = &self.graph.dynamics[d as usize];
         let path = &self.graph.scopes[dynamic.scope as usize].path;
-        let step_ctx = self.step_context(ctx, &state, path.clone(), dynamic.retry);
+        let step_ctx = self.step_context(ctx, state, path.clone(), dynamic.retry);
         let (attempt, sequence) = (step_ctx.attempt, step_ctx.sequence);
-        let now = || ctx.clock.now_ms();
-
         let (kind, result) = match &dynamic.call {
-            Call::Action(action) => {
-                let result = action.run(step_ctx).await;
-                (CallKind::Step, result.map(Outcome::Done))
-            }
+            Call::Action(action) => (
+                CallKind::Step,
+                action.run(step_ctx).await.map(Outcome::Done),
+            ),
             Call::Condition(condition, kind) => {
                 if let (CallKind::WaitFor, Some(timeout)) = (kind, dynamic.wait.timeout) {
-                    let t = now().saturating_add(millis(timeout));
+                    let t = ctx.clock.now_ms().saturating_add(millis(timeout));
                     state.deadlines.entry(path.clone()).or_insert(t);
                 }
-                let answer = condition.check(step_ctx).await;
-                (*kind, answer.map(Outcome::Answered))
+                (
+                    *kind,
+                    condition.check(step_ctx).await.map(Outcome::Answered),
+                )
             }
         };
-        let record = |outcome| CallRecord {
+        let outcome = match self.settle(ctx, state, d, kind, result) {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                Box::pin(self.fail(ctx, state, at, dynamic.scope, dynamic.retry, error)).await
+            }
+        };
+        Some(CallRecord {
             step: path.clone(),
             kind,
             attempt,
             sequence,
             redelivered: ctx.redelivered,
             outcome,
-        };
+        })
+    }
 
+    fn settle(
+        &self,
+        ctx: &RunContext,
+        state: &mut State,
+        d: u32,
+        kind: CallKind,
+        result: Result<Outcome, StepError>,
+    ) -> Result<Outcome, StepError> {
+        let dynamic = &self.graph.dynamics[d as usize];
+        let path = &self.graph.scopes[dynamic.scope as usize].path;
+        let now = || ctx.clock.now_ms();
         let outcome = match result {
             Ok(Outcome::Done(patch)) => {
                 if let Some(patch) = &patch {
                     json_patch::merge(Arc::make_mut(&mut state.data), patch);
                 }
-                self.set_cursor(&mut state, dynamic.yes);
+                self.land(state, dynamic.yes);
                 Ok(Outcome::Done(patch))
             }
             Ok(Outcome::Answered(true)) => {
                 if kind == CallKind::WaitFor && !state.deadlines.is_empty() {
                     state.deadlines.remove(&**path);
                 }
-                self.set_cursor(&mut state, dynamic.yes);
+                self.land(state, dynamic.yes);
                 Ok(Outcome::Answered(true))
             }
             Ok(Outcome::Answered(false)) => {
@@ -319,26 +365,18 @@ impl StepFlow {
                     if let Some(every) = dynamic.wait.every {
                         state.not_before = Some(now().saturating_add(millis(every)));
                     }
-                    self.set_cursor(&mut state, dynamic.no);
+                    self.set_cursor(state, dynamic.no);
                     Ok(Outcome::Answered(false))
                 }
             }
             Ok(other) => Ok(other),
             Err(error) => Err(error),
         };
-
-        let outcome = match outcome {
-            Ok(outcome) => {
-                state.error = None;
-                state.calls += 1;
-                outcome
-            }
-            Err(error) => self.fail(ctx, &mut state, at, dynamic.retry, error).await,
-        };
-        Applied {
-            state,
-            call: Some(record(outcome)),
+        if outcome.is_ok() {
+            state.error = None;
+            state.calls += 1;
         }
+        outcome
     }
 
     /// Offers `error` to the enclosing retry groups, innermost first, as the seed does: a group
@@ -348,6 +386,7 @@ impl StepFlow {
         ctx: &RunContext,
         state: &mut State,
         at: u32,
+        owner: u32,
         mut retry: Option<u32>,
         mut error: StepError,
     ) -> Outcome {
@@ -392,7 +431,7 @@ impl StepFlow {
         // Nobody took it: the cursor stays at the failing step.
         self.set_cursor(state, at);
         state.error = Some(Failure {
-            step: self.graph.scopes[scope_of(at) as usize].path.to_string(),
+            step: self.graph.scopes[owner as usize].path.to_string(),
             kind: error.kind,
             message: error.message.clone(),
         });
@@ -425,7 +464,26 @@ impl StepFlow {
         }
     }
 
+    /// Sets the cursor after a call; when only static transitions remain before the flow's end,
+    /// goes straight to `completed:<root>`, so the caller sees completion without another apply.
+    fn land(&self, state: &mut State, dest: u32) {
+        let mut at = dest;
+        loop {
+            match self.graph.next[at as usize] {
+                Next::Static(to) => at = to,
+                Next::Dynamic(_) => break self.set_cursor(state, dest),
+                Next::End => {
+                    state.attempts.clear();
+                    break self.set_cursor(state, at);
+                }
+            }
+        }
+    }
+
     fn set_cursor(&self, state: &mut State, at: u32) {
+        if state.cursor.len() == 1 && state.cursor[0].slot == Some((self.graph.tag, at)) {
+            return;
+        }
         let event = self.event(at);
         if state.cursor.len() == 1 {
             state.cursor[0] = event;
@@ -455,8 +513,8 @@ impl StepFlow {
 }
 
 fn policy_allows(policy: &RetryPolicy, attempt: u32, error: &StepError) -> bool {
-    let declarative = policy.max_attempts.is_some() || policy.backoff.is_some();
-    if declarative && !error.is_retryable() && policy.handler.is_none() {
+    // Without a handler to ask, only retryable errors are retried.
+    if policy.handler.is_none() && !error.is_retryable() {
         return false;
     }
     policy.max_attempts.is_none_or(|max| attempt < max)

@@ -192,7 +192,11 @@ impl Builder {
         let slot = &mut self.next[event as usize];
         if slot.is_some() {
             let scope = &self.scopes[scope_of(event) as usize];
-            let kind = if event % 2 == 0 { "start" } else { "completed" };
+            let kind = if event.is_multiple_of(2) {
+                "start"
+            } else {
+                "completed"
+            };
             return Err(BuildError::DuplicateSource {
                 event: format!("{kind}:{}", scope.path),
             });
@@ -466,7 +470,7 @@ pub(crate) fn compile(root: &Steps) -> Result<Graph, BuildError> {
     let next: Vec<Next> = b.next.iter().map(|n| n.unwrap_or(Next::End)).collect();
     check_static_cycles(&next, &names)?;
     let completes_retry = (0..next.len())
-        .map(|e| e % 2 == 1 && b.scopes[e / 2].kind == ScopeKind::Retry)
+        .map(|e| !e.is_multiple_of(2) && b.scopes[e / 2].kind == ScopeKind::Retry)
         .collect();
     Ok(Graph {
         tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
