@@ -68,6 +68,12 @@ fn calls(c: &mut Criterion) {
         b.iter(|| rt.block_on(reused.run(black_box(ctx.clone()))).unwrap())
     });
     g.finish();
+
+    // Where a fresh-instance call spends its time (printed, not asserted).
+    let profile = rt
+        .block_on(fresh.profile_fresh_calls(&ctx, 20_000))
+        .unwrap();
+    println!("fresh-instance call breakdown (mean of 20000): {profile:?}");
 }
 
 fn loads(c: &mut Criterion) {

@@ -39,7 +39,10 @@ impl FunctionKind {
     }
 }
 
-const CONTEXT_FIELDS: [(&str, fn(&Type) -> bool); 7] = [
+/// A field of `step-context` and a check of its type.
+type FieldCheck = (&'static str, fn(&Type) -> bool);
+
+const CONTEXT_FIELDS: [FieldCheck; 7] = [
     ("run-id", |t| matches!(t, Type::String)),
     ("flow", |t| matches!(t, Type::String)),
     ("step", |t| matches!(t, Type::String)),

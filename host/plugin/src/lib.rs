@@ -22,7 +22,7 @@ mod sandbox;
 
 pub use cache::LoadedFrom;
 pub use classify::FunctionKind;
-pub use plugin::{Export, Plugin, PluginFunction, PluginOptions};
+pub use plugin::{Export, FreshProfile, Plugin, PluginFunction, PluginOptions};
 pub use runtime::{Runtime, RuntimeConfig, default_cache_dir};
 pub use sandbox::{DirGrant, Grants};
 

@@ -337,15 +337,7 @@ impl PluginFunction {
             }
         };
         let mut warm = self.checkout(ctx).await.map_err(|e| fail(e, false))?;
-        let wit_ctx = wit::StepContext {
-            run_id: ctx.run_id.to_string(),
-            flow: ctx.flow.to_string(),
-            step: ctx.step.to_string(),
-            attempt: ctx.attempt,
-            idempotency_key: ctx.idempotency_key(),
-            redelivered: ctx.redelivered,
-            data: ctx.data.to_string(),
-        };
+        let wit_ctx = to_wit(ctx);
         let result = call.invoke(&mut warm, &self.index, wit_ctx).await;
         let (text, dropped) = warm.output.take();
         if !text.is_empty() || dropped > 0 {
@@ -447,6 +439,17 @@ impl PluginFunction {
 
     /// A new store and instance: nothing carried over from any other call.
     async fn fresh(&self) -> Result<Warm, String> {
+        let (mut store, output) = self.new_store()?;
+        let instance = self.instantiate(&mut store).await?;
+        Ok(Warm {
+            store,
+            instance,
+            output,
+        })
+    }
+
+    /// A store with the plugin's sandbox: WASI context, limits, deadline, fuel.
+    fn new_store(&self) -> Result<(Store<HostState>, CapturedOutput), String> {
         let p = &self.plugin;
         let grants = &p.options.grants;
         let output = CapturedOutput::new(grants.max_log_bytes);
@@ -477,15 +480,64 @@ impl PluginFunction {
                 .set_fuel(fuel)
                 .map_err(|e| format!("cannot set fuel: {e}"))?;
         }
-        let instance = p
+        Ok((store, output))
+    }
+
+    async fn instantiate(&self, store: &mut Store<HostState>) -> Result<Instance, String> {
+        self.plugin
             .pre
-            .instantiate_async(&mut store)
+            .instantiate_async(store)
             .await
-            .map_err(|e| format!("could not be instantiated: {e:#}"))?;
-        Ok(Warm {
-            store,
-            instance,
-            output,
+            .map_err(|e| format!("could not be instantiated: {e:#}"))
+    }
+
+    /// Where the time of a fresh-instance call goes, averaged over `n` calls of this action:
+    /// for the benchmark's breakdown, not for production use.
+    #[doc(hidden)]
+    pub async fn profile_fresh_calls(
+        &self,
+        ctx: &StepContext,
+        n: u32,
+    ) -> Result<FreshProfile, String> {
+        use std::time::{Duration, Instant};
+        let mut p = [Duration::ZERO; 5];
+        for _ in 0..n {
+            let t0 = Instant::now();
+            let output = CapturedOutput::new(self.plugin.options.grants.max_log_bytes);
+            drop(self.plugin.options.grants.wasi(&output));
+            let t1 = Instant::now();
+            let (mut store, output) = self.new_store()?;
+            let t2 = Instant::now();
+            let instance = self.instantiate(&mut store).await?;
+            let t3 = Instant::now();
+            let mut warm = Warm {
+                store,
+                instance,
+                output,
+            };
+            let wit_ctx = to_wit(ctx);
+            ActionCall
+                .invoke(&mut warm, &self.index, wit_ctx)
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("{e:?}"))?;
+            let t4 = Instant::now();
+            drop(warm);
+            let t5 = Instant::now();
+            for (slot, d) in p
+                .iter_mut()
+                .zip([t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4])
+            {
+                *slot += d;
+            }
+        }
+        let avg = |d: Duration| d / n.max(1);
+        Ok(FreshProfile {
+            wasi_context: avg(p[0]),
+            store: avg(p[1]).saturating_sub(avg(p[0])),
+            instantiate: avg(p[2]),
+            call: avg(p[3]),
+            drop: avg(p[4]),
         })
     }
 
@@ -509,6 +561,35 @@ impl PluginFunction {
             Ok(())
         }
     }
+}
+
+/// The context as the plugin sees it.
+fn to_wit(ctx: &StepContext) -> wit::StepContext {
+    wit::StepContext {
+        run_id: ctx.run_id.to_string(),
+        flow: ctx.flow.to_string(),
+        step: ctx.step.to_string(),
+        attempt: ctx.attempt,
+        idempotency_key: ctx.idempotency_key(),
+        redelivered: ctx.redelivered,
+        data: ctx.data.to_string(),
+    }
+}
+
+/// Average time of each phase of a fresh-instance call.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct FreshProfile {
+    /// Building the WASI context (grants, captured stdio).
+    pub wasi_context: std::time::Duration,
+    /// Creating the store (without the WASI context).
+    pub store: std::time::Duration,
+    /// Instantiating from the pre-linked `InstancePre`.
+    pub instantiate: std::time::Duration,
+    /// Looking the function up and calling it (lifting and lowering included).
+    pub call: std::time::Duration,
+    /// Dropping the store and instance (returning memory to the pool).
+    pub drop: std::time::Duration,
 }
 
 /// The three call shapes, so one `call` serves them all.

@@ -91,7 +91,7 @@ impl Runtime {
             pool.max_component_instance_size(1 << 20);
             pool.max_core_instance_size(1 << 20);
             // Keeping a little memory resident between uses avoids most decommit work.
-            pool.linear_memory_keep_resident(1 << 20);
+            pool.linear_memory_keep_resident(0);
             pool.table_keep_resident(1 << 16);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }

@@ -1,0 +1,132 @@
+//! The command line: every command, its arguments and an example in its help.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Runs resumable, multi-step workflows whose steps are sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "stepflow", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// The run database (SQLite file).
+    #[arg(long, global = true, env = "STEPFLOW_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Exit codes, shown under `--help`.
+pub const EXIT_CODES: &str = "Exit codes:
+  0  completed (or the command succeeded)
+  1  the run failed: a step error that no retry took
+  2  usage or validation error: a bad command line, flow file or plugin
+  3  interrupted or waiting: the run is saved; `stepflow resume RUN` continues it
+  4  storage error: the run database could not be read or written
+  5  the run was cancelled";
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a run of a flow file and drive it to the end.
+    #[command(
+        after_help = "Example:\n  stepflow run examples/quickstart.yaml --input '{\"version\": \"2.0\"}'"
+    )]
+    Run {
+        /// The flow file (YAML).
+        flow: PathBuf,
+        /// Data merged into the flow's initial data document: JSON text, or @file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        input: Option<String>,
+        /// Build the flow's plugins with their `build` commands before running.
+        #[arg(long)]
+        build: bool,
+        /// Save the run and stop at the first wait instead of sleeping through it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Continue a saved run from where it stopped.
+    #[command(after_help = "Example:\n  stepflow resume 20261128-101500-4f2a")]
+    Resume {
+        /// The run id (see `stepflow runs`).
+        run: String,
+        /// Save the run and stop at the first wait instead of sleeping through it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List runs, newest first.
+    #[command(after_help = "Example:\n  stepflow runs --status failed")]
+    Runs {
+        /// Only runs with this status.
+        #[arg(long, value_enum)]
+        status: Option<StatusArg>,
+        /// At most this many runs.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Show a run: each step call with its outcome, and the data document.
+    #[command(after_help = "Example:\n  stepflow show 20261128-101500-4f2a")]
+    Show {
+        /// The run id.
+        run: String,
+    },
+    /// Check a flow file: parse it, load its plugins, check every function it uses.
+    #[command(after_help = "Example:\n  stepflow validate examples/deploy.yaml")]
+    Validate {
+        /// The flow file.
+        flow: PathBuf,
+    },
+    /// List a plugin's step functions and their kinds, and what is not a step function.
+    #[command(
+        after_help = "Example:\n  stepflow inspect plugins/rust/target/wasm32-wasip2/release/deploy.wasm"
+    )]
+    Inspect {
+        /// The component (`.wasm`).
+        plugin: PathBuf,
+    },
+    /// Draw a flow as a state diagram.
+    #[command(
+        after_help = "Example:\n  stepflow graph examples/deploy.yaml --format dot | dot -Tsvg > deploy.svg"
+    )]
+    Graph {
+        /// The flow file.
+        flow: PathBuf,
+        /// The diagram language.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+        format: GraphFormat,
+    },
+    /// Cancel a run so that it is never resumed.
+    #[command(after_help = "Example:\n  stepflow cancel 20261128-101500-4f2a")]
+    Cancel {
+        /// The run id.
+        run: String,
+    },
+}
+
+/// A run status, as the command line spells it.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum StatusArg {
+    /// Being driven, or interrupted by a crash.
+    Running,
+    /// Saved and waiting for a time or a resume.
+    Waiting,
+    /// Finished.
+    Completed,
+    /// Stopped by an error.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// The diagram languages.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum GraphFormat {
+    /// Mermaid `stateDiagram-v2` (renders on GitHub).
+    Mermaid,
+    /// Graphviz DOT.
+    Dot,
+}

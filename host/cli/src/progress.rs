@@ -1,0 +1,114 @@
+//! What a person sees while a run is driven: a live line on a terminal, plain lines otherwise,
+//! nothing with `--json`. Only this module and `main` know about terminals.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use stepflow_model::{CallKind, CallRecord, Outcome};
+
+use crate::runner::kind_name;
+
+/// The progress display.
+pub struct Progress {
+    mode: Mode,
+}
+
+enum Mode {
+    Silent,
+    Lines,
+    Live(ProgressBar),
+}
+
+impl Progress {
+    /// Live on a terminal, lines otherwise, silent when `quiet`.
+    pub fn new(quiet: bool) -> Self {
+        let mode = if quiet {
+            Mode::Silent
+        } else if std::io::stdout().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner:.cyan} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(120));
+            Mode::Live(bar)
+        } else {
+            Mode::Lines
+        };
+        Progress { mode }
+    }
+
+    /// Prints a line above the live line (or as a plain line).
+    pub fn line(&self, text: &str) {
+        match &self.mode {
+            Mode::Silent => {}
+            Mode::Lines => println!("{text}"),
+            Mode::Live(bar) => bar.println(text),
+        }
+    }
+
+    /// A call is about to be made.
+    pub fn started(&self, n: u64, path: &str, kind: CallKind) {
+        if let Mode::Live(bar) = &self.mode {
+            bar.set_message(format!("step {n} · {path} ({})", kind_name(kind)));
+        }
+    }
+
+    /// A call finished.
+    pub fn finished(&self, n: u64, call: &CallRecord, duration_ms: u64) {
+        let (mark, what) = match &call.outcome {
+            Outcome::Done(_) => ("✓", "done".to_string()),
+            Outcome::Answered(b) => ("✓", format!("{b}")),
+            Outcome::Retrying {
+                error,
+                group,
+                attempt,
+            } => (
+                "↻",
+                format!("{error}; retrying {group} (attempt {attempt})"),
+            ),
+            Outcome::Failed(error) => ("✗", format!("failed: {error}")),
+        };
+        let attempt = if call.attempt > 1 {
+            format!(" [attempt {}]", call.attempt)
+        } else {
+            String::new()
+        };
+        let redelivered = if call.redelivered {
+            " [redelivered]"
+        } else {
+            ""
+        };
+        self.line(&format!(
+            "{mark} {n:>3} {} ({}){attempt}{redelivered}: {what} ({duration_ms} ms)",
+            call.step,
+            kind_name(call.kind)
+        ));
+    }
+
+    /// The run sleeps until `until` (Unix ms) before checking `path` again.
+    pub fn waiting(&self, path: &str, until: u64, now: u64, first: bool) {
+        let secs = until.saturating_sub(now).div_ceil(1000);
+        match &self.mode {
+            Mode::Silent => {}
+            Mode::Lines if first => println!("… waiting {secs}s before checking {path} again"),
+            Mode::Lines => {}
+            Mode::Live(bar) => {
+                bar.set_message(format!("waiting {secs}s before checking {path} again"));
+            }
+        }
+    }
+
+    /// The step in flight was abandoned by a second Ctrl-C.
+    pub fn abandoned(&self) {
+        self.line("abandoned the step in flight; it will run again on resume");
+    }
+
+    /// Clears the live line.
+    pub fn finish(&self) {
+        if let Mode::Live(bar) = &self.mode {
+            bar.finish_and_clear();
+        }
+    }
+}

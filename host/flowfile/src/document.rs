@@ -1,0 +1,410 @@
+//! The flow file format as serde reads it and as the JSON Schema describes it: one set of types
+//! for both, so the schema cannot drift from the parser. The doc comments here become the
+//! schema's descriptions (what an editor shows on hover).
+//!
+//! These types only mirror the YAML; `check.rs` checks them and turns them into the
+//! public [`crate::FlowFile`].
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Map, Value, json};
+
+use crate::diagnostic::Position;
+use crate::units::{Period, Size};
+
+/// A value with the place in the file where it was written (where it was used, for an alias).
+#[derive(Clone, Debug)]
+pub(crate) struct Located<T> {
+    pub(crate) value: T,
+    pub(crate) at: Position,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Located<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let spanned = serde_saphyr::Spanned::<T>::deserialize(deserializer)?;
+        Ok(Located {
+            value: spanned.value,
+            at: Position::new(
+                spanned.referenced.line() as usize,
+                spanned.referenced.column() as usize,
+            ),
+        })
+    }
+}
+
+/// The schema of a located value is the schema of the value: positions are not in the format.
+impl<T: JsonSchema> JsonSchema for Located<T> {
+    fn inline_schema() -> bool {
+        T::inline_schema()
+    }
+
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+
+    fn schema_id() -> Cow<'static, str> {
+        T::schema_id()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        T::json_schema(generator)
+    }
+}
+
+// Plugin names are map keys: ordered and compared by name alone.
+impl<T: PartialEq> PartialEq for Located<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+impl<T: Eq> Eq for Located<T> {}
+impl<T: Ord> PartialOrd for Located<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T: Ord> Ord for Located<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.value.cmp(&other.value)
+    }
+}
+
+/// For optional keys: a key that is present must hold a value (`do: ~` is an error, not an
+/// absent `do`). Absent keys get `None` from `#[serde(default)]`.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+/// A stepflow flow file: a named tree of steps whose functions come from sandboxed WebAssembly
+/// plugins, and the initial data document of each run.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(title = "stepflow flow file")]
+pub(crate) struct FlowDoc {
+    /// The flow's name, the root of every step path (e.g. `deploy.v1`). Runs remember it.
+    pub(crate) flow: Located<NameText>,
+    /// The plugins the steps use, by the name that function references start with
+    /// (`<plugin>.<function>`).
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": PLUGIN_NAME_PATTERN }))]
+    pub(crate) plugins: BTreeMap<Located<String>, Located<PluginDoc>>,
+    /// The data document a new run starts with: any JSON value (default `{}`). Steps read it and
+    /// return merge patches to it.
+    #[serde(default = "empty_object")]
+    pub(crate) data: Value,
+    /// The flow's items, run in order.
+    pub(crate) steps: Vec<Located<ItemDoc>>,
+}
+
+/// What a plugin name must look like (a map key under `plugins`, and the part of a function
+/// reference before the first `.`): no `.`, `/`, `:`, spaces or control characters.
+pub(crate) const PLUGIN_NAME_PATTERN: &str = r"^[^./:\s\x00-\x1f\x7f-\x9f]+$";
+
+/// What a flow or item name must look like: not empty, no `/`, `:` or control characters.
+pub(crate) const NAME_PATTERN: &str = r"^[^/:\x00-\x1f\x7f-\x9f]+$";
+
+/// What a function reference must look like: `<plugin>.<function>`, the function without
+/// spaces or control characters and not starting or ending with `/`.
+pub(crate) const REFERENCE_PATTERN: &str = r"^[^./:\s\x00-\x1f\x7f-\x9f]+\.[^/\s\x00-\x1f\x7f-\x9f]([^\s\x00-\x1f\x7f-\x9f]*[^/\s\x00-\x1f\x7f-\x9f])?$";
+
+/// A flow or item name: the parser checks it (`parse.rs`), the schema's pattern says the same.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct NameText(pub(crate) String);
+
+impl JsonSchema for NameText {
+    fn schema_name() -> Cow<'static, str> {
+        "Name".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "description": "A name: not empty, without `/` or `:` (stepflow uses them in step paths and events).",
+            "type": "string",
+            "pattern": NAME_PATTERN
+        })
+    }
+}
+
+/// A function reference `<plugin>.<function>`, e.g. `deploy.checks/ready`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct ReferenceText(pub(crate) String);
+
+impl JsonSchema for ReferenceText {
+    fn schema_name() -> Cow<'static, str> {
+        "FunctionReference".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "description": "A function of a plugin: `<plugin>.<function>`, e.g. `deploy.prepare`, or `deploy.checks/ready` for `ready` in the exported interface `checks`.",
+            "type": "string",
+            "pattern": REFERENCE_PATTERN
+        })
+    }
+}
+
+/// A WebAssembly component whose exported functions steps call, and what its sandbox may use.
+/// A plugin gets nothing that is not listed here.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct PluginDoc {
+    /// The component's `.wasm` file, relative to this flow file's directory.
+    pub(crate) wasm: Located<String>,
+    /// A command that builds the `.wasm` file; `stepflow run --build` runs it in this flow
+    /// file's directory.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) build: Option<Located<String>>,
+    /// Host environment variables passed through to the plugin, by name (default: none).
+    #[serde(default)]
+    pub(crate) env: Vec<Located<String>>,
+    /// Host directories the plugin may see (default: none).
+    #[serde(default)]
+    pub(crate) dirs: Vec<Located<DirDoc>>,
+    /// The most linear memory one instance may use, e.g. `64MiB` (the default).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) memory: Option<Located<Size>>,
+    /// The longest one call may run, e.g. `30s` (the default).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) timeout: Option<Located<Period>>,
+    /// Roughly how many wasm instructions one call may execute (default: no limit).
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(range(min = 1))]
+    pub(crate) fuel: Option<Located<u64>>,
+    /// The largest patch or answer a step may return, e.g. `1MiB` (the default).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) max_output: Option<Located<Size>>,
+    /// Whether calls may reuse an instance instead of getting a fresh one each (default false:
+    /// nothing leaks from one call to the next).
+    #[serde(default)]
+    pub(crate) reuse_instances: bool,
+}
+
+/// A host directory preopened for a plugin.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct DirDoc {
+    /// The directory on the host, relative to this flow file's directory.
+    pub(crate) host: Located<String>,
+    /// Where the plugin sees it: an absolute path such as `/work`.
+    pub(crate) guest: Located<String>,
+    /// Whether the plugin may create, change and delete files there (default false).
+    #[serde(default)]
+    pub(crate) writable: bool,
+}
+
+/// One item of a flow: exactly one of `do` (a step), `wait-for`, `case`, `loop-until`, `retry`,
+/// or a group that has only `name` and `steps`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(transform = one_kind_per_item)]
+pub(crate) struct ItemDoc {
+    /// The item's name, unique among its siblings, without `/` or `:`. For `do`, `wait-for`,
+    /// `case` and `loop-until` it defaults to the function's name (the part after the last `.`
+    /// or `/`); `retry` and groups must have one.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) name: Option<Located<NameText>>,
+    /// A step: the action `<plugin>.<function>` to call.
+    #[serde(default, rename = "do", deserialize_with = "present")]
+    pub(crate) do_: Option<Located<ReferenceText>>,
+    /// Waits until the condition `<plugin>.<function>` is true.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) wait_for: Option<Located<ReferenceText>>,
+    /// For `wait-for`: the least time between two checks, e.g. `1s`.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) every: Option<Located<Period>>,
+    /// For `wait-for`: how long the condition may stay false before the wait fails, e.g. `5m`.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) timeout: Option<Located<Period>>,
+    /// Runs `steps` only when the condition `<plugin>.<function>` is true.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) case: Option<Located<ReferenceText>>,
+    /// Runs `steps`, then asks the condition `<plugin>.<function>`; repeats until it is true.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) loop_until: Option<Located<ReferenceText>>,
+    /// Runs `steps` again, from the start, when something inside fails and this policy allows.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) retry: Option<Located<RetryDoc>>,
+    /// The nested items of a `case`, `loop-until`, `retry` or group, run in order.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) steps: Option<Located<Vec<Located<ItemDoc>>>>,
+}
+
+impl ItemDoc {
+    /// Where each kind key of [`KIND_KEYS`] is written, if it is.
+    pub(crate) fn kind_keys(&self) -> [(&'static str, Option<Position>); 5] {
+        let [do_, wait_for, case, loop_until, retry] = KIND_KEYS;
+        [
+            (do_, self.do_.as_ref().map(|v| v.at)),
+            (wait_for, self.wait_for.as_ref().map(|v| v.at)),
+            (case, self.case.as_ref().map(|v| v.at)),
+            (loop_until, self.loop_until.as_ref().map(|v| v.at)),
+            (retry, self.retry.as_ref().map(|v| v.at)),
+        ]
+    }
+
+    /// Where each key of [`WAIT_OPTIONS`] is written, if it is.
+    pub(crate) fn wait_options(&self) -> [(&'static str, Option<Position>); 2] {
+        let [every, timeout] = WAIT_OPTIONS;
+        [
+            (every, self.every.as_ref().map(|v| v.at)),
+            (timeout, self.timeout.as_ref().map(|v| v.at)),
+        ]
+    }
+}
+
+/// When a failing `retry` group runs again. At least one of `handler` and `max-attempts`.
+/// With both, the limits are checked first and the handler has the last word.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(extend("anyOf" = [{ "required": ["handler"] }, { "required": ["max-attempts"] }]))]
+pub(crate) struct RetryDoc {
+    /// The error handler `<plugin>.<function>` asked after each failure; true retries.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) handler: Option<Located<ReferenceText>>,
+    /// How many times the group may run in all (at least 1). Only retryable errors are retried.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(range(min = 1))]
+    pub(crate) max_attempts: Option<Located<u32>>,
+    /// How long to wait before each retry (default: no wait).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) backoff: Option<Located<BackoffDoc>>,
+}
+
+/// Exponential back-off: the n-th retry waits `initial * multiplier^(n-1)`, at most `max`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct BackoffDoc {
+    /// The wait before the first retry, e.g. `1s`.
+    pub(crate) initial: Located<Period>,
+    /// The longest wait, e.g. `30s`.
+    pub(crate) max: Located<Period>,
+    /// The growth factor per retry, at least 1 (default 2).
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(range(min = 1))]
+    pub(crate) multiplier: Option<Located<f64>>,
+    /// Whether to randomise the upper half of each wait, so that many runs do not retry in
+    /// lock-step (default true).
+    #[serde(default = "yes")]
+    pub(crate) jitter: bool,
+}
+
+/// What each kind of item requires and allows. The parser's checks and the schema's `oneOf`
+/// both come from this table.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct KindRule {
+    /// The key that makes an item this kind (`steps` for a plain group).
+    pub(crate) key: &'static str,
+    /// Whether the item has nested `steps` (required) or not (forbidden).
+    pub(crate) body: bool,
+    /// Whether `every` and `timeout` are allowed.
+    pub(crate) wait_options: bool,
+    /// Whether `name` must be written (there is no function to take it from).
+    pub(crate) name_required: bool,
+    /// The kind in words, for messages and the schema's titles.
+    pub(crate) what: &'static str,
+}
+
+/// The keys that give an item its kind, apart from a plain group's `steps`.
+pub(crate) const KIND_KEYS: [&str; 5] = ["do", "wait-for", "case", "loop-until", "retry"];
+
+/// Every kind of item, the plain group last.
+pub(crate) const KINDS: [KindRule; 6] = [
+    KindRule {
+        key: "do",
+        body: false,
+        wait_options: false,
+        name_required: false,
+        what: "a `do` step",
+    },
+    KindRule {
+        key: "wait-for",
+        body: false,
+        wait_options: true,
+        name_required: false,
+        what: "a `wait-for`",
+    },
+    KindRule {
+        key: "case",
+        body: true,
+        wait_options: false,
+        name_required: false,
+        what: "a `case`",
+    },
+    KindRule {
+        key: "loop-until",
+        body: true,
+        wait_options: false,
+        name_required: false,
+        what: "a `loop-until`",
+    },
+    KindRule {
+        key: "retry",
+        body: true,
+        wait_options: false,
+        name_required: true,
+        what: "a `retry`",
+    },
+    KindRule {
+        key: "steps",
+        body: true,
+        wait_options: false,
+        name_required: true,
+        what: "a group",
+    },
+];
+
+/// The keys only `wait-for` takes.
+pub(crate) const WAIT_OPTIONS: [&str; 2] = ["every", "timeout"];
+
+/// Adds to the item schema a `oneOf` with one branch per kind, from [`KINDS`].
+fn one_kind_per_item(schema: &mut Schema) {
+    let branches: Vec<Value> = KINDS
+        .iter()
+        .map(|rule| {
+            let mut required = vec![rule.key];
+            if rule.body && rule.key != "steps" {
+                required.push("steps");
+            }
+            if rule.name_required {
+                required.push("name");
+            }
+            let mut forbidden: Vec<&str> = KIND_KEYS
+                .iter()
+                .copied()
+                .filter(|k| *k != rule.key)
+                .collect();
+            if !rule.body {
+                forbidden.push("steps");
+            }
+            if !rule.wait_options {
+                forbidden.extend(WAIT_OPTIONS);
+            }
+            let properties: Map<String, Value> = forbidden
+                .into_iter()
+                .map(|k| (k.to_string(), Value::Bool(false)))
+                .collect();
+            json!({
+                "title": rule.what,
+                "required": required,
+                "properties": properties,
+            })
+        })
+        .collect();
+    schema.insert("oneOf".to_string(), Value::Array(branches));
+}

@@ -1,0 +1,106 @@
+//! Reads stepflow flow files (YAML) with precise, located error messages.
+//!
+//! A flow file declares the plugins a flow uses and the flow's tree of items; [`load`] reads and
+//! checks one into a [`FlowFile`], and [`FlowFile::to_steps`] turns it into the model's
+//! [`stepflow_model::Steps`] once a [`Functions`] implementation (the CLI's, backed by real
+//! plugins) can resolve its function references. Every mistake comes back as a [`Diagnostic`]:
+//! `file:line:column: message`, and a hint that says what to do.
+//!
+//! This crate knows nothing of WebAssembly or storage: it reads text (and checks that files
+//! exist); loading plugins and running flows are other crates' business.
+//!
+//! # The format
+//!
+//! ```yaml
+//! # yaml-language-server: $schema=../schema/flow.schema.json
+//! flow: deploy.v1                      # the flow's name, the root of every step path; required
+//! plugins:                             # name -> plugin; steps refer to functions as <plugin>.<function>
+//!   deploy:
+//!     wasm: ../plugins/rust/target/wasm32-wasip2/release/deploy.wasm   # required; relative to this file
+//!     build: ../plugins/rust/build     # optional; `stepflow run --build` runs it in this file's directory
+//!     env: [DEPLOY_TOKEN]              # host environment variables passed through, by name (default none)
+//!     dirs:                            # preopened host directories (default none)
+//!       - { host: ./work, guest: /work, writable: true }   # host is relative to this file; writable defaults to false
+//!     memory: 64MiB                    # memory cap: B, KiB, MiB, GiB (1024s), KB, MB, GB (1000s); default 64MiB
+//!     timeout: 30s                     # time limit per call: ms, s, m, h, d, or sums like 1h30m; default 30s
+//!     fuel: 1000000                    # optional instruction budget per call
+//!     max-output: 1MiB                 # cap on what one step returns; default 1MiB
+//!     reuse-instances: false           # default false: a fresh instance per call
+//! data: { version: "2.0" }             # the data document a run starts with (any JSON value; default {})
+//! steps:                               # the root's items, in order
+//!   - do: deploy.prepare               # a step; `name` defaults to the function's name: `prepare`
+//!   - name: ready
+//!     wait-for: deploy.checks/ready    # a condition; `every` and `timeout` are optional
+//!     every: 1s
+//!     timeout: 5m
+//!   - name: shouldDeploy
+//!     case: deploy.checks/should-deploy   # runs `steps` when the condition is true
+//!     steps:
+//!       - do: deploy.deploy
+//!   - name: pages
+//!     loop-until: deploy.checks/deployed  # runs `steps`, then asks; again until true
+//!     steps:
+//!       - do: deploy.validate
+//!   - name: validation
+//!     retry:                           # at least one of handler and max-attempts
+//!       handler: deploy.should-retry   # an error handler: true retries
+//!       max-attempts: 3                # runs of the group in all
+//!       backoff: { initial: 1s, max: 30s, multiplier: 2, jitter: true }   # multiplier 2 and jitter true by default
+//!     steps:
+//!       - do: deploy.validate
+//!   - name: finish                     # a plain group: `name` and `steps` only
+//!     steps:
+//!       - do: deploy.cleanup
+//! ```
+//!
+//! The rules, all checked by [`parse()`]:
+//! - A function reference is `<plugin>.<function>`, split at the first `.`; the function may
+//!   contain `/` (`deploy.checks/ready` is `ready` in the plugin's exported interface `checks`).
+//!   The plugin must be declared under `plugins`. Plugin names have no `.`, `/`, `:` or spaces.
+//! - Each item has exactly one kind key (`do`, `wait-for`, `case`, `loop-until`, `retry`) or is
+//!   a group (`name` and `steps` only). `every` and `timeout` belong to `wait-for` alone;
+//!   `steps` is required on `case`, `loop-until`, `retry` and groups and refused on `do` and
+//!   `wait-for`. A `retry` has `handler`, `max-attempts` (at least 1), or both.
+//! - `name` defaults to the function's name (the part after the last `.` or `/`) on `do`,
+//!   `wait-for`, `case` and `loop-until`; `retry` and groups need one. Names are not empty, have
+//!   no `/` or `:`, and are unique among siblings.
+//! - A key that is present has a value: `timeout: ~` is an error, not a missing timeout.
+//! - Sizes are more than 0; a plugin's `timeout` is more than 0; a back-off's `max` is at least
+//!   its `initial`, its `multiplier` at least 1; `guest` paths are absolute and distinct.
+//!
+//! The schema says all of these except those that need the whole document or compare two values:
+//! that a referenced plugin is declared, that sibling names are unique, `max` against `initial`,
+//! a zero `timeout`, and the `guest` and `env` checks.
+//!
+//! The JSON Schema ([`schema()`], shipped as `schema/flow.schema.json`) is derived from the same
+//! types serde fills, so editors that know it (the `yaml-language-server` comment above) check
+//! and complete flow files as they are typed.
+//!
+//! ```
+//! use std::path::Path;
+//! let text = "flow: hello.v1\nplugins:\n  hello: { wasm: hello.wasm }\nsteps:\n  - do: hello.greet\n";
+//! let file = stepflow_flowfile::parse(text, Path::new("flows/hello.yaml")).unwrap();
+//! assert_eq!(file.steps[0].name, "greet");
+//! assert_eq!(file.plugins["hello"].wasm, Path::new("flows/hello.wasm"));
+//!
+//! let err = stepflow_flowfile::parse("flow: x\nstesp: []\n", Path::new("x.yaml")).unwrap_err();
+//! assert_eq!(err.to_string(), "x.yaml:2:1: unknown key `stesp`\n  hint: did you mean `steps`?");
+//! ```
+
+#![warn(missing_docs)]
+
+mod build;
+mod check;
+mod diagnostic;
+mod document;
+mod parse;
+mod schema;
+mod types;
+mod units;
+mod yaml;
+
+pub use build::{Function, FunctionKind, Functions, Reference};
+pub use diagnostic::{Diagnostic, Position};
+pub use parse::{load, parse};
+pub use schema::schema;
+pub use types::{DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl};

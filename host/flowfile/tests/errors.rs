@@ -1,0 +1,729 @@
+//! Every kind of mistake in a flow file: each test asserts the exact line, column and message,
+//! and what the hint says.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use stepflow_flowfile::{Diagnostic, Function, FunctionKind, Functions, parse};
+use stepflow_model::{BoxFuture, Condition, StepContext, StepResult};
+
+const FILE: &str = "flows/f.yaml";
+
+/// A valid head: a flow name and one plugin `deploy`; tests append their `steps`.
+const HEAD: &str = "flow: f.v1\nplugins:\n  deploy: { wasm: deploy.wasm }\n";
+
+fn error(text: &str) -> Diagnostic {
+    match parse(text, Path::new(FILE)) {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+/// Asserts position and message exactly, and that the hint contains `hint`.
+#[track_caller]
+fn assert_error(d: &Diagnostic, line: usize, column: usize, message: &str, hint: &str) {
+    assert_eq!(d.file, PathBuf::from(FILE), "{d}");
+    assert_eq!((d.line, d.column), (line, column), "{d}");
+    assert_eq!(d.message, message, "{d}");
+    let got = d.hint.as_deref().unwrap_or("");
+    assert!(got.contains(hint), "hint {got:?} should contain {hint:?}");
+}
+
+#[test]
+fn display_is_file_line_column_message_then_hint() {
+    let d = error("flow: a\nstesp: []\n");
+    assert_eq!(
+        d.to_string(),
+        "flows/f.yaml:2:1: unknown key `stesp`\n  hint: did you mean `steps`?"
+    );
+}
+
+#[test]
+fn unknown_key_hints_the_nearest_valid_key() {
+    let d = error(&format!("{HEAD}steps:\n  - do: deploy.a\n    evry: 1s\n"));
+    assert_error(&d, 6, 5, "unknown key `evry`", "did you mean `every`?");
+
+    let d = error(&format!("{HEAD}steps:\n  - wait_for: deploy.a\n"));
+    assert_error(
+        &d,
+        5,
+        5,
+        "unknown key `wait_for`",
+        "did you mean `wait-for`?",
+    );
+
+    let d = error("flow: f\nplugins:\n  p:\n    wsm: a.wasm\nsteps: []\n");
+    assert_error(&d, 4, 5, "unknown key `wsm`", "did you mean `wasm`?");
+}
+
+#[test]
+fn unknown_key_without_a_near_one_lists_the_valid_keys() {
+    let d = error("flow: f\nsteps: []\nfrobnicate: 1\n");
+    assert_error(
+        &d,
+        3,
+        1,
+        "unknown key `frobnicate`",
+        "valid keys here: `flow`, `plugins`, `data`, `steps`",
+    );
+}
+
+#[test]
+fn wrong_type_for_a_size() {
+    let d = error("flow: f\nplugins:\n  p:\n    wasm: a.wasm\n    memory: lots\nsteps: []\n");
+    assert_error(
+        &d,
+        5,
+        13,
+        "expected a size like 64MiB, found `lots`",
+        "B, KiB, MiB, GiB",
+    );
+    let d = error("flow: f\nplugins:\n  p: { wasm: a.wasm, max-output: -1 }\nsteps: []\n");
+    assert_error(
+        &d,
+        3,
+        34,
+        "expected a size like 64MiB, found `-1`",
+        "e.g. `64MiB`",
+    );
+}
+
+#[test]
+fn wrong_type_for_lists_numbers_booleans_and_strings() {
+    let d = error("flow: f\nplugins:\n  p:\n    wasm: a.wasm\n    env: DEPLOY\nsteps: []\n");
+    assert_error(&d, 5, 10, "expected a list", "`- item`");
+
+    let d = error("flow: f\nplugins:\n  p: { wasm: a.wasm, fuel: lots }\nsteps: []\n");
+    assert_error(&d, 3, 28, "expected a whole number", "digits");
+
+    let d = error("flow: f\nplugins:\n  p: { wasm: a.wasm, reuse-instances: maybe }\nsteps: []\n");
+    assert_error(&d, 3, 39, "expected `true` or `false`", "`true` or `false`");
+
+    let d = error(&format!("{HEAD}steps:\n  - do: deploy.a\n    name: [1]\n"));
+    assert_error(&d, 6, 11, "expected a string", "quote it");
+
+    let d = error("flow: f\nsteps: 3\n");
+    assert_error(&d, 2, 8, "expected a list", "`- item`");
+
+    let d = error("- a\n");
+    assert_error(
+        &d,
+        1,
+        1,
+        "expected a mapping of `key: value` pairs",
+        "`key: value`",
+    );
+}
+
+#[test]
+fn bad_durations() {
+    let d = error("flow: f\nplugins:\n  p: { wasm: a.wasm, timeout: 5 sec }\nsteps: []\n");
+    assert_error(
+        &d,
+        3,
+        31,
+        "expected a duration like 30s, found `5 sec`",
+        "ms, s, m, h or d",
+    );
+    let d = error(&format!(
+        "{HEAD}steps:\n  - wait-for: deploy.ready\n    every: 5\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        12,
+        "expected a duration like 30s, found the bare number `5`",
+        "add a unit, e.g. `5s`",
+    );
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: r\n    retry: {{ max-attempts: 2, backoff: {{ initial: 1x, max: 1s }} }}\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        51,
+        "expected a duration like 30s, found `1x`",
+        "e.g. `500ms`",
+    );
+}
+
+#[test]
+fn unknown_plugin_hints_the_nearest_plugin() {
+    let d = error(&format!("{HEAD}steps:\n  - do: deplyo.prepare\n"));
+    assert_error(
+        &d,
+        5,
+        9,
+        "no plugin named `deplyo`",
+        "did you mean `deploy`?",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: r\n    retry:\n      handler: other.should-retry\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        7,
+        16,
+        "no plugin named `other`",
+        "declared plugins here: `deploy`",
+    );
+
+    let d = error("flow: f\nsteps:\n  - do: deploy.prepare\n");
+    assert_error(
+        &d,
+        3,
+        9,
+        "no plugin named `deploy`",
+        "declare it under `plugins:`",
+    );
+}
+
+#[test]
+fn malformed_function_references() {
+    let d = error(&format!("{HEAD}steps:\n  - do: prepare\n"));
+    assert_error(
+        &d,
+        5,
+        9,
+        "`prepare` is not a function reference",
+        "e.g. `deploy.prepare`",
+    );
+    let d = error(&format!("{HEAD}steps:\n  - wait-for: deploy.\n"));
+    assert_error(
+        &d,
+        5,
+        15,
+        "`deploy.` is not a function reference",
+        "`<plugin>.<function>`",
+    );
+}
+
+#[test]
+fn duplicate_sibling_names_point_at_the_second() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - do: deploy.checks/ready\n  - wait-for: deploy.ready\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        15,
+        "two items here are named `ready` (the first at line 5)",
+        "the name `ready` comes from the function `deploy.ready`; give it a `name:`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - do: deploy.a\n  - name: g\n    steps:\n      - do: deploy.a\n      - name: a\n        do: deploy.b\n"
+    ));
+    assert_error(
+        &d,
+        9,
+        15,
+        "two items here are named `a` (the first at line 8)",
+        "rename one of them: each item's path (`f.v1/g/a`) must be unique",
+    );
+}
+
+#[test]
+fn the_same_name_in_different_groups_is_fine() {
+    let text =
+        format!("{HEAD}steps:\n  - do: deploy.a\n  - name: g\n    steps:\n      - do: deploy.a\n");
+    assert!(parse(&text, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn bad_names() {
+    let d = error(&format!("{HEAD}steps:\n  - name: ''\n    do: deploy.a\n"));
+    assert_error(&d, 5, 11, "the name is empty", "write a name");
+
+    let d = error(&format!("{HEAD}steps:\n  - name: a/b\n    do: deploy.a\n"));
+    assert_error(
+        &d,
+        5,
+        11,
+        "the name `a/b` contains `/`",
+        "choose a name without them",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: 'a:b'\n    do: deploy.a\n"
+    ));
+    assert_error(
+        &d,
+        5,
+        11,
+        "the name `a:b` contains `:`",
+        "choose a name without them",
+    );
+
+    let d = error("flow: deploy/v1\nsteps: []\n");
+    assert_error(
+        &d,
+        1,
+        7,
+        "the flow's name `deploy/v1` contains `/`",
+        "`/` in step paths",
+    );
+
+    let d = error("flow: ''\nsteps: []\n");
+    assert_error(&d, 1, 7, "the flow's name is empty", "write a name");
+
+    let d = error("flow: f\nplugins:\n  de.ploy: { wasm: x.wasm }\nsteps: []\n");
+    assert_error(
+        &d,
+        3,
+        3,
+        "the plugin name `de.ploy` contains `.`",
+        "`<plugin>.<function>`",
+    );
+}
+
+#[test]
+fn an_item_without_a_kind() {
+    let d = error(&format!("{HEAD}steps:\n  - name: x\n"));
+    assert_error(
+        &d,
+        5,
+        5,
+        "this item does nothing: it has none of `do`, `wait-for`, `case`, `loop-until`, `retry`, or `steps`",
+        "`do: <plugin>.<function>`",
+    );
+}
+
+#[test]
+fn an_item_with_two_kinds_points_at_the_second() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - do: deploy.a\n    wait-for: deploy.b\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        15,
+        "this item has both `do` (line 5) and `wait-for`, but an item has exactly one kind",
+        "split it into two items",
+    );
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: x\n    retry: {{ max-attempts: 2 }}\n    case: deploy.c\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        7,
+        11,
+        "this item has both `retry` (line 6) and `case`, but an item has exactly one kind",
+        "nest one in the other's `steps`",
+    );
+}
+
+#[test]
+fn wait_options_only_on_wait_for() {
+    let d = error(&format!("{HEAD}steps:\n  - do: deploy.a\n    every: 1s\n"));
+    assert_error(
+        &d,
+        6,
+        12,
+        "`every` applies only to `wait-for`, and this is a `do` step",
+        "make the item a `wait-for",
+    );
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: g\n    timeout: 1s\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        14,
+        "`timeout` applies only to `wait-for`, and this is a group",
+        "remove it",
+    );
+}
+
+#[test]
+fn steps_required_or_forbidden() {
+    let d = error(&format!("{HEAD}steps:\n  - do: deploy.x\n    steps: []\n"));
+    assert_error(&d, 6, 12, "a `do` step has no `steps`", "as its siblings");
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - wait-for: deploy.x\n    steps:\n      - do: deploy.y\n"
+    ));
+    assert_error(&d, 7, 7, "a `wait-for` has no `steps`", "as its siblings");
+
+    let d = error(&format!("{HEAD}steps:\n  - case: deploy.c\n"));
+    assert_error(
+        &d,
+        5,
+        5,
+        "a `case` needs `steps:`, the items it runs",
+        "add `steps:`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: l\n    loop-until: deploy.c\n"
+    ));
+    assert_error(
+        &d,
+        5,
+        5,
+        "a `loop-until` needs `steps:`, the items it runs",
+        "add `steps:`",
+    );
+}
+
+#[test]
+fn retry_rules() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - retry: {{ max-attempts: 2 }}\n    steps: []\n"
+    ));
+    assert_error(&d, 5, 5, "a `retry` needs a `name`", "`name: validation`");
+
+    let d = error(&format!("{HEAD}steps:\n  - steps: []\n"));
+    assert_error(&d, 5, 5, "a group needs a `name`", "`name:");
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: r\n    retry: {{}}\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        12,
+        "a `retry` needs `handler`, `max-attempts`, or both",
+        "`max-attempts: 3`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: r\n    retry: {{ max-attempts: 0 }}\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        28,
+        "`max-attempts` must be at least 1",
+        "the first one included",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: r\n    retry:\n      max-attempts: 3\n      backoff: {{ initial: 2s, max: 1s }}\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        8,
+        36,
+        "the back-off's `max` is shorter than its `initial` wait",
+        "at least as long as `initial`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: r\n    retry:\n      max-attempts: 3\n      backoff: {{ initial: 1s, max: 2s, multiplier: 0.5 }}\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        8,
+        52,
+        "the `multiplier` must be at least 1, not 0.5",
+        "`2` doubles it",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: r\n    retry: {{ max-attempts: 3, backoff: {{ initial: 1s }} }}\n    steps: []\n"
+    ));
+    assert_error(&d, 6, 42, "missing key `max`", "`max: 30s`");
+}
+
+#[test]
+fn missing_required_keys() {
+    let d = error("flow: f\n");
+    assert_error(
+        &d,
+        1,
+        1,
+        "missing key `steps`",
+        "list the items under `steps:`",
+    );
+
+    let d = error("steps: []\n");
+    assert_error(&d, 1, 1, "missing key `flow`", "`flow: deploy.v1`");
+
+    let d = error("flow: f\nplugins:\n  p: {}\nsteps: []\n");
+    assert_error(&d, 3, 6, "missing key `wasm`", "`wasm: plugin.wasm`");
+}
+
+#[test]
+fn a_key_without_a_value() {
+    let d = error(&format!("{HEAD}steps:\n  - do: ~\n"));
+    assert_error(
+        &d,
+        5,
+        9,
+        "expected a string, found nothing",
+        "write a value after the `:`",
+    );
+}
+
+#[test]
+fn yaml_syntax_errors() {
+    let d = error("flow: f\nsteps: [\n");
+    assert_error(&d, 2, 8, "unclosed bracket '['", "YAML syntax error");
+
+    let d = error("flow: f\n  nested: oops\nsteps: []\n");
+    assert_error(
+        &d,
+        2,
+        9,
+        "mapping values are not allowed in this context",
+        "indentation",
+    );
+
+    let d = error("flow: 'f\nsteps: []\n");
+    assert_error(&d, 1, 7, "unclosed quote", "quotes");
+
+    let d = error("flow: f\nplugins:\n  p: { wasm: x }\n  p: { wasm: y }\nsteps: []\n");
+    assert_error(
+        &d,
+        4,
+        3,
+        "the key `p` appears twice in this mapping",
+        "keep one",
+    );
+
+    let d = error("flow: f\nsteps: []\n---\nflow: g\nsteps: []\n");
+    assert_error(
+        &d,
+        4,
+        1,
+        "a flow file holds one YAML document, but a second one starts here",
+        "remove the `---` line",
+    );
+}
+
+#[test]
+fn bad_aliases() {
+    let d = error(&format!("{HEAD}steps:\n  - {{ do: deploy.a, name: *x }}\n"));
+    assert_error(
+        &d,
+        5,
+        27,
+        "this alias refers to no anchor",
+        "define the anchor",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps: &s\n  - do: deploy.a\n  - name: g\n    steps: *s\n"
+    ));
+    assert_error(
+        &d,
+        7,
+        12,
+        "this alias refers to a node that contains it",
+        "repeat the items",
+    );
+}
+
+#[test]
+fn anchors_and_merge_keys_work() {
+    let text = format!(
+        "{HEAD}steps:\n  - &check {{ name: ready, wait-for: deploy.ready, every: 1s }}\n  - {{ <<: *check, name: again }}\n"
+    );
+    let file = parse(&text, Path::new(FILE)).unwrap();
+    assert_eq!(file.steps[1].name, "again");
+    match &file.steps[1].kind {
+        stepflow_flowfile::ItemKind::WaitFor {
+            condition, every, ..
+        } => {
+            assert_eq!(condition.to_string(), "deploy.ready");
+            assert_eq!(*every, Some(std::time::Duration::from_secs(1)));
+            // A merged value is reported where it is used: the `<<` entry.
+            assert_eq!(condition.at.line, 6);
+        }
+        other => panic!("expected a wait-for, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_empty_file() {
+    for text in ["", "\n\n", "# only a comment\n", "---\n"] {
+        let d = error(text);
+        assert_error(&d, 1, 1, "the flow file is empty", "`flow: <name>`");
+    }
+}
+
+#[test]
+fn values_json_cannot_hold() {
+    let d = error("flow: f\ndata: { x: .nan }\nsteps: []\n");
+    assert_error(
+        &d,
+        2,
+        12,
+        "`.nan` is not a number JSON can hold",
+        "quote it",
+    );
+}
+
+#[test]
+fn plugin_grant_checks() {
+    let d =
+        error("flow: f\nplugins:\n  p: { wasm: x, dirs: [{ host: ., guest: work }] }\nsteps: []\n");
+    assert_error(
+        &d,
+        3,
+        42,
+        "the guest path `work` is not absolute",
+        "`/work`",
+    );
+
+    let d = error("flow: f\nplugins:\n  p: { wasm: x, env: [A, 'B=1'] }\nsteps: []\n");
+    assert_error(
+        &d,
+        3,
+        26,
+        "`B=1` is not an environment variable name",
+        "variable names only",
+    );
+
+    let d = error("flow: f\nplugins:\n  p: { wasm: x, memory: 0 }\nsteps: []\n");
+    assert_error(
+        &d,
+        3,
+        25,
+        "a size must be more than 0 bytes, not `0`",
+        "64MiB",
+    );
+
+    let d = error("flow: f\nplugins:\n  p: { wasm: x, timeout: 0s }\nsteps: []\n");
+    assert_error(&d, 3, 26, "`timeout` must be longer than 0", "30s");
+}
+
+#[test]
+fn load_reports_unreadable_and_non_utf8_files() {
+    let missing = Path::new("/nonexistent/stepflow/flow.yaml");
+    let d = stepflow_flowfile::load(missing).unwrap_err();
+    assert_eq!((d.line, d.column), (0, 0));
+    assert!(d.message.starts_with("cannot read the flow file: "), "{d}");
+    assert!(
+        d.to_string()
+            .starts_with("/nonexistent/stepflow/flow.yaml: cannot read")
+    );
+
+    let dir = scratch_dir("utf8");
+    let path = dir.join("bad.yaml");
+    std::fs::write(&path, b"flow: f\nsteps:\n  - do: x\xff.y\n").unwrap();
+    let d = stepflow_flowfile::load(&path).unwrap_err();
+    assert_eq!((d.line, d.column), (3, 10), "{d}");
+    assert_eq!(d.message, "the file is not valid UTF-8 text");
+}
+
+// ---- errors found after parsing: wasm files and function resolution ----
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stepflow-flowfile-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn a_missing_wasm_file_points_at_its_key_and_hints_the_build() {
+    let dir = scratch_dir("wasm");
+    let path = dir.join("flow.yaml");
+    let text = "flow: f\nplugins:\n  built:\n    wasm: built.wasm\n  deploy:\n    wasm: out/deploy.wasm\n    build: ./build.sh\nsteps: []\n";
+    std::fs::write(dir.join("built.wasm"), b"").unwrap();
+    std::fs::write(&path, text).unwrap();
+    let file = stepflow_flowfile::load(&path).unwrap();
+    let d = file.check_wasm_files().unwrap_err();
+    assert_eq!(d.file, path);
+    assert_eq!((d.line, d.column), (6, 11), "{d}");
+    assert_eq!(
+        d.message,
+        format!(
+            "the plugin `deploy`'s component `{}` does not exist",
+            dir.join("out/deploy.wasm").display()
+        )
+    );
+    let hint = d.hint.unwrap();
+    assert!(hint.contains("`stepflow run --build`"), "{hint}");
+    assert!(hint.contains("`./build.sh`"), "{hint}");
+
+    let text = "flow: f\nplugins:\n  deploy:\n    wasm: out/deploy.wasm\nsteps: []\n";
+    let file = parse(text, &path).unwrap();
+    let d = file.check_wasm_files().unwrap_err();
+    assert_eq!((d.line, d.column), (4, 11), "{d}");
+    assert!(d.hint.unwrap().contains("add `build:`"));
+
+    let text = "flow: f\nplugins:\n  built: { wasm: built.wasm }\nsteps: []\n";
+    parse(text, &path).unwrap().check_wasm_files().unwrap();
+}
+
+/// A resolver that knows one condition `deploy.ready` and refuses everything else the way the
+/// CLI's does.
+struct OnlyReady;
+
+struct Yes;
+impl Condition for Yes {
+    fn check(&self, _: StepContext) -> BoxFuture<'static, StepResult<bool>> {
+        Box::pin(async { Ok(true) })
+    }
+}
+
+impl Functions for OnlyReady {
+    fn resolve(
+        &self,
+        plugin: &str,
+        function: &str,
+        kind: FunctionKind,
+    ) -> Result<Function, String> {
+        match (plugin, function) {
+            ("deploy", "ready") if kind == FunctionKind::Condition => {
+                Ok(Function::Condition(Arc::new(Yes)))
+            }
+            ("deploy", "ready") => Err(format!(
+                "`deploy.ready` is a condition, but it is used as {kind}"
+            )),
+            // A buggy resolver: answers with a condition whatever was asked.
+            ("deploy", "liar") => Ok(Function::Condition(Arc::new(Yes))),
+            _ => Err(format!("plugin `{plugin}` has no function `{function}`")),
+        }
+    }
+}
+
+#[test]
+fn a_missing_function_is_located_at_its_reference() {
+    let text = format!("{HEAD}steps:\n  - wait-for: deploy.ready\n  - do: deploy.push\n");
+    let file = parse(&text, Path::new(FILE)).unwrap();
+    let Err(d) = file.to_steps(&OnlyReady) else {
+        panic!("expected an error")
+    };
+    assert_error(
+        &d,
+        6,
+        9,
+        "plugin `deploy` has no function `push`",
+        "`do` needs an action: an export shaped `func(ctx: step-context) -> result<option<string>, step-error>`",
+    );
+}
+
+#[test]
+fn a_function_of_the_wrong_kind_is_located_at_its_reference() {
+    let text = format!(
+        "{HEAD}steps:\n  - name: r\n    retry:\n      handler: deploy.ready\n    steps: []\n"
+    );
+    let file = parse(&text, Path::new(FILE)).unwrap();
+    let Err(d) = file.to_steps(&OnlyReady) else {
+        panic!("expected an error")
+    };
+    assert_error(
+        &d,
+        7,
+        16,
+        "`deploy.ready` is a condition, but it is used as error handler",
+        "a retry `handler` needs an error handler",
+    );
+
+    let text = format!("{HEAD}steps:\n  - do: deploy.liar\n");
+    let file = parse(&text, Path::new(FILE)).unwrap();
+    let Err(d) = file.to_steps(&OnlyReady) else {
+        panic!("expected an error")
+    };
+    assert_error(
+        &d,
+        5,
+        9,
+        "`deploy.liar` is used as an action here, but the resolver returned a condition",
+        "`do` needs an action",
+    );
+}

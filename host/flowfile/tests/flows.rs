@@ -1,0 +1,433 @@
+//! The example flow files: what they parse into, that `to_steps` builds exactly what the fluent
+//! API would, and that the result runs to completion with native stand-ins for the plugins.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use stepflow_flowfile::{
+    FlowFile, Function, FunctionKind, Functions, ItemKind, Position, Reference, load,
+};
+use stepflow_model::{
+    Action, Backoff, BoxFuture, Condition, ErrorHandler, ManualClock, RetryPolicy, RunContext,
+    StepContext, StepError, StepFlow, StepResult, Steps, Wait,
+};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn example(name: &str) -> FlowFile {
+    let path = examples().join(name);
+    match load(&path) {
+        Ok(file) => file,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// A native stand-in for a plugin function: logs its reference when called; `transform` fails
+/// on every other call, `last-page` is true on its third call, everything else succeeds.
+struct Fake {
+    reference: String,
+    calls: AtomicU32,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Fake {
+    fn call(&self) -> u32 {
+        if let Ok(mut log) = self.log.lock() {
+            log.push(self.reference.clone());
+        }
+        self.calls.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+impl Action for Fake {
+    fn run(&self, _: StepContext) -> BoxFuture<'static, StepResult<Option<Value>>> {
+        let n = self.call();
+        let flaky = self.reference == "dataproc.transform" && n % 2 == 1;
+        Box::pin(async move {
+            match flaky {
+                true => Err(StepError::retryable("flaky")),
+                false => Ok(None),
+            }
+        })
+    }
+    fn label(&self) -> String {
+        self.reference.clone()
+    }
+}
+
+impl Condition for Fake {
+    fn check(&self, _: StepContext) -> BoxFuture<'static, StepResult<bool>> {
+        let n = self.call();
+        let answer = self.reference != "dataproc.last-page" || n >= 3;
+        Box::pin(async move { Ok(answer) })
+    }
+    fn label(&self) -> String {
+        self.reference.clone()
+    }
+}
+
+impl ErrorHandler for Fake {
+    fn handle(&self, _: StepContext, _: StepError) -> BoxFuture<'static, StepResult<bool>> {
+        self.call();
+        Box::pin(async { Ok(true) })
+    }
+    fn label(&self) -> String {
+        self.reference.clone()
+    }
+}
+
+/// Hands out one shared fake per reference and kind, so a flow built by hand can use the very
+/// same functions.
+#[derive(Default)]
+struct Fakes {
+    log: Arc<Mutex<Vec<String>>>,
+    made: Mutex<HashMap<String, Arc<Fake>>>,
+}
+
+impl Fakes {
+    fn fake(&self, reference: &str) -> Arc<Fake> {
+        let mut made = self.made.lock().unwrap();
+        made.entry(reference.to_string())
+            .or_insert_with(|| {
+                Arc::new(Fake {
+                    reference: reference.to_string(),
+                    calls: AtomicU32::new(0),
+                    log: self.log.clone(),
+                })
+            })
+            .clone()
+    }
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Functions for Fakes {
+    fn resolve(
+        &self,
+        plugin: &str,
+        function: &str,
+        kind: FunctionKind,
+    ) -> Result<Function, String> {
+        let fake = self.fake(&format!("{plugin}.{function}"));
+        Ok(match kind {
+            FunctionKind::Action => Function::Action(fake),
+            FunctionKind::Condition => Function::Condition(fake),
+            FunctionKind::ErrorHandler => Function::ErrorHandler(fake),
+        })
+    }
+}
+
+fn names(items: &[stepflow_flowfile::Item]) -> Vec<&str> {
+    items.iter().map(|i| i.name.as_str()).collect()
+}
+
+#[test]
+fn quickstart_parses_into_its_items() {
+    let file = example("quickstart.yaml");
+    assert_eq!(file.flow, "quickstart.v1");
+    assert_eq!(names(&file.steps), ["step1", "aCondition", "step2"]);
+    assert!(file.steps[0].name_defaulted);
+    assert!(!file.steps[1].name_defaulted);
+    match &file.steps[1].kind {
+        ItemKind::WaitFor {
+            condition,
+            every,
+            timeout,
+        } => {
+            assert_eq!(condition.to_string(), "quickstart.a-condition");
+            assert_eq!(*every, Some(Duration::from_secs(1)));
+            assert_eq!(*timeout, None);
+        }
+        other => panic!("expected a wait-for, got {other:?}"),
+    }
+    let plugin = &file.plugins["quickstart"];
+    assert_eq!(
+        plugin.wasm,
+        examples().join("../plugins/rust/target/wasm32-wasip2/release/quickstart.wasm")
+    );
+    assert_eq!(plugin.build.as_deref(), Some("../plugins/rust/build"));
+    assert_eq!(plugin.wasm_at, Position::new(6, 11));
+    assert_eq!(file.dir(), examples());
+    assert_eq!(file.data, json!({}));
+}
+
+#[test]
+fn deploy_parses_into_its_items() {
+    let file = example("deploy.yaml");
+    assert_eq!(file.flow, "deploy.v1");
+    assert_eq!(
+        names(&file.steps),
+        ["prepare", "ready", "shouldDeploy", "cleanup"]
+    );
+    assert_eq!(
+        names(file.steps[2].kind.steps()),
+        ["deploy", "deployed", "validation"]
+    );
+    assert_eq!(
+        file.data,
+        json!({ "version": "2.0", "current": "1.0", "rollout_ms": 1500, "flaky_validations": 1 })
+    );
+    let plugin = &file.plugins["deploy"];
+    assert_eq!(plugin.memory_bytes, Some(64 << 20));
+    assert_eq!(plugin.timeout, Some(Duration::from_secs(30)));
+    assert!(plugin.env.is_empty() && plugin.dirs.is_empty() && !plugin.reuse_instances);
+}
+
+#[test]
+fn references_list_every_use_with_its_kind_and_place() {
+    let file = example("deploy.yaml");
+    let refs = file.references();
+    let short: Vec<(String, FunctionKind, &str, &str)> = refs
+        .iter()
+        .map(|r| {
+            (
+                format!("{}.{}", r.plugin, r.function),
+                r.kind,
+                r.key,
+                r.step.as_str(),
+            )
+        })
+        .collect();
+    use FunctionKind::*;
+    assert_eq!(
+        short,
+        [
+            ("deploy.prepare".into(), Action, "do", "deploy.v1/prepare"),
+            (
+                "deploy.checks/ready".into(),
+                Condition,
+                "wait-for",
+                "deploy.v1/ready"
+            ),
+            (
+                "deploy.checks/should-deploy".into(),
+                Condition,
+                "case",
+                "deploy.v1/shouldDeploy"
+            ),
+            (
+                "deploy.deploy".into(),
+                Action,
+                "do",
+                "deploy.v1/shouldDeploy/deploy"
+            ),
+            (
+                "deploy.checks/deployed".into(),
+                Condition,
+                "wait-for",
+                "deploy.v1/shouldDeploy/deployed"
+            ),
+            (
+                "deploy.should-retry".into(),
+                ErrorHandler,
+                "handler",
+                "deploy.v1/shouldDeploy/validation"
+            ),
+            (
+                "deploy.validate".into(),
+                Action,
+                "do",
+                "deploy.v1/shouldDeploy/validation/validate"
+            ),
+            ("deploy.cleanup".into(), Action, "do", "deploy.v1/cleanup"),
+        ]
+    );
+    let Reference { at, .. } = &refs[0];
+    assert_eq!(*at, Position::new(16, 9));
+}
+
+fn built(file: &FlowFile, fakes: &Fakes) -> StepFlow {
+    let steps = match file.to_steps(fakes) {
+        Ok(steps) => steps,
+        Err(e) => panic!("{e}"),
+    };
+    match StepFlow::new(steps) {
+        Ok(flow) => flow,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn to_steps_builds_what_the_fluent_api_builds() {
+    let fakes = Fakes::default();
+    let from_file = built(&example("deploy.yaml"), &fakes);
+    let f = |r: &str| fakes.fake(r);
+    let (a, c, h) = (
+        |r: &str| -> Arc<dyn Action> { f(r) },
+        |r: &str| -> Arc<dyn Condition> { f(r) },
+        |r: &str| -> Arc<dyn ErrorHandler> { f(r) },
+    );
+    let by_hand = StepFlow::new(
+        Steps::named("deploy.v1")
+            .step_shared("prepare", a("deploy.prepare"))
+            .wait_for_shared(
+                "ready",
+                c("deploy.checks/ready"),
+                Wait::every(Duration::from_secs(1)).timeout(Duration::from_secs(300)),
+            )
+            .case_shared(
+                "shouldDeploy",
+                c("deploy.checks/should-deploy"),
+                Steps::new()
+                    .step_shared("deploy", a("deploy.deploy"))
+                    .wait_for_shared(
+                        "deployed",
+                        c("deploy.checks/deployed"),
+                        Wait::every(Duration::from_secs(1)),
+                    )
+                    .retry(
+                        "validation",
+                        RetryPolicy::handler_shared(h("deploy.should-retry"))
+                            .max_attempts(3)
+                            .backoff(Backoff::exponential(
+                                Duration::from_millis(200),
+                                Duration::from_secs(2),
+                            )),
+                        Steps::new().step_shared("validate", a("deploy.validate")),
+                    ),
+            )
+            .step_shared("cleanup", a("deploy.cleanup")),
+    )
+    .unwrap();
+    assert_eq!(from_file.definition_hash(), by_hand.definition_hash());
+
+    // The hash sees every setting, so the equality above is not vacuous.
+    let path = examples().join("deploy.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in [
+        ("max-attempts: 3", "max-attempts: 4"),
+        ("every: 1s", "every: 2s"),
+    ] {
+        assert!(text.contains(from));
+        let changed = stepflow_flowfile::parse(&text.replacen(from, to, 1), &path).unwrap();
+        let other = built(&changed, &fakes);
+        assert_ne!(from_file.definition_hash(), other.definition_hash(), "{to}");
+    }
+}
+
+/// Applies until the run completes, moving the clock past every wait and back-off.
+async fn run(flow: &StepFlow, data: Value) -> stepflow_model::State {
+    let clock = Arc::new(ManualClock::new(0));
+    let ctx = RunContext::new("run-1").with_clock(clock.clone());
+    let mut state = flow.new_state(data);
+    for _ in 0..500 {
+        if flow.is_completed(&state) {
+            return state;
+        }
+        state = flow.apply(&ctx, state).await;
+        clock.advance(60_000);
+    }
+    panic!("the run did not complete: {state:?}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_deploy_example_runs_its_steps_in_order() {
+    let file = example("deploy.yaml");
+    let fakes = Fakes::default();
+    let flow = built(&file, &fakes);
+    let state = run(&flow, file.data.clone()).await;
+    assert!(state.error.is_none(), "{state:?}");
+    assert_eq!(
+        fakes.log(),
+        [
+            "deploy.prepare",
+            "deploy.checks/ready",
+            "deploy.checks/should-deploy",
+            "deploy.deploy",
+            "deploy.checks/deployed",
+            "deploy.validate",
+            "deploy.cleanup",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_data_processing_example_loops_and_retries() {
+    let file = example("data-processing.yaml");
+    assert_eq!(file.data, json!({ "pages": 5, "flaky": true }));
+    let fakes = Fakes::default();
+    let flow = built(&file, &fakes);
+    let state = run(&flow, file.data.clone()).await;
+    assert!(state.error.is_none(), "{state:?}");
+    let page = [
+        "dataproc.fetch-page",
+        "dataproc.transform",
+        "dataproc.transform",
+        "dataproc.last-page",
+    ];
+    let expected: Vec<&str> = page
+        .iter()
+        .chain(&page)
+        .chain(&page)
+        .copied()
+        .chain(["dataproc.summarize"])
+        .collect();
+    assert_eq!(fakes.log(), expected);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_quickstart_example_runs() {
+    let file = example("quickstart.yaml");
+    let fakes = Fakes::default();
+    let flow = built(&file, &fakes);
+    let state = run(&flow, file.data.clone()).await;
+    assert!(state.error.is_none(), "{state:?}");
+    assert_eq!(
+        fakes.log(),
+        [
+            "quickstart.step1",
+            "quickstart.a-condition",
+            "quickstart.step2"
+        ]
+    );
+}
+
+#[test]
+fn the_format_example_in_the_crate_docs_parses() {
+    // The annotated example of lib.rs, minus its comments' claims: every key it shows is real.
+    let text = include_str!("../src/lib.rs")
+        .lines()
+        .skip_while(|l| !l.starts_with("//! ```yaml"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| l.strip_prefix("//! ").unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = match stepflow_flowfile::parse(&text, Path::new("examples/doc.yaml")) {
+        Ok(file) => file,
+        Err(e) => panic!("{e}"),
+    };
+    let plugin = &file.plugins["deploy"];
+    assert_eq!(plugin.env, ["DEPLOY_TOKEN"]);
+    assert_eq!(plugin.dirs.len(), 1);
+    assert_eq!(plugin.dirs[0].host, Path::new("examples/./work"));
+    assert_eq!(plugin.dirs[0].guest, "/work");
+    assert!(plugin.dirs[0].writable);
+    assert_eq!(plugin.fuel, Some(1_000_000));
+    assert_eq!(plugin.max_output_bytes, Some(1 << 20));
+    match &file.steps[4].kind {
+        ItemKind::Retry { retry, .. } => {
+            assert_eq!(retry.max_attempts, Some(3));
+            assert_eq!(
+                retry.backoff,
+                Some(Backoff::exponential(
+                    Duration::from_secs(1),
+                    Duration::from_secs(30)
+                ))
+            );
+            assert_eq!(
+                retry.handler.as_ref().map(ToString::to_string).as_deref(),
+                Some("deploy.should-retry")
+            );
+        }
+        other => panic!("expected a retry, got {other:?}"),
+    }
+    assert!(matches!(file.steps[5].kind, ItemKind::Group { .. }));
+}

@@ -1,0 +1,888 @@
+//! The SQLite store against real database files in a temporary directory: round trips,
+//! atomicity of `save_step`, listings, cancel, migrations, and files that are not ours.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use serde_json::json;
+use stepflow_model::{ErrorKind, Event, Failure, State};
+use stepflow_store::{HistoryEntry, RunRecord, RunStatus, SqliteStore, Store, StoreError};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// `SFLW`, the application id of stepflow databases.
+const APPLICATION_ID: i64 = 0x5346_4C57;
+/// The schema version this build creates.
+const SCHEMA_VERSION: i64 = 1;
+
+fn state(step: &str, data: serde_json::Value) -> State {
+    State {
+        cursor: vec![Event::new(format!("start:f.v1/{step}"))],
+        data: Arc::new(data),
+        attempts: BTreeMap::from([("f.v1/retry".into(), 2)]),
+        deadlines: BTreeMap::from([("f.v1/wait".into(), 1_700_000_000_123)]),
+        not_before: Some(1_700_000_000_000),
+        error: Some(Failure {
+            step: format!("f.v1/{step}"),
+            kind: ErrorKind::Retryable,
+            message: "connection refused".into(),
+        }),
+        calls: 3,
+        definition: "def-hash".into(),
+    }
+}
+
+fn record(id: &str, created_ms: u64, status: RunStatus) -> RunRecord {
+    RunRecord {
+        id: id.into(),
+        flow: "f.v1".into(),
+        flow_file: "/flows/f.yaml".into(),
+        definition: "def-hash".into(),
+        status,
+        state: state("a", json!({ "n": 0 })),
+        next_check_ms: None,
+        last_error: None,
+        created_ms,
+        updated_ms: created_ms,
+    }
+}
+
+fn entry(run_id: &str, step: &str) -> HistoryEntry {
+    HistoryEntry {
+        run_id: run_id.into(),
+        seq: 0,
+        step: format!("f.v1/{step}"),
+        kind: "step".into(),
+        attempt: 1,
+        outcome: "done".into(),
+        started_ms: 1_700_000_000_000,
+        duration_ms: 12,
+        error: None,
+        patch: Some(json!({ "n": 1, "gone": null })),
+        redelivered: false,
+    }
+}
+
+fn db(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("stepflow.db")
+}
+
+/// The file's bytes, and that no journal or WAL file was left beside it.
+fn assert_untouched(path: &Path, before: &[u8]) -> TestResult {
+    assert_eq!(fs::read(path)?, before, "{} was modified", path.display());
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut sibling = path.as_os_str().to_owned();
+        sibling.push(suffix);
+        assert!(
+            !Path::new(&sibling).exists(),
+            "{} was created",
+            Path::new(&sibling).display()
+        );
+    }
+    Ok(())
+}
+
+fn open_err(path: &Path) -> StoreError {
+    match SqliteStore::open(path) {
+        Ok(_) => panic!("{} was opened", path.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn run_state_and_history_round_trip() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    let run = record("run-1", 1_000, RunStatus::Running);
+    store.create_run(&run)?;
+    assert_eq!(store.run("run-1")?, run);
+    assert!(store.history("run-1")?.is_empty());
+
+    let first = entry("run-1", "a");
+    let second = HistoryEntry {
+        kind: "wait-for".into(),
+        outcome: "retrying".into(),
+        error: Some("not ready (fatal)".into()),
+        patch: None,
+        redelivered: true,
+        attempt: 4,
+        ..entry("run-1", "b")
+    };
+    let next = state(
+        "b",
+        json!({ "n": 1, "nested": { "list": [1, "two", null] } }),
+    );
+    store.save_step("run-1", RunStatus::Running, &next, None, None, Some(&first))?;
+    store.save_step(
+        "run-1",
+        RunStatus::Waiting,
+        &next,
+        Some(1_700_000_005_000),
+        Some("not ready"),
+        Some(&second),
+    )?;
+
+    let loaded = store.run("run-1")?;
+    assert_eq!(loaded.state, next);
+    assert_eq!(loaded.status, RunStatus::Waiting);
+    assert_eq!(loaded.next_check_ms, Some(1_700_000_005_000));
+    assert_eq!(loaded.last_error.as_deref(), Some("not ready"));
+    assert_eq!(loaded.created_ms, 1_000);
+    assert!(loaded.updated_ms > 1_000, "save_step sets updated_ms");
+
+    let history = store.history("run-1")?;
+    assert_eq!(
+        history,
+        vec![
+            HistoryEntry { seq: 1, ..first },
+            HistoryEntry { seq: 2, ..second }
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn save_step_without_history_changes_only_the_run() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let done = state("end", json!({ "done": true }));
+    store.save_step("r", RunStatus::Completed, &done, None, None, None)?;
+    assert_eq!(store.run("r")?.state, done);
+    assert_eq!(store.run("r")?.status, RunStatus::Completed);
+    assert!(store.history("r")?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn history_seq_is_assigned_per_run() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    for id in ["x", "y"] {
+        store.create_run(&record(id, 1, RunStatus::Running))?;
+    }
+    let s = State::default();
+    for id in ["x", "y", "x", "x", "y"] {
+        let mut e = entry(id, "a");
+        e.seq = 99; // ignored: the store numbers entries
+        store.save_step(id, RunStatus::Running, &s, None, None, Some(&e))?;
+    }
+    let seqs = |id| -> Result<Vec<u64>, StoreError> {
+        Ok(store.history(id)?.iter().map(|e| e.seq).collect())
+    };
+    assert_eq!(seqs("x")?, vec![1, 2, 3]);
+    assert_eq!(seqs("y")?, vec![1, 2]);
+    Ok(())
+}
+
+#[test]
+fn from_call_entries_are_accepted() -> TestResult {
+    use stepflow_model::{CallKind, CallRecord, Outcome, StepError};
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let outcomes = [
+        Outcome::Done(Some(json!({ "a": 1 }))),
+        Outcome::Answered(true),
+        Outcome::Answered(false),
+        Outcome::Retrying {
+            error: StepError::retryable("flaky"),
+            group: "f.v1/retry".into(),
+            attempt: 2,
+        },
+        Outcome::Failed(StepError::fatal("broken")),
+    ];
+    let kinds = [
+        CallKind::Step,
+        CallKind::WaitFor,
+        CallKind::Case,
+        CallKind::LoopUntil,
+        CallKind::ErrorHandler,
+    ];
+    for (kind, outcome) in kinds.into_iter().zip(outcomes) {
+        let call = CallRecord {
+            step: "f.v1/a".into(),
+            kind,
+            attempt: 1,
+            sequence: 0,
+            redelivered: false,
+            outcome,
+        };
+        let e = HistoryEntry::from_call("r", &call, 10, 2);
+        store.save_step(
+            "r",
+            RunStatus::Running,
+            &State::default(),
+            None,
+            None,
+            Some(&e),
+        )?;
+    }
+    let history = store.history("r")?;
+    let seen: Vec<(&str, &str)> = history
+        .iter()
+        .map(|e| (e.kind.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("step", "done"),
+            ("wait-for", "true"),
+            ("case", "false"),
+            ("loop-until", "retrying"),
+            ("error-handler", "failed"),
+        ]
+    );
+    assert_eq!(history[0].patch, Some(json!({ "a": 1 })));
+    assert_eq!(history[4].error.as_deref(), Some("broken (fatal)"));
+    Ok(())
+}
+
+#[test]
+fn save_step_is_atomic_when_the_history_row_is_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    let run = record("r", 1, RunStatus::Running);
+    store.create_run(&run)?;
+    store.save_step(
+        "r",
+        RunStatus::Running,
+        &run.state,
+        None,
+        None,
+        Some(&entry("r", "a")),
+    )?;
+    let before = store.run("r")?;
+
+    // The run's UPDATE succeeds first; the history INSERT then fails a CHECK constraint.
+    let bad = HistoryEntry {
+        kind: "teleport".into(),
+        ..entry("r", "b")
+    };
+    let new_state = state("b", json!({ "n": 2 }));
+    let err = store
+        .save_step(
+            "r",
+            RunStatus::Failed,
+            &new_state,
+            Some(5),
+            Some("x"),
+            Some(&bad),
+        )
+        .expect_err("an unknown kind is refused");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("`r`") && message.contains("wait-for"),
+        "{message}"
+    );
+
+    assert_eq!(store.run("r")?, before, "the run is unchanged");
+    assert_eq!(store.history("r")?.len(), 1, "no history row was added");
+    // The store is still usable after the rolled-back transaction.
+    store.save_step(
+        "r",
+        RunStatus::Running,
+        &new_state,
+        None,
+        None,
+        Some(&entry("r", "b")),
+    )?;
+    assert_eq!(store.history("r")?.len(), 2);
+    Ok(())
+}
+
+#[test]
+fn save_step_is_atomic_when_the_database_fails_mid_transaction() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
+    let run = record("r", 1, RunStatus::Running);
+    store.create_run(&run)?;
+    // A trigger (added by another connection) makes every history insert fail in SQLite itself.
+    Connection::open(&path)?.execute_batch(
+        "CREATE TRIGGER fail_history BEFORE INSERT ON history \
+         BEGIN SELECT RAISE(ABORT, 'disk on fire'); END;",
+    )?;
+    let new_state = state("b", json!({ "n": 2 }));
+    let err = store
+        .save_step(
+            "r",
+            RunStatus::Completed,
+            &new_state,
+            None,
+            None,
+            Some(&entry("r", "a")),
+        )
+        .expect_err("the trigger refuses the insert");
+    assert!(err.to_string().contains("disk on fire"), "{err}");
+    assert_eq!(store.run("r")?, run, "the run is unchanged");
+    assert!(store.history("r")?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn values_that_do_not_fit_are_refused_before_writing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    let run = record("r", 1, RunStatus::Running);
+    store.create_run(&run)?;
+    let huge = HistoryEntry {
+        started_ms: u64::MAX,
+        ..entry("r", "a")
+    };
+    let err = store
+        .save_step(
+            "r",
+            RunStatus::Running,
+            &State::default(),
+            None,
+            None,
+            Some(&huge),
+        )
+        .expect_err("u64::MAX does not fit a SQLite integer");
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    let other = entry("someone-else", "a");
+    let err = store
+        .save_step(
+            "r",
+            RunStatus::Running,
+            &State::default(),
+            None,
+            None,
+            Some(&other),
+        )
+        .expect_err("an entry of another run is refused");
+    assert!(err.to_string().contains("someone-else"), "{err}");
+    assert_eq!(store.run("r")?, run);
+    Ok(())
+}
+
+#[test]
+fn runs_are_listed_newest_first_and_filtered_by_status() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    let runs = [
+        ("old", 10, RunStatus::Completed),
+        ("mid", 20, RunStatus::Running),
+        ("new", 30, RunStatus::Running),
+        ("tie", 20, RunStatus::Failed), // same millisecond as `mid`, created later
+        ("waits", 25, RunStatus::Waiting),
+    ];
+    for (id, created, status) in runs {
+        store.create_run(&record(id, created, status))?;
+    }
+    let ids = |list: Vec<RunRecord>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.runs(None, 100)?),
+        ["new", "waits", "tie", "mid", "old"]
+    );
+    assert_eq!(ids(store.runs(None, 2)?), ["new", "waits"]);
+    assert_eq!(
+        ids(store.runs(Some(RunStatus::Running), 100)?),
+        ["new", "mid"]
+    );
+    assert_eq!(ids(store.runs(Some(RunStatus::Running), 1)?), ["new"]);
+    assert!(store.runs(Some(RunStatus::Cancelled), 100)?.is_empty());
+    assert!(store.runs(None, 0)?.is_empty());
+    assert_eq!(store.runs(None, usize::MAX)?.len(), 5);
+    Ok(())
+}
+
+#[test]
+fn cancel_sets_the_status_and_keeps_the_state() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    let run = record("r", 1, RunStatus::Waiting);
+    store.create_run(&run)?;
+    store.set_status("r", RunStatus::Cancelled)?;
+    let cancelled = store.run("r")?;
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(cancelled.state, run.state);
+    assert_eq!(ids_with(&store, RunStatus::Cancelled)?, ["r"]);
+    Ok(())
+}
+
+fn ids_with(store: &SqliteStore, status: RunStatus) -> Result<Vec<String>, StoreError> {
+    Ok(store
+        .runs(Some(status), 10)?
+        .into_iter()
+        .map(|r| r.id)
+        .collect())
+}
+
+#[test]
+fn a_cancel_from_another_process_is_not_overwritten_by_a_runner() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut runner = SqliteStore::open(&path)?;
+    let mut cli = SqliteStore::open(&path)?;
+    let run = record("r", 1, RunStatus::Running);
+    runner.create_run(&run)?;
+    cli.set_status("r", RunStatus::Cancelled)?;
+
+    let err = runner
+        .save_step(
+            "r",
+            RunStatus::Running,
+            &State::default(),
+            None,
+            None,
+            Some(&entry("r", "a")),
+        )
+        .expect_err("a cancelled run is not overwritten");
+    assert!(matches!(err, StoreError::Cancelled { .. }), "{err:?}");
+    let after = cli.run("r")?;
+    assert_eq!(after.status, RunStatus::Cancelled);
+    assert_eq!(after.state, run.state);
+    assert!(cli.history("r")?.is_empty());
+
+    // An operator may set it running again; then the runner's saves go through.
+    cli.set_status("r", RunStatus::Running)?;
+    runner.save_step(
+        "r",
+        RunStatus::Completed,
+        &State::default(),
+        None,
+        None,
+        None,
+    )?;
+    assert_eq!(cli.run("r")?.status, RunStatus::Completed);
+    Ok(())
+}
+
+#[test]
+fn unknown_runs_are_not_found_with_a_hint() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    let errors = [
+        store.run("nope").map(drop),
+        store.history("nope").map(drop),
+        store.set_status("nope", RunStatus::Cancelled),
+        store.save_step(
+            "nope",
+            RunStatus::Running,
+            &State::default(),
+            None,
+            None,
+            None,
+        ),
+        store.save_step(
+            "nope",
+            RunStatus::Running,
+            &State::default(),
+            None,
+            None,
+            Some(&entry("nope", "a")),
+        ),
+    ];
+    for result in errors {
+        let err = result.expect_err("no such run");
+        assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("`nope`"), "{message}");
+        assert!(message.contains("`stepflow runs`"), "{message}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_taken_run_id_is_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let err = store
+        .create_run(&record("r", 2, RunStatus::Completed))
+        .expect_err("duplicate id");
+    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(store.run("r")?.created_ms, 1);
+    Ok(())
+}
+
+#[test]
+fn reopening_keeps_everything() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let (run, history) = {
+        let mut store = SqliteStore::open(&path)?;
+        store.create_run(&record("r", 1, RunStatus::Running))?;
+        let next = state("b", json!({ "kept": true }));
+        store.save_step(
+            "r",
+            RunStatus::Waiting,
+            &next,
+            Some(42),
+            None,
+            Some(&entry("r", "a")),
+        )?;
+        (store.run("r")?, store.history("r")?)
+    };
+    let store = SqliteStore::open(&path)?;
+    assert_eq!(store.run("r")?, run);
+    assert_eq!(store.history("r")?, history);
+    assert_eq!(store.runs(None, 10)?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn a_saved_step_survives_a_process_that_never_closed_the_database() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let next = state("b", json!({ "saved": true }));
+    store.save_step(
+        "r",
+        RunStatus::Running,
+        &next,
+        None,
+        None,
+        Some(&entry("r", "a")),
+    )?;
+    // As if the process died: the connection is never closed, the WAL never checkpointed.
+    std::mem::forget(store);
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    assert!(
+        fs::metadata(&wal)?.len() > 0,
+        "the saved step is still only in the WAL"
+    );
+
+    let store = SqliteStore::open(&path)?;
+    assert_eq!(store.run("r")?.state, next);
+    assert_eq!(store.history("r")?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn open_creates_directories_and_the_latest_schema() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("a/b/c/stepflow.db");
+    let store = SqliteStore::open(&path)?;
+    assert!(path.is_file());
+    assert_eq!(store.path(), path);
+    drop(store);
+    let conn = Connection::open(&path)?;
+    let pragma = |name| conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
+    assert_eq!(pragma("user_version")?, SCHEMA_VERSION);
+    assert_eq!(pragma("application_id")?, APPLICATION_ID);
+    let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+    assert_eq!(mode, "wal", "WAL is a property of the file");
+    Ok(())
+}
+
+#[test]
+fn the_data_column_shows_the_data_document() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let next = state("b", json!({ "name": "x", "list": [1, 2] }));
+    store.save_step("r", RunStatus::Running, &next, None, None, None)?;
+    let conn = Connection::open(&path)?;
+    let (data, name): (String, String) = conn.query_row(
+        "SELECT data, data ->> '$.name' FROM runs WHERE id = 'r'",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&data)?,
+        *next.data
+    );
+    assert_eq!(name, "x");
+    Ok(())
+}
+
+#[test]
+fn an_empty_file_or_empty_sqlite_database_is_initialised() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let empty = dir.path().join("empty.db");
+    fs::write(&empty, b"")?;
+    SqliteStore::open(&empty)?.create_run(&record("r", 1, RunStatus::Running))?;
+    assert_eq!(SqliteStore::open(&empty)?.run("r")?.id, "r");
+
+    // A SQLite database with nothing in it (e.g. made by `sqlite3 x.db 'VACUUM'`).
+    let blank = dir.path().join("blank.db");
+    Connection::open(&blank)?.execute_batch("VACUUM;")?;
+    assert!(fs::metadata(&blank)?.len() > 0);
+    SqliteStore::open(&blank)?.create_run(&record("r", 1, RunStatus::Running))?;
+    Ok(())
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_unchanged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    SqliteStore::open(&path)?.create_run(&record("r", 1, RunStatus::Running))?;
+    Connection::open(&path)?.pragma_update(None, "user_version", SCHEMA_VERSION + 1)?;
+    let before = fs::read(&path)?;
+
+    let err = open_err(&path);
+    assert!(
+        matches!(err, StoreError::TooNew { found, .. } if found == SCHEMA_VERSION + 1),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("newer stepflow"), "{message}");
+    assert!(message.contains("--db"), "{message}");
+    assert_untouched(&path, &before)
+}
+
+#[test]
+fn random_bytes_and_text_are_refused_and_left_unchanged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // A fixed pseudo-random sequence (xorshift), long enough to look like a database.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let noise: Vec<u8> = (0..8192)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    for (name, bytes) in [
+        ("noise.db", noise),
+        ("notes.txt", b"remember the milk\n".to_vec()),
+        ("tiny.db", b"S".to_vec()),
+    ] {
+        let path = dir.path().join(name);
+        fs::write(&path, &bytes)?;
+        let err = open_err(&path);
+        assert!(
+            matches!(err, StoreError::NotADatabase { .. }),
+            "{name}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains(name) && message.contains("--db"),
+            "{message}"
+        );
+        assert_untouched(&path, &bytes)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_truncated_database_is_refused_and_left_unchanged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    {
+        let mut store = SqliteStore::open(&path)?;
+        for i in 0..50 {
+            let mut run = record(&format!("run-{i}"), i, RunStatus::Running);
+            run.state = state("a", json!({ "padding": "x".repeat(500) }));
+            store.create_run(&run)?;
+        }
+    }
+    let full = fs::read(&path)?;
+    assert!(full.len() > 3 * 4096, "the database spans several pages");
+    for cut in [full.len() / 2, 4096 + 100, 60] {
+        fs::write(&path, &full[..cut])?;
+        let err = open_err(&path);
+        assert!(
+            matches!(err, StoreError::Corrupt { .. }),
+            "cut at {cut}: {err:?}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("truncated") && message.contains("--db"),
+            "{message}"
+        );
+        assert_untouched(&path, &full[..cut])?;
+    }
+    Ok(())
+}
+
+#[test]
+fn foreign_databases_are_refused_and_left_unchanged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cases = [
+        // Another application's tables, no application id.
+        (
+            "notes.db",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);",
+            "notes",
+        ),
+        // Another application id, even with tables named like ours.
+        (
+            "lookalike.db",
+            "PRAGMA application_id = 42; CREATE TABLE runs (id TEXT); CREATE TABLE history (x);",
+            "0x0000002a",
+        ),
+        // A foreign database in WAL mode.
+        (
+            "wal.db",
+            "PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+            "tables t",
+        ),
+        // Only a user_version: still not ours.
+        ("versioned.db", "PRAGMA user_version = 7;", "user version 7"),
+    ];
+    for (name, sql, said) in cases {
+        let path = dir.path().join(name);
+        Connection::open(&path)?.execute_batch(sql)?;
+        let before = fs::read(&path)?;
+        let err = open_err(&path);
+        assert!(matches!(err, StoreError::Foreign { .. }), "{name}: {err:?}");
+        let message = err.to_string();
+        assert!(message.contains(said), "{name}: {message}");
+        assert!(
+            message.contains("another application") && message.contains("--db"),
+            "{message}"
+        );
+        assert_untouched(&path, &before)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_foreign_database_with_a_live_wal_is_left_unchanged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("busy-elsewhere.db");
+    let other = Connection::open(&path)?;
+    other.execute_batch(
+        "PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+    )?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let (main_before, wal_before) = (fs::read(&path)?, fs::read(&wal)?);
+    assert!(
+        !wal_before.is_empty(),
+        "the other application's data is in its WAL"
+    );
+
+    let err = open_err(&path);
+    assert!(matches!(err, StoreError::Foreign { .. }), "{err:?}");
+    assert!(err.to_string().contains("tables t"), "{err}");
+    assert_eq!(fs::read(&path)?, main_before);
+    assert_eq!(fs::read(&wal)?, wal_before);
+    drop(other);
+    Ok(())
+}
+
+#[test]
+fn two_processes_creating_the_database_at_once_both_succeed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            let path = path.clone();
+            std::thread::spawn(move || -> Result<(), StoreError> {
+                let mut store = SqliteStore::open(&path)?;
+                store.create_run(&record(&format!("r{i}"), i, RunStatus::Running))
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().map_err(|_| "thread panicked")??;
+    }
+    let store = SqliteStore::open(&path)?;
+    assert_eq!(store.runs(None, 10)?.len(), 4);
+    let conn = Connection::open(&path)?;
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    assert_eq!(version, SCHEMA_VERSION);
+    Ok(())
+}
+
+#[test]
+fn the_store_works_behind_dyn_store() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // Backends are picked at run time (`--db` SQLite file or, later, a PostgreSQL URL).
+    let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&db(&dir))?);
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    store.set_status("r", RunStatus::Failed)?;
+    assert_eq!(store.run("r")?.status, RunStatus::Failed);
+    std::thread::spawn(move || store.runs(None, 1).map(|runs| runs.len()))
+        .join()
+        .map_err(|_| "thread panicked")??;
+    Ok(())
+}
+
+#[test]
+fn a_directory_is_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let err = open_err(dir.path());
+    assert!(err.to_string().contains("directory"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn bad_data_in_the_database_is_an_error_naming_the_run() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
+    store.create_run(&record("broken", 1, RunStatus::Running))?;
+    store.create_run(&record("fine", 2, RunStatus::Running))?;
+    store.save_step(
+        "fine",
+        RunStatus::Running,
+        &State::default(),
+        None,
+        None,
+        Some(&entry("fine", "a")),
+    )?;
+    let raw = Connection::open(&path)?;
+    // SQLite itself refuses a state that is not JSON at all (the `data` column parses it)...
+    let refused = raw.execute(
+        "UPDATE runs SET state = '{not json' WHERE id = 'broken'",
+        [],
+    );
+    assert!(refused.is_err(), "{refused:?}");
+    // ...but takes JSON5, which serde does not.
+    raw.execute(
+        "UPDATE runs SET state = '{cursor: [], data: {},}' WHERE id = 'broken'",
+        [],
+    )?;
+
+    for err in [
+        store.run("broken").map(drop).expect_err("bad JSON"),
+        store
+            .runs(None, 10)
+            .map(drop)
+            .expect_err("bad JSON in a listing"),
+    ] {
+        assert!(matches!(err, StoreError::BadRecord { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains("`broken`") && message.contains("state"),
+            "{message}"
+        );
+    }
+    assert_eq!(store.run("fine")?.id, "fine", "other runs still load");
+
+    // A state that is JSON but not a state, a status and a time no build writes.
+    raw.execute("UPDATE runs SET state = '[1, 2]' WHERE id = 'broken'", [])?;
+    assert!(matches!(
+        store.run("broken"),
+        Err(StoreError::BadRecord { .. })
+    ));
+    raw.execute_batch(
+        "PRAGMA ignore_check_constraints = ON; \
+         UPDATE runs SET state = (SELECT state FROM runs WHERE id = 'fine'), status = 'paused' \
+         WHERE id = 'broken';",
+    )?;
+    let err = store.run("broken").map(drop).expect_err("unknown status");
+    assert!(err.to_string().contains("paused"), "{err}");
+    raw.execute(
+        "UPDATE runs SET status = 'running', created_ms = -5 WHERE id = 'broken'",
+        [],
+    )?;
+    let err = store.run("broken").map(drop).expect_err("negative time");
+    assert!(err.to_string().contains("created_ms"), "{err}");
+
+    raw.execute(
+        "UPDATE history SET patch = 'nope' WHERE run_id = 'fine'",
+        [],
+    )?;
+    let err = store.history("fine").map(drop).expect_err("bad patch");
+    let message = err.to_string();
+    assert!(
+        message.contains("`fine`") && message.contains("patch"),
+        "{message}"
+    );
+    Ok(())
+}

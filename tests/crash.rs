@@ -1,0 +1,211 @@
+//! Crash safety with the real binary: SIGKILL while a step runs, and many kills at random points;
+//! every resume finishes the run without skipping or losing a step.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use common::{Sandbox, json, stderr};
+use serde_json::Value;
+
+fn spawn(s: &Sandbox, args: &[&str], log: &str) -> Child {
+    s.cmd()
+        .args(args)
+        .env("STEPFLOW_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stepflow")
+}
+
+#[test]
+fn a_step_killed_in_flight_runs_again_with_the_same_key_and_is_marked_redelivered() {
+    let s = Sandbox::new();
+    let work = s.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let yaml = r#"flow: crash.v1
+plugins:
+  d:
+    wasm: {plugins}/dataproc.wasm
+    dirs: [{ host: "WORK", guest: /work, writable: true }]
+steps:
+  - { name: first, do: d.checkpoint }
+  - { name: slow, do: d.checkpoint }
+  - { name: last, do: d.checkpoint }
+"#
+    .replace("WORK", &work.display().to_string());
+    let flow = s.flow("crash.yaml", &yaml);
+    let mut child = spawn(
+        &s,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--input",
+            r#"{"block_in": "crash.v1/slow"}"#,
+        ],
+        "info",
+    );
+    // The first line names the run; then wait for the plugin to say it is inside `slow`.
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = out.next().unwrap().unwrap();
+    let run = first.split_whitespace().nth(1).unwrap().to_string();
+    let err = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in err.lines() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("waiting for release") {
+            break;
+        }
+    }
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("waiting for release")),
+        "{seen:?}"
+    );
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let out = s.run(&["resume", &run, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let data = json(&out)["data"].clone();
+    let cp = &data["checkpoints"];
+    assert_eq!(cp["first"]["redelivered"], false);
+    assert_eq!(cp["slow"]["redelivered"], true, "{data}");
+    assert_eq!(
+        cp["slow"]["seen_before"], true,
+        "the re-run got the same idempotency key: {data}"
+    );
+    assert_eq!(cp["last"]["redelivered"], false);
+    let keys: Vec<&str> = ["first", "slow", "last"]
+        .iter()
+        .map(|k| cp[*k]["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys[1], format!("{run}/crash.v1/slow#1"));
+
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let history: Vec<(String, bool)> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["step"].as_str().unwrap().to_string(),
+                h["redelivered"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            ("crash.v1/first".to_string(), false),
+            ("crash.v1/slow".to_string(), true),
+            ("crash.v1/last".to_string(), false),
+        ]
+    );
+    let text = common::stdout(&s.run(&["show", &run]));
+    assert!(text.contains("redelivered"), "{text}");
+}
+
+const PAGES: &str = r#"flow: pages.v1
+plugins:
+  d:
+    wasm: {plugins}/dataproc.wasm
+steps:
+  - name: pages
+    loop-until: d.last-page
+    steps:
+      - { name: fetch, do: d.fetch-page }
+      - name: stage
+        retry: { max-attempts: 3 }
+        steps:
+          - { name: transform, do: d.transform }
+  - { name: summarize, do: d.summarize }
+"#;
+
+/// A small deterministic generator; the seed is printed so a failure can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn twenty_kills_at_random_points_end_in_the_same_data_as_an_uninterrupted_run() {
+    let s = Sandbox::new();
+    let flow = s.flow("pages.yaml", PAGES);
+    let input = r#"{"pages": 20, "flaky": true}"#;
+    let out = s.run(&["run", flow.to_str().unwrap(), "--input", input, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected: Value = json(&out)["data"].clone();
+    assert_eq!(expected["transformed_pages"], 20);
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("kill seed: {seed}");
+    let mut rng = Lcg(seed);
+    let mut kills = 0;
+    let mut run: Option<String> = None;
+    let finished = loop {
+        let args: Vec<String> = match &run {
+            None => vec![
+                "run".into(),
+                flow.display().to_string(),
+                "--input".into(),
+                input.into(),
+            ],
+            Some(id) => vec!["resume".into(), id.clone()],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = spawn(&s, &args, "error");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let header = lines.next().unwrap().unwrap();
+        if run.is_none() {
+            run = Some(header.split_whitespace().nth(1).unwrap().to_string());
+        }
+        // Let 0 to 2 steps finish, then kill.
+        let steps = rng.below(3);
+        let mut done = 0;
+        let mut exited = false;
+        while done < steps {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with(['✓', '↻']) => done += 1,
+                Some(Ok(_)) => {}
+                _ => {
+                    exited = true;
+                    break;
+                }
+            }
+        }
+        if exited {
+            let status = child.wait().unwrap();
+            assert!(status.success(), "the run ended with {status}");
+            break true;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        if kills > 400 {
+            break false;
+        }
+    };
+    assert!(finished, "the run did not finish after {kills} kills");
+    let id = run.unwrap();
+    // Drive it to the end if the last kill left anything.
+    let out = s.run(&["resume", &id, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        kills >= 20,
+        "only {kills} kills; the flow is too short for the test"
+    );
+    assert_eq!(json(&out)["data"], expected, "after {kills} kills");
+}
