@@ -430,8 +430,14 @@ fn show(db: &Path, run_id: &str, json: bool) -> Result<(), Exit> {
     );
     println!("flow file {}", run.flow_file);
     println!();
+    let w = history
+        .iter()
+        .map(|h| h.step.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     println!(
-        "{:>4}  {:<40} {:<13} {:>7}  {:<9} {:>8}",
+        "{:>4}  {:<w$}  {:<13} {:>7}  {:<9} {:>8}",
         "#", "STEP", "KIND", "ATTEMPT", "OUTCOME", "TIME"
     );
     for h in &history {
@@ -441,7 +447,7 @@ fn show(db: &Path, run_id: &str, json: bool) -> Result<(), Exit> {
             ""
         };
         println!(
-            "{:>4}  {:<40} {:<13} {:>7}  {:<9} {:>6}ms{mark}",
+            "{:>4}  {:<w$}  {:<13} {:>7}  {:<9} {:>6}ms{mark}",
             h.seq, h.step, h.kind, h.attempt, h.outcome, h.duration_ms
         );
         if let Some(e) = &h.error {

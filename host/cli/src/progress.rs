@@ -89,13 +89,13 @@ impl Progress {
 
     /// The run sleeps until `until` (Unix ms) before checking `path` again.
     pub fn waiting(&self, path: &str, until: u64, now: u64, first: bool) {
-        let secs = until.saturating_sub(now).div_ceil(1000);
+        let left = human_ms(until.saturating_sub(now));
         match &self.mode {
             Mode::Silent => {}
-            Mode::Lines if first => println!("… waiting {secs}s before checking {path} again"),
+            Mode::Lines if first => println!("… waiting {left} before {path} is due again"),
             Mode::Lines => {}
             Mode::Live(bar) => {
-                bar.set_message(format!("waiting {secs}s before checking {path} again"));
+                bar.set_message(format!("waiting {left} before {path} is due again"))
             }
         }
     }
@@ -110,5 +110,16 @@ impl Progress {
         if let Mode::Live(bar) = &self.mode {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// `850ms`, `4s`, `2m 5s`, `3h 0m`: short and exact enough for a countdown.
+pub fn human_ms(ms: u64) -> String {
+    let secs = ms.div_ceil(1000);
+    match ms {
+        0..1000 => format!("{ms}ms"),
+        1000..60_000 => format!("{secs}s"),
+        60_000..3_600_000 => format!("{}m {}s", secs / 60, secs % 60),
+        _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
     }
 }

@@ -4,6 +4,9 @@
 //! page's transform fail on its first attempt. Everything is derived from the data document, so
 //! a run resumed after a crash ends exactly as an uninterrupted one.
 
+// The generated bindings pass each record field as an argument.
+#![allow(clippy::too_many_arguments)]
+
 wit_bindgen::generate!({
     world: "stepflow-examples:dataproc/dataproc",
     path: ["../../../wit", "wit"],

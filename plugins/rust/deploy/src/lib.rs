@@ -4,6 +4,9 @@
 //! now, `rollout_ms` how long a rollout takes, and `flaky_validations` how many validation
 //! attempts fail before one passes (to show a retry).
 
+// The generated bindings pass each record field as an argument.
+#![allow(clippy::too_many_arguments)]
+
 wit_bindgen::generate!({
     world: "stepflow-examples:deploy/deploy",
     path: ["../../../wit", "wit"],
@@ -47,7 +50,10 @@ impl Guest for Deploy {
     fn deploy(ctx: StepContext) -> Result<Option<String>, StepError> {
         let d = data(&ctx)?;
         let version = d["version"].as_str().unwrap_or("unknown");
-        info(&ctx, &format!("deploying {version} (key {})", ctx.idempotency_key));
+        info(
+            &ctx,
+            &format!("deploying {version} (key {})", ctx.idempotency_key),
+        );
         patch(json!({ "rollout": { "version": version, "started_ms": now_ms() } }))
     }
 

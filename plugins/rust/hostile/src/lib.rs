@@ -1,5 +1,8 @@
 //! Misbehaving steps, one per way a plugin can go wrong, for the sandbox tests.
 
+// The generated bindings pass each record field as an argument.
+#![allow(clippy::too_many_arguments)]
+
 wit_bindgen::generate!({
     world: "stepflow-examples:hostile/hostile",
     path: ["../../../wit", "wit"],

@@ -1,5 +1,8 @@
 //! The seed's quickstart as a plugin: `step1`, `a-condition`, `step2`.
 
+// The generated bindings pass each record field as an argument.
+#![allow(clippy::too_many_arguments)]
+
 wit_bindgen::generate!({
     world: "stepflow-examples:quickstart/quickstart",
     path: ["../../../wit", "wit"],
@@ -12,7 +15,11 @@ struct Quickstart;
 
 impl Guest for Quickstart {
     fn step1(ctx: StepContext) -> Result<Option<String>, StepError> {
-        log(Level::Info, "Executing step 1", &[("step".into(), ctx.step)]);
+        log(
+            Level::Info,
+            "Executing step 1",
+            &[("step".into(), ctx.step)],
+        );
         Ok(Some(r#"{"step1":"done"}"#.to_string()))
     }
 
