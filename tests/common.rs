@@ -76,3 +76,27 @@ pub fn json(o: &Output) -> serde_json::Value {
 pub fn repo() -> PathBuf {
     stepflow_testkit::repo_root()
 }
+
+/// The data-processing flow over the `dataproc` plugin at `wasm`: a loop over pages with a
+/// retried, flaky transform, then a summary (used by the crash and language tests).
+pub fn pages_flow(wasm: &Path) -> String {
+    format!(
+        r#"flow: pages.v1
+plugins:
+  d:
+    wasm: {}
+    memory: 256MiB
+steps:
+  - name: pages
+    loop-until: d.last-page
+    steps:
+      - {{ name: fetch, do: d.fetch-page }}
+      - name: stage
+        retry: {{ max-attempts: 3 }}
+        steps:
+          - {{ name: transform, do: d.transform }}
+  - {{ name: summarize, do: d.summarize }}
+"#,
+        wasm.display()
+    )
+}

@@ -26,13 +26,13 @@ fn a_step_killed_in_flight_runs_again_with_the_same_key_and_is_marked_redelivere
     std::fs::create_dir(&work).unwrap();
     let yaml = r#"flow: crash.v1
 plugins:
-  d:
-    wasm: {plugins}/dataproc.wasm
+  h:
+    wasm: {plugins}/hostile.wasm
     dirs: [{ host: "WORK", guest: /work, writable: true }]
 steps:
-  - { name: first, do: d.checkpoint }
-  - { name: slow, do: d.checkpoint }
-  - { name: last, do: d.checkpoint }
+  - { name: first, do: h.checkpoint }
+  - { name: slow, do: h.checkpoint }
+  - { name: last, do: h.checkpoint }
 "#
     .replace("WORK", &work.display().to_string());
     let flow = s.flow("crash.yaml", &yaml);
@@ -108,22 +108,6 @@ steps:
     assert!(text.contains("redelivered"), "{text}");
 }
 
-const PAGES: &str = r#"flow: pages.v1
-plugins:
-  d:
-    wasm: {plugins}/dataproc.wasm
-steps:
-  - name: pages
-    loop-until: d.last-page
-    steps:
-      - { name: fetch, do: d.fetch-page }
-      - name: stage
-        retry: { max-attempts: 3 }
-        steps:
-          - { name: transform, do: d.transform }
-  - { name: summarize, do: d.summarize }
-"#;
-
 /// A small deterministic generator; the seed is printed so a failure can be replayed.
 struct Lcg(u64);
 
@@ -140,7 +124,8 @@ impl Lcg {
 #[test]
 fn twenty_kills_at_random_points_end_in_the_same_data_as_an_uninterrupted_run() {
     let s = Sandbox::new();
-    let flow = s.flow("pages.yaml", PAGES);
+    let wasm = common::plugins_dir().join("dataproc.wasm");
+    let flow = s.flow("pages.yaml", &common::pages_flow(&wasm));
     let input = r#"{"pages": 20, "flaky": true}"#;
     let out = s.run(&["run", flow.to_str().unwrap(), "--input", input, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -208,4 +193,51 @@ fn twenty_kills_at_random_points_end_in_the_same_data_as_an_uninterrupted_run() 
         "only {kills} kills; the flow is too short for the test"
     );
     assert_eq!(json(&out)["data"], expected, "after {kills} kills");
+}
+
+#[test]
+fn ctrl_c_during_a_wait_saves_and_says_how_to_resume() {
+    let s = Sandbox::new();
+    let yaml = r#"flow: wait.v1
+plugins:
+  d:
+    wasm: {plugins}/dataproc.wasm
+steps:
+  - { name: fetch, do: d.fetch-page }
+  - name: done
+    wait-for: d.last-page
+    every: 1h
+  - { name: summary, do: d.summarize }
+"#;
+    let flow = s.flow("wait.yaml", yaml);
+    let mut child = spawn(
+        &s,
+        &["run", flow.to_str().unwrap(), "--input", r#"{"pages": 2}"#],
+        "warn",
+    );
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let header = lines.next().unwrap().unwrap();
+    let run = header.split_whitespace().nth(1).unwrap().to_string();
+    // Wait until the run says it is waiting, then press Ctrl-C.
+    for line in lines.by_ref() {
+        if line.unwrap().contains("waiting") {
+            break;
+        }
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(3), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(&format!("stepflow resume {run}"))),
+        "{rest:?}"
+    );
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    assert_eq!(shown["status"], "waiting");
+    assert_eq!(shown["data"]["page"], 1);
 }

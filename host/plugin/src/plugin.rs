@@ -8,7 +8,10 @@ use stepflow_model::{
     Action, BoxFuture, Condition, ErrorHandler, StepContext, StepError, StepResult,
 };
 use wasmtime::component::types::ComponentItem;
-use wasmtime::component::{Component, ComponentExportIndex, Instance, InstancePre, ResourceTable};
+use wasmtime::component::{
+    Component, ComponentExportIndex, ComponentNamedList, Instance, InstancePre, Lift, Lower,
+    ResourceTable,
+};
 use wasmtime::{Store, Trap};
 
 use crate::PluginError;
@@ -309,9 +312,6 @@ pub struct PluginFunction {
     kind: FunctionKind,
 }
 
-type ActionOut = (Result<Option<String>, wit::StepError>,);
-type AnswerOut = (Result<bool, wit::StepError>,);
-
 impl PluginFunction {
     /// `plugin.function`, as flows write it.
     pub fn reference(&self) -> String {
@@ -324,7 +324,15 @@ impl PluginFunction {
     }
 
     /// Calls the function in a sandboxed instance; every failure names plugin, function and step.
-    async fn call<R>(&self, ctx: &StepContext, call: impl CallShape<R>) -> StepResult<R> {
+    async fn call<P, R>(
+        &self,
+        ctx: &StepContext,
+        params: impl FnOnce(wit::StepContext) -> P,
+    ) -> StepResult<R>
+    where
+        P: ComponentNamedList + Lower + Send + Sync,
+        (Result<R, wit::StepError>,): ComponentNamedList + Lift + Send + Sync + 'static,
+    {
         let fail = |what: String, retryable: bool| {
             let message = format!(
                 "plugin `{}` function `{}` at step `{}`: {what}",
@@ -338,20 +346,15 @@ impl PluginFunction {
         };
         let mut warm = self.checkout(ctx).await.map_err(|e| fail(e, false))?;
         let wit_ctx = to_wit(ctx);
-        let result = call.invoke(&mut warm, &self.index, wit_ctx).await;
-        let (text, dropped) = warm.output.take();
-        if !text.is_empty() || dropped > 0 {
+        let result = invoke(&mut warm, &self.index, params(wit_ctx)).await;
+        let dropped = warm.output.end_call();
+        if dropped > 0 {
             let plugin = &*self.plugin.name;
-            for line in text.lines() {
-                tracing::info!(plugin, run = &*ctx.run_id, step = &*ctx.step, "{line}");
-            }
-            if dropped > 0 {
-                tracing::warn!(
-                    plugin,
-                    step = &*ctx.step,
-                    "{dropped} more bytes of output dropped"
-                );
-            }
+            tracing::warn!(
+                plugin,
+                step = &*ctx.step,
+                "{dropped} more bytes of output dropped"
+            );
         }
         match result {
             Ok(Ok(value)) => {
@@ -401,10 +404,14 @@ impl PluginFunction {
                     .into(),
                 false,
             ),
-            Some(Trap::UnreachableCodeReached) => (
-                format!("trapped: it panicked or aborted ({e})"),
-                false,
-            ),
+            Some(Trap::UnreachableCodeReached) => {
+                // The wasm backtrace helps the plugin's author, not the reader of a run's error.
+                tracing::debug!(plugin = &*self.plugin.name, "trap: {e:?}");
+                (
+                    "trapped: it panicked or aborted (its output above may say why)".into(),
+                    false,
+                )
+            }
             Some(trap) => (format!("trapped: {trap}"), false),
             None => (format!("failed: {e:#}"), false),
         }
@@ -421,12 +428,14 @@ impl PluginFunction {
             Some(warm) => warm,
             None => self.fresh().await?,
         };
-        let store = &mut warm.store;
-        store.data_mut().tag = LogTag {
+        let tag = LogTag {
             plugin: p.name.clone(),
             run: ctx.run_id.clone(),
             step: ctx.step.clone(),
         };
+        warm.output.start_call(tag.clone());
+        let store = &mut warm.store;
+        store.data_mut().tag = tag;
         let ticks = p.options.grants.timeout.as_millis() / EPOCH_TICK.as_millis().max(1) + 1;
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         if let Some(fuel) = p.options.grants.fuel {
@@ -516,8 +525,7 @@ impl PluginFunction {
                 output,
             };
             let wit_ctx = to_wit(ctx);
-            ActionCall
-                .invoke(&mut warm, &self.index, wit_ctx)
+            invoke::<_, Option<String>>(&mut warm, &self.index, (wit_ctx,))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| format!("{e:?}"))?;
@@ -592,73 +600,27 @@ pub struct FreshProfile {
     pub drop: std::time::Duration,
 }
 
-/// The three call shapes, so one `call` serves them all.
-trait CallShape<R> {
-    fn invoke<'a>(
-        self,
-        warm: &'a mut Warm,
-        index: &'a ComponentExportIndex,
-        ctx: wit::StepContext,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<R, wit::StepError>>>;
-}
-
-struct ActionCall;
-struct ConditionCall;
-struct HandlerCall(String);
-
-impl CallShape<Option<String>> for ActionCall {
-    fn invoke<'a>(
-        self,
-        warm: &'a mut Warm,
-        index: &'a ComponentExportIndex,
-        ctx: wit::StepContext,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<Option<String>, wit::StepError>>> {
-        Box::pin(async move {
-            let f = warm
-                .instance
-                .get_typed_func::<(wit::StepContext,), ActionOut>(&mut warm.store, index)?;
-            Ok(f.call_async(&mut warm.store, (ctx,)).await?.0)
-        })
-    }
-}
-
-impl CallShape<bool> for ConditionCall {
-    fn invoke<'a>(
-        self,
-        warm: &'a mut Warm,
-        index: &'a ComponentExportIndex,
-        ctx: wit::StepContext,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<bool, wit::StepError>>> {
-        Box::pin(async move {
-            let f = warm
-                .instance
-                .get_typed_func::<(wit::StepContext,), AnswerOut>(&mut warm.store, index)?;
-            Ok(f.call_async(&mut warm.store, (ctx,)).await?.0)
-        })
-    }
-}
-
-impl CallShape<bool> for HandlerCall {
-    fn invoke<'a>(
-        self,
-        warm: &'a mut Warm,
-        index: &'a ComponentExportIndex,
-        ctx: wit::StepContext,
-    ) -> BoxFuture<'a, wasmtime::Result<Result<bool, wit::StepError>>> {
-        Box::pin(async move {
-            let f = warm
-                .instance
-                .get_typed_func::<(wit::StepContext, String), AnswerOut>(&mut warm.store, index)?;
-            Ok(f.call_async(&mut warm.store, (ctx, self.0)).await?.0)
-        })
-    }
+/// Calls a typed export with `params`; the export returns `result<R, step-error>`.
+async fn invoke<P, R>(
+    warm: &mut Warm,
+    index: &ComponentExportIndex,
+    params: P,
+) -> wasmtime::Result<Result<R, wit::StepError>>
+where
+    P: ComponentNamedList + Lower + Send + Sync,
+    (Result<R, wit::StepError>,): ComponentNamedList + Lift + Send + Sync + 'static,
+{
+    let f = warm
+        .instance
+        .get_typed_func::<P, (Result<R, wit::StepError>,)>(&mut warm.store, index)?;
+    Ok(f.call_async(&mut warm.store, params).await?.0)
 }
 
 impl Action for PluginFunction {
     fn run(&self, ctx: StepContext) -> BoxFuture<'static, StepResult<Option<Value>>> {
         let me = self.clone();
         Box::pin(async move {
-            let Some(text) = me.call(&ctx, ActionCall).await? else {
+            let Some(text) = me.call::<_, Option<String>>(&ctx, |c| (c,)).await? else {
                 return Ok(None);
             };
             let bad = |what: String| {
@@ -682,7 +644,7 @@ impl Action for PluginFunction {
 impl Condition for PluginFunction {
     fn check(&self, ctx: StepContext) -> BoxFuture<'static, StepResult<bool>> {
         let me = self.clone();
-        Box::pin(async move { me.call(&ctx, ConditionCall).await })
+        Box::pin(async move { me.call(&ctx, |c| (c,)).await })
     }
 
     fn label(&self) -> String {
@@ -693,7 +655,7 @@ impl Condition for PluginFunction {
 impl ErrorHandler for PluginFunction {
     fn handle(&self, ctx: StepContext, error: StepError) -> BoxFuture<'static, StepResult<bool>> {
         let me = self.clone();
-        Box::pin(async move { me.call(&ctx, HandlerCall(error.message)).await })
+        Box::pin(async move { me.call(&ctx, |c| (c, error.message)).await })
     }
 
     fn label(&self) -> String {

@@ -136,7 +136,8 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// A plugin's stdout and stderr: kept up to a cap, the rest counted and dropped (never a trap).
+/// A plugin's stdout and stderr, turned into log lines as they arrive (tagged with the step),
+/// up to a cap per call; the rest is counted and dropped, never a trap.
 #[derive(Clone, Debug)]
 pub(crate) struct CapturedOutput {
     inner: Arc<Mutex<Captured>>,
@@ -144,9 +145,29 @@ pub(crate) struct CapturedOutput {
 
 #[derive(Debug, Default)]
 struct Captured {
-    kept: Vec<u8>,
+    line: Vec<u8>,
+    logged: usize,
     dropped: usize,
     cap: usize,
+    tag: LogTag,
+}
+
+impl Captured {
+    fn emit(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.line);
+        let t = &self.tag;
+        tracing::info!(
+            plugin = &*t.plugin,
+            run = &*t.run,
+            step = &*t.step,
+            "{}",
+            text.trim_end()
+        );
+        self.line.clear();
+    }
 }
 
 impl CapturedOutput {
@@ -159,21 +180,36 @@ impl CapturedOutput {
         }
     }
 
-    fn push(&self, bytes: &[u8]) {
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let room = c.cap.saturating_sub(c.kept.len()).min(bytes.len());
-        c.kept.extend_from_slice(&bytes[..room]);
-        c.dropped += bytes.len() - room;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Captured> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes what was written since the last call: the text kept and how many bytes were dropped.
-    pub fn take(&self) -> (String, usize) {
-        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let text = String::from_utf8_lossy(&c.kept).into_owned();
-        let dropped = c.dropped;
-        c.kept.clear();
+    /// Tags what follows with the call it belongs to.
+    pub fn start_call(&self, tag: LogTag) {
+        let mut c = self.lock();
+        c.tag = tag;
+        c.logged = 0;
         c.dropped = 0;
-        (text, dropped)
+    }
+
+    fn push(&self, bytes: &[u8]) {
+        let mut c = self.lock();
+        let room = c.cap.saturating_sub(c.logged).min(bytes.len());
+        c.dropped += bytes.len() - room;
+        c.logged += room;
+        for chunk in bytes[..room].split_inclusive(|b| *b == b'\n') {
+            c.line.extend_from_slice(chunk);
+            if chunk.ends_with(b"\n") {
+                c.emit();
+            }
+        }
+    }
+
+    /// Logs a last unfinished line; returns how many bytes this call's output lost to the cap.
+    pub fn end_call(&self) -> usize {
+        let mut c = self.lock();
+        c.emit();
+        c.dropped
     }
 }
 

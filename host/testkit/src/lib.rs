@@ -60,3 +60,62 @@ pub fn build_rust_plugins() -> Result<PathBuf, String> {
     }
     Ok(dir.join("target/wasm32-wasip2/release"))
 }
+
+/// The languages the example plugins are written in, each under `plugins/<language>`.
+pub const LANGUAGES: [&str; 4] = ["rust", "python", "javascript", "c"];
+
+/// Builds the plugins of `language` (`plugins/<language>/build`, once per process) and returns
+/// the directory that holds its `.wasm` files, or why they cannot be built on this machine
+/// (a test then reports "skipped: <language>: <why>").
+pub fn language_plugins(language: &str) -> Result<PathBuf, String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static BUILT: OnceLock<Mutex<HashMap<String, Result<PathBuf, String>>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    built
+        .entry(language.to_string())
+        .or_insert_with(|| build_language(language))
+        .clone()
+}
+
+fn build_language(language: &str) -> Result<PathBuf, String> {
+    if language == "rust" {
+        return build_rust_plugins();
+    }
+    let dir = repo_root().join("plugins").join(language);
+    let script = dir.join("build");
+    if !script.exists() {
+        return Err(format!("{} does not exist", script.display()));
+    }
+    let out = Command::new("bash")
+        .arg(&script)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(5).collect();
+        return Err(format!(
+            "{} failed ({}): {}",
+            script.display(),
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    Ok(dir.join("target"))
+}
+
+/// The built plugin `name` of `language`.
+pub fn language_plugin(language: &str, name: &str) -> Result<PathBuf, String> {
+    let path = language_plugins(language)?.join(format!("{name}.wasm"));
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("the build did not produce {}", path.display()))
+    }
+}
+
+/// Whether this is a CI run, where every language must build (nothing may be skipped).
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+}

@@ -71,31 +71,6 @@ impl Guest for DataProc {
         log(Level::Info, &summary, &[]);
         patch(json!({ "summary": summary }))
     }
-
-    /// Records each call's idempotency key in a granted directory (`/work`), and with
-    /// `block_in` set, waits for `/work/release` the first time (not when redelivered), so a
-    /// test can kill the host while the step runs.
-    fn checkpoint(ctx: StepContext) -> Result<Option<String>, StepError> {
-        let d = data(&ctx)?;
-        let key = ctx.idempotency_key.replace('/', "_");
-        let marker = format!("/work/{key}");
-        let seen_before = std::fs::metadata(&marker).is_ok();
-        std::fs::write(&marker, format!("redelivered={}\n", ctx.redelivered))
-            .map_err(|e| StepError::Fatal(format!("cannot write {marker}: {e}")))?;
-        if d["block_in"].as_str() == Some(&*ctx.step) && !ctx.redelivered {
-            println!("checkpoint {key} waiting for release");
-            while std::fs::metadata("/work/release").is_err() {
-                std::hint::spin_loop();
-            }
-        }
-        patch(json!({
-            "checkpoints": { ctx.step.rsplit('/').next().unwrap_or("?"): {
-                "key": ctx.idempotency_key,
-                "redelivered": ctx.redelivered,
-                "seen_before": seen_before,
-            } }
-        }))
-    }
 }
 
 export!(DataProc);

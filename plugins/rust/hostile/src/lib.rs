@@ -13,6 +13,15 @@ use serde_json::{Value, json};
 
 struct Hostile;
 
+fn data(ctx: &StepContext) -> Result<Value, StepError> {
+    serde_json::from_str(&ctx.data)
+        .map_err(|e| StepError::Fatal(format!("the data document is not JSON: {e}")))
+}
+
+fn patch(value: Value) -> Result<Option<String>, StepError> {
+    Ok(Some(value.to_string()))
+}
+
 fn field(ctx: &StepContext, name: &str) -> String {
     serde_json::from_str::<Value>(&ctx.data)
         .ok()
@@ -96,6 +105,31 @@ impl Guest for Hostile {
             n = std::hint::black_box(n ^ i);
         }
         Ok(n == 0)
+    }
+
+    /// Records each call's idempotency key in a granted directory (`/work`), and with
+    /// `block_in` set, waits for `/work/release` the first time (not when redelivered), so a
+    /// test can kill the host while the step runs.
+    fn checkpoint(ctx: StepContext) -> Result<Option<String>, StepError> {
+        let d = data(&ctx)?;
+        let key = ctx.idempotency_key.replace('/', "_");
+        let marker = format!("/work/{key}");
+        let seen_before = std::fs::metadata(&marker).is_ok();
+        std::fs::write(&marker, format!("redelivered={}\n", ctx.redelivered))
+            .map_err(|e| StepError::Fatal(format!("cannot write {marker}: {e}")))?;
+        if d["block_in"].as_str() == Some(&*ctx.step) && !ctx.redelivered {
+            println!("checkpoint {key} waiting for release");
+            while std::fs::metadata("/work/release").is_err() {
+                std::hint::spin_loop();
+            }
+        }
+        patch(json!({
+            "checkpoints": { ctx.step.rsplit('/').next().unwrap_or("?"): {
+                "key": ctx.idempotency_key,
+                "redelivered": ctx.redelivered,
+                "seen_before": seen_before,
+            } }
+        }))
     }
 
     fn add(a: u32, b: u32) -> u32 {
