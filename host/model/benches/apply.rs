@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::Value;
-use stepflow_model::{RunContext, StepContext, StepFlow, StepResult, Steps};
+use stepflow_model::{Action, RunContext, StepContext, StepFlow, StepResult, Steps};
 
 async fn noop(_: StepContext) -> StepResult<()> {
     Ok(())
@@ -127,6 +127,30 @@ fn apply(c: &mut Criterion) {
         });
         group.finish();
     }
+
+    // The no-op step alone, called as `apply` calls it (a context with the run's shared strings
+    // and data document, a boxed future, one poll), 1,000 times: the part of an apply that is the
+    // step, not the engine. Engine overhead = apply time - this.
+    let action: Arc<dyn Action> = Arc::new(noop);
+    let step_ctx = StepContext {
+        run_id: "bench".into(),
+        flow: "seq.v1".into(),
+        step: "seq.v1/step1".into(),
+        attempt: 1,
+        sequence: 0,
+        redelivered: false,
+        data: Arc::new(serde_json::json!({})),
+    };
+    let mut group = c.benchmark_group("step-call-only-1000");
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("poll", |b| {
+        b.iter(|| {
+            for _ in 0..1000 {
+                black_box(poll_once(action.run(black_box(step_ctx.clone()))).ok());
+            }
+        })
+    });
+    group.finish();
 }
 
 criterion_group! {
