@@ -64,7 +64,6 @@ CREATE TABLE runs (
 ) STRICT;
 
 CREATE INDEX runs_by_created ON runs (created_ms);
-CREATE INDEX runs_by_status ON runs (status, created_ms);
 CREATE INDEX runs_by_next_check ON runs (next_check_ms) WHERE next_check_ms IS NOT NULL;
 
 CREATE TABLE history (

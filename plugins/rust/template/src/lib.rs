@@ -44,7 +44,11 @@ impl Guest for Template {
 
     /// An error handler: retry the group twice, then let the error stand.
     fn should_retry(ctx: StepContext, error: String) -> Result<bool, StepError> {
-        log(Level::Warn, &format!("attempt {} failed: {error}", ctx.attempt), &[]);
+        log(
+            Level::Warn,
+            &format!("attempt {} failed: {error}", ctx.attempt),
+            &[],
+        );
         Ok(ctx.attempt < 3)
     }
 }
