@@ -9,6 +9,34 @@ use stepflow_model::{CallKind, CallRecord, Outcome};
 
 use crate::runner::kind_name;
 
+/// The live line, when there is one, so log lines can be written above it (see [`LogWriter`]).
+static LIVE: std::sync::OnceLock<ProgressBar> = std::sync::OnceLock::new();
+
+/// Where log lines go: stderr, above the live progress line when there is one.
+#[derive(Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match LIVE.get() {
+            Some(bar) if !bar.is_finished() => bar.suspend(|| std::io::stderr().write(buf)),
+            _ => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        *self
+    }
+}
+
 /// The progress display.
 pub struct Progress {
     mode: Mode,
@@ -32,6 +60,7 @@ impl Progress {
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
             );
             bar.enable_steady_tick(Duration::from_millis(120));
+            let _ = LIVE.set(bar.clone());
             Mode::Live(bar)
         } else {
             Mode::Lines
