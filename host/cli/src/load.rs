@@ -138,16 +138,12 @@ impl Functions for LoadedPlugins<'_> {
             .0
             .get(plugin)
             .ok_or_else(|| format!("no plugin named `{plugin}` is declared"))?;
-        let found = match kind {
-            FunctionKind::Action => p.action(function).map(|f| Function::Action(Arc::new(f))),
-            FunctionKind::Condition => p
-                .condition(function)
-                .map(|f| Function::Condition(Arc::new(f))),
-            FunctionKind::ErrorHandler => p
-                .error_handler(function)
-                .map(|f| Function::ErrorHandler(Arc::new(f))),
-        };
-        found.map_err(|e| e.to_string())
+        let f = Arc::new(p.function(function, kind).map_err(|e| e.to_string())?);
+        Ok(match kind {
+            FunctionKind::Action => Function::Action(f),
+            FunctionKind::Condition => Function::Condition(f),
+            FunctionKind::ErrorHandler => Function::ErrorHandler(f),
+        })
     }
 }
 

@@ -518,7 +518,7 @@ fn inspect(path: &Path, json: bool) -> Result<(), Exit> {
     println!("{}: step functions", path.display());
     for e in exports.iter().filter(|e| e.kind.is_ok()) {
         if let Ok(kind) = &e.kind {
-            println!("  {:<30} {}", e.name, kind_word(*kind));
+            println!("  {:<30} {kind}", e.name);
         }
     }
     let others: Vec<_> = exports
@@ -532,14 +532,6 @@ fn inspect(path: &Path, json: bool) -> Result<(), Exit> {
         }
     }
     Ok(())
-}
-
-fn kind_word(kind: stepflow_plugin::FunctionKind) -> &'static str {
-    match kind {
-        stepflow_plugin::FunctionKind::Action => "action",
-        stepflow_plugin::FunctionKind::Condition => "condition",
-        stepflow_plugin::FunctionKind::ErrorHandler => "error handler",
-    }
 }
 
 fn graph(flow_path: &Path, format: GraphFormat) -> Result<(), Exit> {

@@ -10,39 +10,7 @@ use stepflow_model::{Action, Condition, ErrorHandler, RetryPolicy, Steps, Wait};
 use crate::diagnostic::{Diagnostic, Position};
 use crate::types::{FlowFile, FunctionRef, Item, ItemKind};
 
-/// What a function is used as, so a resolver can check its shape before any run starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FunctionKind {
-    /// `do`: `func(ctx: step-context) -> result<option<string>, step-error>`.
-    Action,
-    /// `wait-for`, `case`, `loop-until`: `func(ctx: step-context) -> result<bool, step-error>`.
-    Condition,
-    /// A retry `handler`: `func(ctx: step-context, error: string) -> result<bool, step-error>`.
-    ErrorHandler,
-}
-
-impl FunctionKind {
-    /// The WIT signature this kind needs, for hints.
-    pub fn signature(self) -> &'static str {
-        match self {
-            FunctionKind::Action => "func(ctx: step-context) -> result<option<string>, step-error>",
-            FunctionKind::Condition => "func(ctx: step-context) -> result<bool, step-error>",
-            FunctionKind::ErrorHandler => {
-                "func(ctx: step-context, error: string) -> result<bool, step-error>"
-            }
-        }
-    }
-}
-
-impl fmt::Display for FunctionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FunctionKind::Action => "action",
-            FunctionKind::Condition => "condition",
-            FunctionKind::ErrorHandler => "error handler",
-        })
-    }
-}
+pub use stepflow_model::FunctionKind;
 
 /// A resolved step function, ready to put into `Steps`.
 #[derive(Clone)]

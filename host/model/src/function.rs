@@ -130,6 +130,51 @@ impl IntoPatch for Option<Value> {
     }
 }
 
+/// The three shapes of step function, shared by flow files (what a use needs) and plugins
+/// (what an export is), so both speak of them alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FunctionKind {
+    /// Does the work of a step (`do`).
+    Action,
+    /// Answers a `wait-for`, `case` or `loop-until`.
+    Condition,
+    /// Decides whether a `retry` group runs again.
+    ErrorHandler,
+}
+
+impl FunctionKind {
+    /// The WIT signature of this shape, for messages and hints.
+    pub fn signature(self) -> &'static str {
+        match self {
+            FunctionKind::Action => "func(ctx: step-context) -> result<option<string>, step-error>",
+            FunctionKind::Condition => "func(ctx: step-context) -> result<bool, step-error>",
+            FunctionKind::ErrorHandler => {
+                "func(ctx: step-context, error: string) -> result<bool, step-error>"
+            }
+        }
+    }
+
+    /// "an action", "a condition", "an error handler": for sentences.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            FunctionKind::Action => "an action",
+            FunctionKind::Condition => "a condition",
+            FunctionKind::ErrorHandler => "an error handler",
+        }
+    }
+}
+
+impl fmt::Display for FunctionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FunctionKind::Action => "action",
+            FunctionKind::Condition => "condition",
+            FunctionKind::ErrorHandler => "error handler",
+        })
+    }
+}
+
 /// A step that does something (`step` in the builder, `do` in the seed and in flow files).
 pub trait Action: Send + Sync {
     /// Runs the step; `Ok(Some(patch))` merges the patch into the data document.

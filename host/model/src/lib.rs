@@ -46,8 +46,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use diagram::{Destination, TransitionInfo};
 pub use flow::{Applied, CallRecord, Outcome, RunContext, StateError, StepFlow};
 pub use function::{
-    Action, BoxFuture, Condition, ErrorHandler, ErrorKind, IntoPatch, StepContext, StepError,
-    StepResult,
+    Action, BoxFuture, Condition, ErrorHandler, ErrorKind, FunctionKind, IntoPatch, StepContext,
+    StepError, StepResult,
 };
 pub use graph::{BuildError, CallKind};
 pub use state::{Event, Failure, State, Status};

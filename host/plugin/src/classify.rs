@@ -1,43 +1,8 @@
 //! Tells step functions from other exports by their signatures (design.md, section 4).
 
-use std::fmt;
-
 use wasmtime::component::types::{ComponentFunc, Type};
 
-/// The three shapes a step function can have.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FunctionKind {
-    /// `func(ctx: step-context) -> result<option<string>, step-error>`
-    Action,
-    /// `func(ctx: step-context) -> result<bool, step-error>`
-    Condition,
-    /// `func(ctx: step-context, error: string) -> result<bool, step-error>`
-    ErrorHandler,
-}
-
-impl fmt::Display for FunctionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            FunctionKind::Action => "an action",
-            FunctionKind::Condition => "a condition",
-            FunctionKind::ErrorHandler => "an error handler",
-        })
-    }
-}
-
-impl FunctionKind {
-    /// The WIT signature of this shape, for messages.
-    pub fn signature(self) -> &'static str {
-        match self {
-            FunctionKind::Action => "func(ctx: step-context) -> result<option<string>, step-error>",
-            FunctionKind::Condition => "func(ctx: step-context) -> result<bool, step-error>",
-            FunctionKind::ErrorHandler => {
-                "func(ctx: step-context, error: string) -> result<bool, step-error>"
-            }
-        }
-    }
-}
+pub use stepflow_model::FunctionKind;
 
 /// A field of `step-context` and a check of its type.
 type FieldCheck = (&'static str, fn(&Type) -> bool);

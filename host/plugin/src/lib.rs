@@ -80,7 +80,7 @@ pub enum PluginError {
     },
     /// The function exists but has another shape than the use needs.
     #[error(
-        "`{plugin}.{function}` is used as {wanted}, but it is {actual}; {wanted} has the signature {signature}"
+        "`{plugin}.{function}` is used as {}, but it is {actual}; {} has the signature {signature}", wanted.with_article(), wanted.with_article()
     )]
     WrongKind {
         /// The plugin's name.

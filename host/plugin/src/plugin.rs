@@ -194,7 +194,7 @@ impl Plugin {
                 plugin: self.name().to_string(),
                 function: export.name.clone(),
                 wanted,
-                actual: kind.to_string(),
+                actual: kind.with_article().to_string(),
                 signature: wanted.signature(),
             }),
             (Err(why), _) => Err(PluginError::WrongKind {
@@ -212,7 +212,12 @@ impl Plugin {
             .inner
             .exports
             .iter()
-            .filter_map(|(e, _)| e.kind.as_ref().ok().map(|k| format!("{} ({k})", e.name)))
+            .filter_map(|(e, _)| {
+                e.kind
+                    .as_ref()
+                    .ok()
+                    .map(|k| format!("{} ({})", e.name, k.with_article()))
+            })
             .collect();
         if steps.is_empty() {
             return "; it exports no step functions".into();
