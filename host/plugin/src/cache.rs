@@ -16,6 +16,7 @@ use wasmtime::component::Component;
 #[derive(Clone, Debug)]
 pub(crate) struct Cache {
     dir: PathBuf,
+    max_bytes: u64,
 }
 
 /// How a component was obtained, for callers that report load times.
@@ -29,18 +30,30 @@ pub enum LoadedFrom {
 
 const MAGIC: &[u8; 8] = b"SFCACHE1";
 
+/// The cache's size before the least recently used entries are removed.
+const DEFAULT_MAX_BYTES: u64 = 2 << 30;
+
 impl Cache {
     pub fn new(dir: PathBuf) -> Self {
-        Cache { dir }
+        Cache {
+            dir,
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
     }
 
     /// Loads `wasm` from the cache, or compiles it and stores the result.
     pub fn load(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, LoadedFrom)> {
         let path = self.entry_path(engine, wasm);
         if let Some(component) = read_entry(engine, &path) {
+            // Mark it used, so pruning keeps what is in use (best effort).
+            let _ = std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok((component, LoadedFrom::Cache));
         }
         let component = Component::new(engine, wasm)?;
+        prune(&self.dir, self.max_bytes);
         if let Err(e) = write_entry(&path, &component) {
             tracing::warn!(path = %path.display(), "could not store the compiled component: {e}");
         }
@@ -109,6 +122,33 @@ fn write_entry(path: &Path, component: &Component) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Removes the least recently used entries until the cache holds less than `max_bytes`
+/// (a rebuilt Python or JavaScript plugin adds tens of MB each time). Best effort: an entry
+/// another process is using stays valid for it, since it was read into memory.
+fn prune(dir: &Path, max_bytes: u64) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = read
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total < max_bytes {
+            break;
+        }
+        if std::fs::remove_file(&path).is_ok() {
+            total = total.saturating_sub(len);
+        }
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -116,6 +156,31 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pruning_removes_the_least_recently_used_entries_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for (name, age) in [
+            ("a.cwasm", 3),
+            ("b.cwasm", 1),
+            ("c.cwasm", 2),
+            ("keep.txt", 9),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; 100]).unwrap();
+            let f = std::fs::File::options().append(true).open(&path).unwrap();
+            f.set_modified(old - std::time::Duration::from_secs(age * 60))
+                .unwrap();
+        }
+        prune(dir.path(), 150);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b.cwasm", "keep.txt"]);
+    }
 
     #[test]
     fn a_body_with_a_wrong_checksum_is_refused() {
