@@ -138,12 +138,8 @@ impl Functions for LoadedPlugins<'_> {
             .0
             .get(plugin)
             .ok_or_else(|| format!("no plugin named `{plugin}` is declared"))?;
-        let f = Arc::new(p.function(function, kind).map_err(|e| e.to_string())?);
-        Ok(match kind {
-            FunctionKind::Action => Function::Action(f),
-            FunctionKind::Condition => Function::Condition(f),
-            FunctionKind::ErrorHandler => Function::ErrorHandler(f),
-        })
+        let f = p.function(function, kind).map_err(|e| e.to_string())?;
+        Ok(Function::of_kind(kind, Arc::new(f)))
     }
 }
 
@@ -160,12 +156,8 @@ impl Functions for Placeholders {
         function: &str,
         kind: FunctionKind,
     ) -> Result<Function, String> {
-        let p = Arc::new(Placeholder(format!("{plugin}.{function}")));
-        Ok(match kind {
-            FunctionKind::Action => Function::Action(p),
-            FunctionKind::Condition => Function::Condition(p),
-            FunctionKind::ErrorHandler => Function::ErrorHandler(p),
-        })
+        let p = Placeholder(format!("{plugin}.{function}"));
+        Ok(Function::of_kind(kind, Arc::new(p)))
     }
 }
 

@@ -24,6 +24,19 @@ pub enum Function {
 }
 
 impl Function {
+    /// Wraps an object that can serve as any kind (a plugin function, a placeholder) as the
+    /// kind a use needs.
+    pub fn of_kind<T: Action + Condition + ErrorHandler + 'static>(
+        kind: FunctionKind,
+        f: Arc<T>,
+    ) -> Self {
+        match kind {
+            FunctionKind::Action => Function::Action(f),
+            FunctionKind::Condition => Function::Condition(f),
+            FunctionKind::ErrorHandler => Function::ErrorHandler(f),
+        }
+    }
+
     /// What the function is, to check a resolver's answer against the use.
     pub fn kind(&self) -> FunctionKind {
         match self {
