@@ -241,3 +241,58 @@ steps:
     assert_eq!(shown["status"], "waiting");
     assert_eq!(shown["data"]["page"], 1);
 }
+
+#[test]
+fn a_run_cancelled_while_it_runs_stops_at_its_next_step() {
+    let s = Sandbox::new();
+    let work = s.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let yaml = r#"flow: cancel.v1
+plugins:
+  h:
+    wasm: {plugins}/hostile.wasm
+    dirs: [{ host: "WORK", guest: /work, writable: true }]
+steps:
+  - { name: first, do: h.checkpoint }
+  - { name: slow, do: h.checkpoint }
+  - { name: last, do: h.checkpoint }
+"#
+    .replace("WORK", &work.display().to_string());
+    let flow = s.flow("cancel.yaml", &yaml);
+    let mut child = spawn(
+        &s,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--input",
+            r#"{"block_in": "cancel.v1/slow"}"#,
+        ],
+        "info",
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let run = out
+        .next()
+        .unwrap()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    // While `slow` is blocked, cancel the run from another process, then let `slow` finish.
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        if line.unwrap().contains("waiting for release") {
+            break;
+        }
+    }
+    assert_eq!(s.run(&["cancel", &run]).status.code(), Some(0));
+    std::fs::write(work.join("release"), "go").unwrap();
+    let rest: Vec<String> = out.map(|l| l.unwrap()).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(5), "{rest:?}");
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    assert_eq!(shown["status"], "cancelled");
+    // `last` never ran: the cancel was honoured at the next step.
+    assert!(
+        shown["data"]["checkpoints"].get("last").is_none(),
+        "{shown}"
+    );
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use stepflow_model::{Applied, CallKind, Clock, RunContext, State, Status, StepFlow, SystemClock};
-use stepflow_store::{HistoryEntry, RunStatus, Store};
+use stepflow_store::{HistoryEntry, RunStatus, Store, StoreError};
 use tokio::sync::watch;
 
 use crate::error::Exit;
@@ -33,17 +33,26 @@ pub struct Interrupts(watch::Receiver<u32>);
 
 impl Interrupts {
     /// Starts listening for Ctrl-C.
+    ///
+    /// The handler is installed before this returns, so a Ctrl-C that comes before the first
+    /// `.await` is counted rather than killing the process.
     pub fn listen() -> Self {
         let (tx, rx) = watch::channel(0u32);
-        tokio::spawn(async move {
-            let mut n = 0;
-            while tokio::signal::ctrl_c().await.is_ok() {
-                n += 1;
-                if tx.send(n).is_err() {
-                    break;
-                }
+        let signals = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+        match signals {
+            Ok(mut signals) => {
+                tokio::spawn(async move {
+                    let mut n = 0;
+                    while signals.recv().await.is_some() {
+                        n += 1;
+                        if tx.send(n).is_err() {
+                            break;
+                        }
+                    }
+                });
             }
-        });
+            Err(e) => tracing::warn!("cannot listen for Ctrl-C ({e}); it will stop at once"),
+        }
         Interrupts(rx)
     }
 
@@ -110,8 +119,13 @@ impl Driver<'_> {
         let mut ctx = RunContext::new(self.run_id.as_str()).with_clock(clock.clone());
         ctx.redelivered = self.redelivered;
         let mut steps = 0u64;
+        // A cancel while steps run is caught by `save_step`, which refuses a cancelled run; the
+        // database is read only on entry and after a wait, not at every step.
+        let mut check_cancel = true;
         loop {
-            if self.store.run(&self.run_id)?.status == RunStatus::Cancelled {
+            if std::mem::take(&mut check_cancel)
+                && self.store.run(&self.run_id)?.status == RunStatus::Cancelled
+            {
                 return Ok(Finish::Cancelled(state));
             }
             match self.flow.status(&state, clock.now_ms()) {
@@ -137,6 +151,7 @@ impl Driver<'_> {
                         }
                         self.progress.waiting(path, until, clock.now_ms(), false);
                     }
+                    check_cancel = true;
                     continue;
                 }
                 Status::Ready => {}
@@ -160,7 +175,11 @@ impl Driver<'_> {
             ctx.redelivered = false;
             let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let now = clock.now_ms();
-            self.save(&applied, started_ms, duration_ms, now)?;
+            match self.save(&applied, started_ms, duration_ms, now) {
+                Ok(()) => {}
+                Err(StoreError::Cancelled { .. }) => return Ok(Finish::Cancelled(state)),
+                Err(e) => return Err(e.into()),
+            }
             if let Some(call) = &applied.call {
                 steps += 1;
                 self.progress.finished(steps, call, duration_ms);
@@ -176,7 +195,7 @@ impl Driver<'_> {
         started_ms: u64,
         duration_ms: u64,
         now: u64,
-    ) -> Result<(), Exit> {
+    ) -> Result<(), StoreError> {
         let (status, next_check) = store_status(self.flow, &applied.state, now);
         let history = applied
             .call
@@ -190,8 +209,7 @@ impl Driver<'_> {
             next_check,
             last_error.as_deref(),
             history.as_ref(),
-        )?;
-        Ok(())
+        )
     }
 }
 
