@@ -1,8 +1,8 @@
 //! What saving a step costs: [`Store::save_step`] (one transaction, one commit, one fsync of the
 //! WAL under `synchronous=FULL`) against the disk's floor, a bare 4 KiB write + `fdatasync`.
 //!
-//! Read the ratio `save_step / fsync`, not the absolute times: the machines are shared and their
-//! disks noisy (design.md, section 8). A ratio near 1 means the store adds little beyond the one
+//! Read the ratio `save_step / fsync`, not the absolute times: benchmark machines are often
+//! shared and their disks noisy, so absolute times vary between runs. A ratio near 1 means the store adds little beyond the one
 //! fsync it needs; `load` is reading a run back (`stepflow show`, resume).
 //!
 //! Run with `cargo bench -p stepflow-store --bench save_step`.
@@ -15,8 +15,10 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
-use stepflow_model::{Event, State};
-use stepflow_store::{HistoryEntry, RunRecord, RunStatus, SqliteStore, Store};
+use stepflow_model::{CallKind, Event, State};
+use stepflow_store::{
+    HistoryEntry, RunRecord, RunStatus, SqliteStore, StepOutcome, StepSave, Store,
+};
 
 /// A state of about 1 KiB: a cursor and a data document with some fields.
 fn state(i: u64) -> State {
@@ -38,9 +40,9 @@ fn entry(i: u64) -> HistoryEntry {
         run_id: "run-1".into(),
         seq: 0,
         step: "bench.v1/step".into(),
-        kind: "step".into(),
+        kind: CallKind::Step,
         attempt: 0,
-        outcome: "done".into(),
+        outcome: StepOutcome::Done,
         started_ms: 1_700_000_000_000 + i,
         duration_ms: 1,
         error: None,
@@ -93,14 +95,14 @@ fn bench(c: &mut Criterion) {
             i += 1;
             let (state, entry) = (state(i), entry(i));
             store
-                .save_step(
-                    "run-1",
-                    RunStatus::Running,
-                    &state,
-                    None,
-                    None,
-                    Some(&entry),
-                )
+                .save_step(&StepSave {
+                    run_id: "run-1",
+                    status: RunStatus::Running,
+                    state: &state,
+                    next_check_ms: None,
+                    last_error: None,
+                    history: Some(&entry),
+                })
                 .expect("saved");
         })
     });

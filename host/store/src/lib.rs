@@ -2,14 +2,14 @@
 //!
 //! A runner saves a run's [`State`] after every apply, together with the history entry of the
 //! call that apply made, in one transaction ([`Store::save_step`]): a crash loses at most the
-//! step in flight, which then runs again on resume (design.md, section 5).
+//! step in flight, which then runs again on resume.
 //!
 //! The [`Store`] trait and the record types here are the boundary every backend implements;
 //! [`SqliteStore`] (one file, WAL, durable commits) is the embedded default, and a PostgreSQL
 //! store for many hosts will implement the same trait.
 //!
 //! ```
-//! use stepflow_store::{RunRecord, RunStatus, SqliteStore, Store};
+//! use stepflow_store::{RunRecord, RunStatus, SqliteStore, StepSave, Store};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! let mut store = SqliteStore::open(&dir.path().join("stepflow.db"))?;
@@ -26,19 +26,23 @@
 //!     created_ms: 1,
 //!     updated_ms: 1,
 //! })?;
-//! store.save_step("run-1", RunStatus::Completed, &state, None, None, None)?;
+//! store.save_step(&StepSave {
+//!     run_id: "run-1",
+//!     status: RunStatus::Completed,
+//!     state: &state,
+//!     next_check_ms: None,
+//!     last_error: None,
+//!     history: None,
+//! })?;
 //! assert_eq!(store.run("run-1")?.status, RunStatus::Completed);
 //! # Ok(())
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 mod sqlite;
 
-use std::ffi::OsString;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -124,7 +128,8 @@ pub struct RunRecord {
     pub flow: String,
     /// The absolute path of the flow file, so `stepflow resume` can find the flow again.
     pub flow_file: String,
-    /// The hash of the definition the run started with (design.md, section 3).
+    /// The hash of the definition the run started with: resuming on another definition is
+    /// allowed only when every event of the saved cursor still exists in it.
     pub definition: String,
     /// Where the run stands.
     pub status: RunStatus,
@@ -140,6 +145,61 @@ pub struct RunRecord {
     pub updated_ms: u64,
 }
 
+/// How a call ended, as history records it; stored as lower-case text (`done`, `true`, ...).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepOutcome {
+    /// An action succeeded.
+    Done,
+    /// A condition or an error handler answered true.
+    True,
+    /// A condition or an error handler answered false.
+    False,
+    /// The call failed and an enclosing retry group took the error.
+    Retrying,
+    /// The call failed and no retry took the error.
+    Failed,
+}
+
+impl StepOutcome {
+    /// Every outcome, for validation and listings.
+    pub const ALL: [StepOutcome; 5] = [
+        StepOutcome::Done,
+        StepOutcome::True,
+        StepOutcome::False,
+        StepOutcome::Retrying,
+        StepOutcome::Failed,
+    ];
+
+    /// The text stored in the database and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Done => "done",
+            StepOutcome::True => "true",
+            StepOutcome::False => "false",
+            StepOutcome::Retrying => "retrying",
+            StepOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for StepOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for StepOutcome {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        StepOutcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| format!("unknown outcome `{s}`"))
+    }
+}
+
 /// One function call of a run, as shown by `stepflow show`: one entry per apply that called.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -149,12 +209,12 @@ pub struct HistoryEntry {
     pub seq: u64,
     /// The step path of the item whose function was called.
     pub step: String,
-    /// What kind of function: one of [`HistoryEntry::KINDS`].
-    pub kind: String,
+    /// What kind of function was called.
+    pub kind: CallKind,
     /// The attempt number the call saw.
     pub attempt: u32,
-    /// How it ended: one of [`HistoryEntry::OUTCOMES`].
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: StepOutcome,
     /// When the call started (Unix milliseconds).
     pub started_ms: u64,
     /// How long the call took, in milliseconds.
@@ -168,37 +228,25 @@ pub struct HistoryEntry {
 }
 
 impl HistoryEntry {
-    /// The valid `kind` values (the model's [`CallKind`] in kebab case); the store refuses others.
-    pub const KINDS: [&'static str; 5] =
-        ["step", "wait-for", "case", "loop-until", "error-handler"];
-
-    /// The valid `outcome` values; the store refuses others.
-    pub const OUTCOMES: [&'static str; 5] = ["done", "true", "false", "retrying", "failed"];
-
-    /// The entry for a call the model reported ([`stepflow_model::Applied::call`]), so runners
-    /// need not spell kinds and outcomes themselves; the store assigns `seq`.
+    /// The entry for a call the model reported ([`stepflow_model::Applied::call`]), so drivers
+    /// need not translate kinds and outcomes themselves; the store assigns `seq`.
     pub fn from_call(run_id: &str, call: &CallRecord, started_ms: u64, duration_ms: u64) -> Self {
-        let kind = match call.kind {
-            CallKind::Step => "step",
-            CallKind::WaitFor => "wait-for",
-            CallKind::Case => "case",
-            CallKind::LoopUntil => "loop-until",
-            CallKind::ErrorHandler => "error-handler",
-        };
         let (outcome, error, patch) = match &call.outcome {
-            Outcome::Done(patch) => ("done", None, patch.clone()),
-            Outcome::Answered(true) => ("true", None, None),
-            Outcome::Answered(false) => ("false", None, None),
-            Outcome::Retrying { error, .. } => ("retrying", Some(error.to_string()), None),
-            Outcome::Failed(error) => ("failed", Some(error.to_string()), None),
+            Outcome::Done(patch) => (StepOutcome::Done, None, patch.clone()),
+            Outcome::Answered(true) => (StepOutcome::True, None, None),
+            Outcome::Answered(false) => (StepOutcome::False, None, None),
+            Outcome::Retrying { error, .. } => {
+                (StepOutcome::Retrying, Some(error.to_string()), None)
+            }
+            Outcome::Failed(error) => (StepOutcome::Failed, Some(error.to_string()), None),
         };
         HistoryEntry {
             run_id: run_id.to_string(),
             seq: 0,
             step: call.step.to_string(),
-            kind: kind.to_string(),
+            kind: call.kind,
             attempt: call.attempt,
-            outcome: outcome.to_string(),
+            outcome,
             started_ms,
             duration_ms,
             error,
@@ -206,6 +254,24 @@ impl HistoryEntry {
             redelivered: call.redelivered,
         }
     }
+}
+
+/// What one apply changed, saved by [`Store::save_step`] in one transaction; one struct so a
+/// driver names each value instead of passing six positional arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct StepSave<'a> {
+    /// The run to update.
+    pub run_id: &'a str,
+    /// Where the run stands after the apply.
+    pub status: RunStatus,
+    /// The state after the apply.
+    pub state: &'a State,
+    /// When the run is next due (Unix milliseconds), if it waits.
+    pub next_check_ms: Option<u64>,
+    /// The error that stopped or delayed the run, for listings.
+    pub last_error: Option<&'a str>,
+    /// The history entry of the apply's call; `None` when the apply called nothing.
+    pub history: Option<&'a HistoryEntry>,
 }
 
 /// Where runs are saved: the one interface runners and the CLI use, whatever the backend.
@@ -217,19 +283,11 @@ pub trait Store: Send {
     fn create_run(&mut self, run: &RunRecord) -> Result<(), StoreError>;
 
     /// Saves what one apply did: the run's new status, state, next check time and last error,
-    /// and the history entry of its call, all in ONE transaction (design.md, section 5), so a
-    /// crash keeps either both or neither. The store assigns the entry's `seq` and sets
-    /// `updated_ms`. A cancelled run is not overwritten: that gives [`StoreError::Cancelled`],
-    /// so a runner learns of a cancel made while its step ran.
-    fn save_step(
-        &mut self,
-        run_id: &str,
-        status: RunStatus,
-        state: &State,
-        next_check_ms: Option<u64>,
-        last_error: Option<&str>,
-        history: Option<&HistoryEntry>,
-    ) -> Result<(), StoreError>;
+    /// and the history entry of its call, all in ONE transaction, so a crash keeps either both
+    /// or neither. The store assigns the entry's `seq` and sets `updated_ms`. A cancelled run
+    /// is not overwritten: that gives [`StoreError::Cancelled`], so a runner learns of a cancel
+    /// made while its step ran.
+    fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError>;
 
     /// Loads one run; an unknown id gives [`StoreError::NotFound`].
     fn run(&self, id: &str) -> Result<RunRecord, StoreError>;
@@ -244,15 +302,13 @@ pub trait Store: Send {
     fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError>;
 }
 
-/// Why a store operation failed; every message says which file or run and what to do next.
+/// Why a store operation failed; every message names the file or run and says, in the store's
+/// own terms, what went wrong, so each caller can add its own hints (a command-line flag, say).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The database file or its directory could not be created, opened or read.
-    #[error(
-        "cannot use the run database {path}: {source}; check the path and its permissions, or \
-         choose another file with `--db` or STEPFLOW_DB"
-    )]
+    #[error("cannot use the run database {path}: {source}; check the path and its permissions")]
     Io {
         /// The database file.
         path: PathBuf,
@@ -262,8 +318,7 @@ pub enum StoreError {
     /// The file is not a SQLite database at all; it was not modified.
     #[error(
         "{path} is not a stepflow run database: it is not a SQLite database ({detail}); it was \
-         left untouched. Use `--db` (or STEPFLOW_DB) to point stepflow at another file, or move \
-         this one away"
+         left untouched"
     )]
     NotADatabase {
         /// The file.
@@ -272,10 +327,7 @@ pub enum StoreError {
         detail: String,
     },
     /// The file is a damaged SQLite database (e.g. truncated); it was not modified.
-    #[error(
-        "{path} is a damaged SQLite database ({detail}); it was left untouched. Restore it from \
-         a backup, or use `--db` (or STEPFLOW_DB) to point stepflow at another file"
-    )]
+    #[error("{path} is a damaged SQLite database ({detail}); it was left untouched")]
     Corrupt {
         /// The file.
         path: PathBuf,
@@ -285,8 +337,7 @@ pub enum StoreError {
     /// The file is another application's SQLite database; it was not modified.
     #[error(
         "{path} is a SQLite database of another application ({detail}), not a stepflow run \
-         database; it was left untouched. Use `--db` (or STEPFLOW_DB) to point stepflow at \
-         another file"
+         database; it was left untouched"
     )]
     Foreign {
         /// The file.
@@ -297,8 +348,7 @@ pub enum StoreError {
     /// The database was written by a newer stepflow; it was not modified.
     #[error(
         "{path} has schema version {found}, but this stepflow knows versions up to {supported}: \
-         it was written by a newer stepflow. Upgrade stepflow, or use `--db` (or STEPFLOW_DB) to \
-         point this one at another file; the database was left untouched"
+         it was written by a newer stepflow; it was left untouched"
     )]
     TooNew {
         /// The database file.
@@ -309,7 +359,7 @@ pub enum StoreError {
         supported: i64,
     },
     /// No run has this id.
-    #[error("no run `{id}` in {location}; `stepflow runs` lists the runs")]
+    #[error("no run `{id}` in {location}")]
     NotFound {
         /// The id asked for.
         id: String,
@@ -317,7 +367,7 @@ pub enum StoreError {
         location: String,
     },
     /// `create_run` with an id that is taken.
-    #[error("a run `{id}` already exists in {location}; choose another run id")]
+    #[error("a run `{id}` already exists in {location}")]
     AlreadyExists {
         /// The id.
         id: String,
@@ -334,10 +384,7 @@ pub enum StoreError {
         id: String,
     },
     /// A stored run holds a value this build cannot read (edited by hand, or damaged).
-    #[error(
-        "run `{id}` in {location} has an unreadable {column}: {detail}; fix or cancel the run, \
-         or restore the database from a backup"
-    )]
+    #[error("run `{id}` in {location} has an unreadable {column}: {detail}")]
     BadRecord {
         /// The run.
         id: String,
@@ -348,7 +395,8 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
-    /// A value to save does not fit the store (e.g. an unknown history kind, a time past 2^63).
+    /// A value to save does not fit the store (e.g. a time past 2^63, or a history entry of
+    /// another run); nothing was saved.
     #[error("cannot save run `{id}`: {detail}")]
     Invalid {
         /// The run.
@@ -359,7 +407,7 @@ pub enum StoreError {
     /// Another process held the database locked for longer than the busy timeout.
     #[error(
         "{location} is locked by another process (waited {waited_ms} ms) while {action}; try \
-         again when the other stepflow command has finished"
+         again when that process has finished"
     )]
     Busy {
         /// The store.
@@ -381,70 +429,9 @@ pub enum StoreError {
     },
 }
 
-/// The database file used when none is given: `$STEPFLOW_DB` if set, else
-/// `$XDG_DATA_HOME/stepflow/stepflow.db`, else `~/.local/share/stepflow/stepflow.db` (and
-/// `stepflow.db` in the current directory when not even `HOME` is set).
-pub fn default_path() -> PathBuf {
-    default_path_from(|name| std::env::var_os(name))
-}
-
-/// [`default_path`] over any environment, so it is testable without touching the process's.
-fn default_path_from(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
-    let set = |name: &str| var(name).filter(|v| !v.is_empty());
-    if let Some(db) = set("STEPFLOW_DB") {
-        return PathBuf::from(db);
-    }
-    // The XDG spec says relative values are invalid and must be ignored.
-    let base = match set("XDG_DATA_HOME").map(PathBuf::from) {
-        Some(dir) if dir.is_absolute() => dir,
-        _ => match set("HOME") {
-            Some(home) => Path::new(&home).join(".local").join("share"),
-            None => return PathBuf::from("stepflow.db"),
-        },
-    };
-    base.join("stepflow").join("stepflow.db")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn path_with(vars: &[(&str, &str)]) -> PathBuf {
-        let vars: HashMap<String, OsString> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        default_path_from(|name| vars.get(name).cloned())
-    }
-
-    #[test]
-    fn default_path_prefers_stepflow_db_then_xdg_then_home() {
-        let all = [
-            ("STEPFLOW_DB", "/tmp/x.db"),
-            ("XDG_DATA_HOME", "/data"),
-            ("HOME", "/home/u"),
-        ];
-        assert_eq!(path_with(&all), PathBuf::from("/tmp/x.db"));
-        assert_eq!(
-            path_with(&all[1..]),
-            PathBuf::from("/data/stepflow/stepflow.db")
-        );
-        assert_eq!(
-            path_with(&all[2..]),
-            PathBuf::from("/home/u/.local/share/stepflow/stepflow.db")
-        );
-        // Empty and relative values are ignored.
-        assert_eq!(
-            path_with(&[
-                ("STEPFLOW_DB", ""),
-                ("XDG_DATA_HOME", "rel"),
-                ("HOME", "/h")
-            ]),
-            PathBuf::from("/h/.local/share/stepflow/stepflow.db")
-        );
-        assert_eq!(path_with(&[]), PathBuf::from("stepflow.db"));
-    }
 
     #[test]
     fn status_text_round_trips() {
@@ -460,26 +447,13 @@ mod tests {
     }
 
     #[test]
-    fn history_kinds_match_the_model_call_kinds() {
-        for kind in [
-            CallKind::Step,
-            CallKind::WaitFor,
-            CallKind::Case,
-            CallKind::LoopUntil,
-            CallKind::ErrorHandler,
-        ] {
-            let text = serde_json::to_value(kind).ok();
-            let call = CallRecord {
-                step: "f/a".into(),
-                kind,
-                attempt: 1,
-                sequence: 0,
-                redelivered: false,
-                outcome: Outcome::Answered(true),
-            };
-            let entry = HistoryEntry::from_call("r", &call, 0, 0);
-            assert_eq!(text, Some(serde_json::Value::from(entry.kind.clone())));
-            assert!(HistoryEntry::KINDS.contains(&entry.kind.as_str()));
+    fn outcome_text_round_trips() {
+        for outcome in StepOutcome::ALL {
+            assert_eq!(outcome.as_str().parse::<StepOutcome>(), Ok(outcome));
+            assert_eq!(
+                serde_json::to_value(outcome).ok(),
+                Some(serde_json::Value::from(outcome.as_str()))
+            );
         }
     }
 }

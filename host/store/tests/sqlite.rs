@@ -8,8 +8,10 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde_json::json;
-use stepflow_model::{ErrorKind, Event, Failure, State};
-use stepflow_store::{HistoryEntry, RunRecord, RunStatus, SqliteStore, Store, StoreError};
+use stepflow_model::{CallKind, ErrorKind, Event, Failure, State};
+use stepflow_store::{
+    HistoryEntry, RunRecord, RunStatus, SqliteStore, StepOutcome, StepSave, Store, StoreError,
+};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -55,14 +57,27 @@ fn entry(run_id: &str, step: &str) -> HistoryEntry {
         run_id: run_id.into(),
         seq: 0,
         step: format!("f.v1/{step}"),
-        kind: "step".into(),
+        kind: CallKind::Step,
         attempt: 1,
-        outcome: "done".into(),
+        outcome: StepOutcome::Done,
         started_ms: 1_700_000_000_000,
         duration_ms: 12,
         error: None,
         patch: Some(json!({ "n": 1, "gone": null })),
         redelivered: false,
+    }
+}
+
+/// A save of `state` with no next check, no error and no history entry; tests add what they need
+/// with `StepSave { history: Some(..), ..step(..) }`.
+fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> StepSave<'a> {
+    StepSave {
+        run_id,
+        status,
+        state,
+        next_check_ms: None,
+        last_error: None,
+        history: None,
     }
 }
 
@@ -85,6 +100,13 @@ fn assert_untouched(path: &Path, before: &[u8]) -> TestResult {
     Ok(())
 }
 
+/// Store errors say what went wrong in the store's terms; the command line adds its own hints.
+fn assert_store_terms(message: &str) {
+    for hint in ["--db", "STEPFLOW_DB", "stepflow runs"] {
+        assert!(!message.contains(hint), "`{hint}` in: {message}");
+    }
+}
+
 fn open_err(path: &Path) -> StoreError {
     match SqliteStore::open(path) {
         Ok(_) => panic!("{} was opened", path.display()),
@@ -103,8 +125,8 @@ fn run_state_and_history_round_trip() -> TestResult {
 
     let first = entry("run-1", "a");
     let second = HistoryEntry {
-        kind: "wait-for".into(),
-        outcome: "retrying".into(),
+        kind: CallKind::WaitFor,
+        outcome: StepOutcome::Retrying,
         error: Some("not ready (fatal)".into()),
         patch: None,
         redelivered: true,
@@ -115,15 +137,16 @@ fn run_state_and_history_round_trip() -> TestResult {
         "b",
         json!({ "n": 1, "nested": { "list": [1, "two", null] } }),
     );
-    store.save_step("run-1", RunStatus::Running, &next, None, None, Some(&first))?;
-    store.save_step(
-        "run-1",
-        RunStatus::Waiting,
-        &next,
-        Some(1_700_000_005_000),
-        Some("not ready"),
-        Some(&second),
-    )?;
+    store.save_step(&StepSave {
+        history: Some(&first),
+        ..step("run-1", RunStatus::Running, &next)
+    })?;
+    store.save_step(&StepSave {
+        next_check_ms: Some(1_700_000_005_000),
+        last_error: Some("not ready"),
+        history: Some(&second),
+        ..step("run-1", RunStatus::Waiting, &next)
+    })?;
 
     let loaded = store.run("run-1")?;
     assert_eq!(loaded.state, next);
@@ -150,7 +173,7 @@ fn save_step_without_history_changes_only_the_run() -> TestResult {
     let mut store = SqliteStore::open(&db(&dir))?;
     store.create_run(&record("r", 1, RunStatus::Running))?;
     let done = state("end", json!({ "done": true }));
-    store.save_step("r", RunStatus::Completed, &done, None, None, None)?;
+    store.save_step(&step("r", RunStatus::Completed, &done))?;
     assert_eq!(store.run("r")?.state, done);
     assert_eq!(store.run("r")?.status, RunStatus::Completed);
     assert!(store.history("r")?.is_empty());
@@ -168,7 +191,10 @@ fn history_seq_is_assigned_per_run() -> TestResult {
     for id in ["x", "y", "x", "x", "y"] {
         let mut e = entry(id, "a");
         e.seq = 99; // ignored: the store numbers entries
-        store.save_step(id, RunStatus::Running, &s, None, None, Some(&e))?;
+        store.save_step(&StepSave {
+            history: Some(&e),
+            ..step(id, RunStatus::Running, &s)
+        })?;
     }
     let seqs = |id| -> Result<Vec<u64>, StoreError> {
         Ok(store.history(id)?.iter().map(|e| e.seq).collect())
@@ -180,9 +206,10 @@ fn history_seq_is_assigned_per_run() -> TestResult {
 
 #[test]
 fn from_call_entries_are_accepted() -> TestResult {
-    use stepflow_model::{CallKind, CallRecord, Outcome, StepError};
+    use stepflow_model::{CallRecord, Outcome, StepError};
     let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
     store.create_run(&record("r", 1, RunStatus::Running))?;
     let outcomes = [
         Outcome::Done(Some(json!({ "a": 1 }))),
@@ -195,14 +222,7 @@ fn from_call_entries_are_accepted() -> TestResult {
         },
         Outcome::Failed(StepError::fatal("broken")),
     ];
-    let kinds = [
-        CallKind::Step,
-        CallKind::WaitFor,
-        CallKind::Case,
-        CallKind::LoopUntil,
-        CallKind::ErrorHandler,
-    ];
-    for (kind, outcome) in kinds.into_iter().zip(outcomes) {
+    for (kind, outcome) in CallKind::ALL.into_iter().zip(outcomes) {
         let call = CallRecord {
             step: "f.v1/a".into(),
             kind,
@@ -212,14 +232,10 @@ fn from_call_entries_are_accepted() -> TestResult {
             outcome,
         };
         let e = HistoryEntry::from_call("r", &call, 10, 2);
-        store.save_step(
-            "r",
-            RunStatus::Running,
-            &State::default(),
-            None,
-            None,
-            Some(&e),
-        )?;
+        store.save_step(&StepSave {
+            history: Some(&e),
+            ..step("r", RunStatus::Running, &State::default())
+        })?;
     }
     let history = store.history("r")?;
     let seen: Vec<(&str, &str)> = history
@@ -238,59 +254,107 @@ fn from_call_entries_are_accepted() -> TestResult {
     );
     assert_eq!(history[0].patch, Some(json!({ "a": 1 })));
     assert_eq!(history[4].error.as_deref(), Some("broken (fatal)"));
+
+    // The database holds the same text as ever, readable with any SQL tool.
+    let raw = Connection::open(&path)?;
+    let mut stmt = raw.prepare("SELECT kind, outcome FROM history ORDER BY seq")?;
+    let stored = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored: Vec<(&str, &str)> = stored
+        .iter()
+        .map(|(k, o)| (k.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(stored, seen);
+    Ok(())
+}
+
+#[test]
+fn every_kind_and_outcome_is_saved_and_read_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let mut saved = Vec::new();
+    for kind in CallKind::ALL {
+        for outcome in StepOutcome::ALL {
+            let e = HistoryEntry {
+                kind,
+                outcome,
+                ..entry("r", "a")
+            };
+            store.save_step(&StepSave {
+                history: Some(&e),
+                ..step("r", RunStatus::Running, &State::default())
+            })?;
+            saved.push((kind, outcome));
+        }
+    }
+    let read: Vec<_> = store
+        .history("r")?
+        .into_iter()
+        .map(|e| (e.kind, e.outcome))
+        .collect();
+    assert_eq!(read, saved);
     Ok(())
 }
 
 #[test]
 fn save_step_is_atomic_when_the_history_row_is_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    let run = record("r", 1, RunStatus::Running);
-    store.create_run(&run)?;
-    store.save_step(
-        "r",
-        RunStatus::Running,
-        &run.state,
-        None,
-        None,
-        Some(&entry("r", "a")),
-    )?;
+    let path = db(&dir);
+    {
+        let mut store = SqliteStore::open(&path)?;
+        let run = record("r", 1, RunStatus::Running);
+        store.create_run(&run)?;
+        store.save_step(&StepSave {
+            history: Some(&entry("r", "a")),
+            ..step("r", RunStatus::Running, &run.state)
+        })?;
+    }
+    // A file whose history table refuses a kind this build has, as a schema older than the
+    // build's types would: the run's UPDATE succeeds first, then the INSERT fails its CHECK.
+    {
+        let raw = Connection::open(&path)?;
+        raw.execute_batch("PRAGMA writable_schema = ON;")?;
+        let changed = raw.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ', ''error-handler''', '') \
+             WHERE name = 'history'",
+            [],
+        )?;
+        assert_eq!(changed, 1);
+        raw.execute_batch("PRAGMA writable_schema = OFF;")?;
+    }
+    let mut store = SqliteStore::open(&path)?;
     let before = store.run("r")?;
-
-    // The run's UPDATE succeeds first; the history INSERT then fails a CHECK constraint.
-    let bad = HistoryEntry {
-        kind: "teleport".into(),
+    let refused = HistoryEntry {
+        kind: CallKind::ErrorHandler,
         ..entry("r", "b")
     };
     let new_state = state("b", json!({ "n": 2 }));
     let err = store
-        .save_step(
-            "r",
-            RunStatus::Failed,
-            &new_state,
-            Some(5),
-            Some("x"),
-            Some(&bad),
-        )
-        .expect_err("an unknown kind is refused");
+        .save_step(&StepSave {
+            next_check_ms: Some(5),
+            last_error: Some("x"),
+            history: Some(&refused),
+            ..step("r", RunStatus::Failed, &new_state)
+        })
+        .expect_err("the file's schema refuses the kind");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     let message = err.to_string();
     assert!(
-        message.contains("`r`") && message.contains("wait-for"),
+        message.contains("`r`")
+            && message.contains("error-handler")
+            && message.contains("nothing was saved"),
         "{message}"
     );
 
     assert_eq!(store.run("r")?, before, "the run is unchanged");
     assert_eq!(store.history("r")?.len(), 1, "no history row was added");
     // The store is still usable after the rolled-back transaction.
-    store.save_step(
-        "r",
-        RunStatus::Running,
-        &new_state,
-        None,
-        None,
-        Some(&entry("r", "b")),
-    )?;
+    store.save_step(&StepSave {
+        history: Some(&entry("r", "b")),
+        ..step("r", RunStatus::Running, &new_state)
+    })?;
     assert_eq!(store.history("r")?.len(), 2);
     Ok(())
 }
@@ -309,14 +373,10 @@ fn save_step_is_atomic_when_the_database_fails_mid_transaction() -> TestResult {
     )?;
     let new_state = state("b", json!({ "n": 2 }));
     let err = store
-        .save_step(
-            "r",
-            RunStatus::Completed,
-            &new_state,
-            None,
-            None,
-            Some(&entry("r", "a")),
-        )
+        .save_step(&StepSave {
+            history: Some(&entry("r", "a")),
+            ..step("r", RunStatus::Completed, &new_state)
+        })
         .expect_err("the trigger refuses the insert");
     assert!(err.to_string().contains("disk on fire"), "{err}");
     assert_eq!(store.run("r")?, run, "the run is unchanged");
@@ -335,26 +395,18 @@ fn values_that_do_not_fit_are_refused_before_writing() -> TestResult {
         ..entry("r", "a")
     };
     let err = store
-        .save_step(
-            "r",
-            RunStatus::Running,
-            &State::default(),
-            None,
-            None,
-            Some(&huge),
-        )
+        .save_step(&StepSave {
+            history: Some(&huge),
+            ..step("r", RunStatus::Running, &State::default())
+        })
         .expect_err("u64::MAX does not fit a SQLite integer");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     let other = entry("someone-else", "a");
     let err = store
-        .save_step(
-            "r",
-            RunStatus::Running,
-            &State::default(),
-            None,
-            None,
-            Some(&other),
-        )
+        .save_step(&StepSave {
+            history: Some(&other),
+            ..step("r", RunStatus::Running, &State::default())
+        })
         .expect_err("an entry of another run is refused");
     assert!(err.to_string().contains("someone-else"), "{err}");
     assert_eq!(store.run("r")?, run);
@@ -425,14 +477,10 @@ fn a_cancel_from_another_process_is_not_overwritten_by_a_runner() -> TestResult 
     cli.set_status("r", RunStatus::Cancelled)?;
 
     let err = runner
-        .save_step(
-            "r",
-            RunStatus::Running,
-            &State::default(),
-            None,
-            None,
-            Some(&entry("r", "a")),
-        )
+        .save_step(&StepSave {
+            history: Some(&entry("r", "a")),
+            ..step("r", RunStatus::Running, &State::default())
+        })
         .expect_err("a cancelled run is not overwritten");
     assert!(matches!(err, StoreError::Cancelled { .. }), "{err:?}");
     let after = cli.run("r")?;
@@ -442,49 +490,32 @@ fn a_cancel_from_another_process_is_not_overwritten_by_a_runner() -> TestResult 
 
     // An operator may set it running again; then the runner's saves go through.
     cli.set_status("r", RunStatus::Running)?;
-    runner.save_step(
-        "r",
-        RunStatus::Completed,
-        &State::default(),
-        None,
-        None,
-        None,
-    )?;
+    runner.save_step(&step("r", RunStatus::Completed, &State::default()))?;
     assert_eq!(cli.run("r")?.status, RunStatus::Completed);
     Ok(())
 }
 
 #[test]
-fn unknown_runs_are_not_found_with_a_hint() -> TestResult {
+fn unknown_runs_are_not_found() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut store = SqliteStore::open(&db(&dir))?;
     let errors = [
         store.run("nope").map(drop),
         store.history("nope").map(drop),
         store.set_status("nope", RunStatus::Cancelled),
-        store.save_step(
-            "nope",
-            RunStatus::Running,
-            &State::default(),
-            None,
-            None,
-            None,
-        ),
-        store.save_step(
-            "nope",
-            RunStatus::Running,
-            &State::default(),
-            None,
-            None,
-            Some(&entry("nope", "a")),
-        ),
+        store.save_step(&step("nope", RunStatus::Running, &State::default())),
+        store.save_step(&StepSave {
+            history: Some(&entry("nope", "a")),
+            ..step("nope", RunStatus::Running, &State::default())
+        }),
     ];
     for result in errors {
         let err = result.expect_err("no such run");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
         let message = err.to_string();
         assert!(message.contains("`nope`"), "{message}");
-        assert!(message.contains("`stepflow runs`"), "{message}");
+        assert!(message.contains("stepflow.db"), "{message}");
+        assert_store_terms(&message);
     }
     Ok(())
 }
@@ -510,14 +541,11 @@ fn reopening_keeps_everything() -> TestResult {
         let mut store = SqliteStore::open(&path)?;
         store.create_run(&record("r", 1, RunStatus::Running))?;
         let next = state("b", json!({ "kept": true }));
-        store.save_step(
-            "r",
-            RunStatus::Waiting,
-            &next,
-            Some(42),
-            None,
-            Some(&entry("r", "a")),
-        )?;
+        store.save_step(&StepSave {
+            next_check_ms: Some(42),
+            history: Some(&entry("r", "a")),
+            ..step("r", RunStatus::Waiting, &next)
+        })?;
         (store.run("r")?, store.history("r")?)
     };
     let store = SqliteStore::open(&path)?;
@@ -534,14 +562,10 @@ fn a_saved_step_survives_a_process_that_never_closed_the_database() -> TestResul
     let mut store = SqliteStore::open(&path)?;
     store.create_run(&record("r", 1, RunStatus::Running))?;
     let next = state("b", json!({ "saved": true }));
-    store.save_step(
-        "r",
-        RunStatus::Running,
-        &next,
-        None,
-        None,
-        Some(&entry("r", "a")),
-    )?;
+    store.save_step(&StepSave {
+        history: Some(&entry("r", "a")),
+        ..step("r", RunStatus::Running, &next)
+    })?;
     // As if the process died: the connection is never closed, the WAL never checkpointed.
     std::mem::forget(store);
     let mut wal = path.as_os_str().to_owned();
@@ -581,7 +605,7 @@ fn the_data_column_shows_the_data_document() -> TestResult {
     let mut store = SqliteStore::open(&path)?;
     store.create_run(&record("r", 1, RunStatus::Running))?;
     let next = state("b", json!({ "name": "x", "list": [1, 2] }));
-    store.save_step("r", RunStatus::Running, &next, None, None, None)?;
+    store.save_step(&step("r", RunStatus::Running, &next))?;
     let conn = Connection::open(&path)?;
     let (data, name): (String, String) = conn.query_row(
         "SELECT data, data ->> '$.name' FROM runs WHERE id = 'r'",
@@ -627,7 +651,7 @@ fn a_newer_schema_is_refused_and_left_unchanged() -> TestResult {
     );
     let message = err.to_string();
     assert!(message.contains("newer stepflow"), "{message}");
-    assert!(message.contains("--db"), "{message}");
+    assert_store_terms(&message);
     assert_untouched(&path, &before)
 }
 
@@ -658,9 +682,10 @@ fn random_bytes_and_text_are_refused_and_left_unchanged() -> TestResult {
         );
         let message = err.to_string();
         assert!(
-            message.contains(name) && message.contains("--db"),
+            message.contains(name) && message.contains("left untouched"),
             "{message}"
         );
+        assert_store_terms(&message);
         assert_untouched(&path, &bytes)?;
     }
     Ok(())
@@ -689,9 +714,10 @@ fn a_truncated_database_is_refused_and_left_unchanged() -> TestResult {
         );
         let message = err.to_string();
         assert!(
-            message.contains("truncated") && message.contains("--db"),
+            message.contains("truncated") && message.contains("left untouched"),
             "{message}"
         );
+        assert_store_terms(&message);
         assert_untouched(&path, &full[..cut])?;
     }
     Ok(())
@@ -731,9 +757,10 @@ fn foreign_databases_are_refused_and_left_unchanged() -> TestResult {
         let message = err.to_string();
         assert!(message.contains(said), "{name}: {message}");
         assert!(
-            message.contains("another application") && message.contains("--db"),
+            message.contains("another application") && message.contains("left untouched"),
             "{message}"
         );
+        assert_store_terms(&message);
         assert_untouched(&path, &before)?;
     }
     Ok(())
@@ -817,14 +844,10 @@ fn bad_data_in_the_database_is_an_error_naming_the_run() -> TestResult {
     let mut store = SqliteStore::open(&path)?;
     store.create_run(&record("broken", 1, RunStatus::Running))?;
     store.create_run(&record("fine", 2, RunStatus::Running))?;
-    store.save_step(
-        "fine",
-        RunStatus::Running,
-        &State::default(),
-        None,
-        None,
-        Some(&entry("fine", "a")),
-    )?;
+    store.save_step(&StepSave {
+        history: Some(&entry("fine", "a")),
+        ..step("fine", RunStatus::Running, &State::default())
+    })?;
     let raw = Connection::open(&path)?;
     // SQLite itself refuses a state that is not JSON at all (the `data` column parses it)...
     let refused = raw.execute(
@@ -883,6 +906,51 @@ fn bad_data_in_the_database_is_an_error_naming_the_run() -> TestResult {
     assert!(
         message.contains("`fine`") && message.contains("patch"),
         "{message}"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_unknown_kind_or_outcome_in_the_database_is_a_bad_record() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    for name in ["a", "b"] {
+        store.save_step(&StepSave {
+            history: Some(&entry("r", name)),
+            ..step("r", RunStatus::Running, &State::default())
+        })?;
+    }
+    let raw = Connection::open(&path)?;
+    raw.execute_batch("PRAGMA ignore_check_constraints = ON;")?;
+    for (column, text) in [("kind", "teleport"), ("outcome", "exploded")] {
+        raw.execute(
+            &format!("UPDATE history SET {column} = ?1 WHERE run_id = 'r' AND seq = 2"),
+            [text],
+        )?;
+        let err = store.history("r").map(drop).expect_err("unknown text");
+        match &err {
+            StoreError::BadRecord { id, column: at, .. } => {
+                assert_eq!(id, "r");
+                assert_eq!(at, &format!("history entry 2 ({column})"));
+            }
+            other => panic!("not a bad record: {other:?}"),
+        }
+        let message = err.to_string();
+        assert!(
+            message.contains("`r`") && message.contains(text) && message.contains("stepflow.db"),
+            "{message}"
+        );
+        raw.execute(
+            "UPDATE history SET kind = 'step', outcome = 'done' WHERE run_id = 'r'",
+            [],
+        )?;
+    }
+    assert_eq!(
+        store.history("r")?.len(),
+        2,
+        "fixed by hand, it reads again"
     );
     Ok(())
 }

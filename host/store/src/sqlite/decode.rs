@@ -1,0 +1,146 @@
+//! Rows back into [`RunRecord`] and [`HistoryEntry`]: every value is checked, and bad data (a
+//! hand edit, damage) is a [`StoreError::BadRecord`] naming the run and the column (and the
+//! history entry), never a panic.
+
+use std::path::Path;
+
+use rusqlite::Row;
+use rusqlite::types::FromSql;
+use stepflow_model::{CallKind, State};
+
+use crate::{HistoryEntry, RunRecord, RunStatus, StepOutcome, StoreError};
+
+/// The columns [`run`] reads, in its order (a macro so the queries stay `const`).
+macro_rules! run_columns {
+    () => {
+        "id, flow, flow_file, definition, status, state, next_check_ms, last_error, created_ms, \
+         updated_ms"
+    };
+}
+pub(super) use run_columns;
+
+/// The columns [`history`] reads, in its order.
+macro_rules! history_columns {
+    () => {
+        "run_id, seq, step, kind, attempt, outcome, started_ms, duration_ms, error, patch, \
+         redelivered"
+    };
+}
+pub(super) use history_columns;
+
+/// A row of `run_columns!()` as a record.
+pub(super) fn run(row: &Row<'_>, path: &Path) -> Result<RunRecord, StoreError> {
+    let id: String = Fields::new(row, path, "?").get(0, "id")?;
+    let f = Fields::new(row, path, &id);
+    let status: String = f.get(4, "status")?;
+    let status = run_status(path, &id, &status)?;
+    let state: String = f.get(5, "state")?;
+    let state: State = serde_json::from_str(&state).map_err(|e| f.bad("state (JSON)", e))?;
+    Ok(RunRecord {
+        flow: f.get(1, "flow")?,
+        flow_file: f.get(2, "flow_file")?,
+        definition: f.get(3, "definition")?,
+        status,
+        state,
+        next_check_ms: f.get_opt_u64(6, "next_check_ms")?,
+        last_error: f.get(7, "last_error")?,
+        created_ms: f.get_u64(8, "created_ms")?,
+        updated_ms: f.get_u64(9, "updated_ms")?,
+        id,
+    })
+}
+
+/// A row of `history_columns!()` of run `run_id` as an entry.
+pub(super) fn history(
+    row: &Row<'_>,
+    path: &Path,
+    run_id: &str,
+) -> Result<HistoryEntry, StoreError> {
+    let f = Fields::new(row, path, run_id);
+    let seq = f.get_u64(1, "history seq")?;
+    let column = |name: &str| format!("history entry {seq} ({name})");
+    let attempt: i64 = f.get(4, &column("attempt"))?;
+    let attempt = u32::try_from(attempt)
+        .map_err(|_| f.bad(column("attempt"), format!("out of range: {attempt}")))?;
+    let patch: Option<String> = f.get(9, &column("patch"))?;
+    let patch = patch
+        .map(|p| serde_json::from_str(&p).map_err(|e| f.bad(column("patch"), e)))
+        .transpose()?;
+    let redelivered: i64 = f.get(10, &column("redelivered"))?;
+    let entry_run_id = f.get(0, &column("run_id"))?;
+    let step = f.get(2, &column("step"))?;
+    let kind: String = f.get(3, &column("kind"))?;
+    let kind: CallKind = kind.parse().map_err(|e| f.bad(column("kind"), e))?;
+    let outcome: String = f.get(5, &column("outcome"))?;
+    let outcome: StepOutcome = outcome.parse().map_err(|e| f.bad(column("outcome"), e))?;
+    Ok(HistoryEntry {
+        run_id: entry_run_id,
+        seq,
+        step,
+        kind,
+        attempt,
+        outcome,
+        started_ms: f.get_u64(6, &column("started_ms"))?,
+        duration_ms: f.get_u64(7, &column("duration_ms"))?,
+        error: f.get(8, &column("error"))?,
+        patch,
+        redelivered: redelivered != 0,
+    })
+}
+
+/// The stored `status` text of run `id` as a [`RunStatus`].
+pub(super) fn run_status(path: &Path, id: &str, text: &str) -> Result<RunStatus, StoreError> {
+    text.parse().map_err(|e| bad_record(path, id, "status", e))
+}
+
+/// A [`StoreError::BadRecord`] for a value of run `id` that cannot be read.
+fn bad_record(
+    path: &Path,
+    id: &str,
+    column: impl Into<String>,
+    detail: impl ToString,
+) -> StoreError {
+    StoreError::BadRecord {
+        id: id.to_string(),
+        location: path.display().to_string(),
+        column: column.into(),
+        detail: detail.to_string(),
+    }
+}
+
+/// The columns of one row of run `id`, each read with its type checked.
+struct Fields<'a, 'r> {
+    row: &'a Row<'r>,
+    path: &'a Path,
+    id: &'a str,
+}
+
+impl<'a, 'r> Fields<'a, 'r> {
+    fn new(row: &'a Row<'r>, path: &'a Path, id: &'a str) -> Self {
+        Fields { row, path, id }
+    }
+
+    /// A [`StoreError::BadRecord`] for `column` of this row.
+    fn bad(&self, column: impl Into<String>, detail: impl ToString) -> StoreError {
+        bad_record(self.path, self.id, column, detail)
+    }
+
+    /// One column, any type mismatch reported as a bad record.
+    fn get<T: FromSql>(&self, index: usize, column: &str) -> Result<T, StoreError> {
+        self.row.get(index).map_err(|e| self.bad(column, e))
+    }
+
+    /// A stored integer that must not be negative.
+    fn get_u64(&self, index: usize, column: &str) -> Result<u64, StoreError> {
+        let value: i64 = self.get(index, column)?;
+        u64::try_from(value).map_err(|_| self.bad(column, format!("negative value {value}")))
+    }
+
+    /// [`Fields::get_u64`] for a nullable column.
+    fn get_opt_u64(&self, index: usize, column: &str) -> Result<Option<u64>, StoreError> {
+        let value: Option<i64> = self.get(index, column)?;
+        value
+            .map(|v| u64::try_from(v).map_err(|_| self.bad(column, format!("negative value {v}"))))
+            .transpose()
+    }
+}

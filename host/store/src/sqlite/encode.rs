@@ -1,0 +1,122 @@
+//! Records into the values SQLite binds, converted before any transaction starts, so a value
+//! that does not fit (a time past 2^63, an entry of another run) is refused before writing.
+
+use stepflow_model::{Clock, State, SystemClock};
+
+use crate::{HistoryEntry, RunRecord, StepSave, StoreError};
+
+/// A new run, ready to bind.
+pub(super) struct RunRow {
+    pub state: String,
+    pub next_check_ms: Option<i64>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+}
+
+impl RunRow {
+    /// Converts the values of `run` that SQLite cannot take as they are.
+    pub(super) fn new(run: &RunRecord) -> Result<Self, StoreError> {
+        let id = run.id.as_str();
+        Ok(RunRow {
+            state: state_json(id, &run.state)?,
+            next_check_ms: opt_i64(id, "next_check_ms", run.next_check_ms)?,
+            created_ms: to_i64(id, "created_ms", run.created_ms)?,
+            updated_ms: to_i64(id, "updated_ms", run.updated_ms)?,
+        })
+    }
+}
+
+/// What one apply changed, ready to bind; `updated_ms` is now.
+pub(super) struct StepRow<'a> {
+    pub state: String,
+    pub next_check_ms: Option<i64>,
+    pub updated_ms: i64,
+    pub history: Option<HistoryRow<'a>>,
+}
+
+impl<'a> StepRow<'a> {
+    /// Converts `step`, and its history entry if it has one.
+    pub(super) fn new(step: &StepSave<'a>) -> Result<Self, StoreError> {
+        let id = step.run_id;
+        Ok(StepRow {
+            state: state_json(id, step.state)?,
+            next_check_ms: opt_i64(id, "next_check_ms", step.next_check_ms)?,
+            updated_ms: now(id)?,
+            history: step
+                .history
+                .map(|entry| HistoryRow::new(id, entry))
+                .transpose()?,
+        })
+    }
+}
+
+/// A history entry, ready to bind; the store assigns its `seq`.
+pub(super) struct HistoryRow<'a> {
+    pub step: &'a str,
+    pub kind: &'static str,
+    pub attempt: u32,
+    pub outcome: &'static str,
+    pub started_ms: i64,
+    pub duration_ms: i64,
+    pub error: Option<&'a str>,
+    pub patch: Option<String>,
+    pub redelivered: bool,
+}
+
+impl<'a> HistoryRow<'a> {
+    /// Converts `entry`, refusing one that names another run than `run_id`.
+    fn new(run_id: &str, entry: &'a HistoryEntry) -> Result<Self, StoreError> {
+        if !entry.run_id.is_empty() && entry.run_id != run_id {
+            return Err(invalid(
+                run_id,
+                format!("the history entry given is for run `{}`", entry.run_id),
+            ));
+        }
+        let patch = entry
+            .patch
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| invalid(run_id, e))?;
+        Ok(HistoryRow {
+            step: &entry.step,
+            kind: entry.kind.as_str(),
+            attempt: entry.attempt,
+            outcome: entry.outcome.as_str(),
+            started_ms: to_i64(run_id, "history started_ms", entry.started_ms)?,
+            duration_ms: to_i64(run_id, "history duration_ms", entry.duration_ms)?,
+            error: entry.error.as_deref(),
+            patch,
+            redelivered: entry.redelivered,
+        })
+    }
+}
+
+/// The current time as stored in `updated_ms` of run `id`.
+pub(super) fn now(id: &str) -> Result<i64, StoreError> {
+    to_i64(id, "updated_ms", SystemClock.now_ms())
+}
+
+/// The state of run `id` as the JSON text stored in `runs.state`.
+fn state_json(id: &str, state: &State) -> Result<String, StoreError> {
+    serde_json::to_string(state).map_err(|e| invalid(id, e))
+}
+
+/// SQLite integers are signed 64-bit; a larger time is refused rather than wrapped.
+fn to_i64(id: &str, what: &str, value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value)
+        .map_err(|_| invalid(id, format!("{what} {value} is too large (over 2^63)")))
+}
+
+/// [`to_i64`] for a value that may be absent.
+fn opt_i64(id: &str, what: &str, value: Option<u64>) -> Result<Option<i64>, StoreError> {
+    value.map(|v| to_i64(id, what, v)).transpose()
+}
+
+/// The error for a value of run `id` that the store cannot save.
+fn invalid(id: &str, detail: impl ToString) -> StoreError {
+    StoreError::Invalid {
+        id: id.to_string(),
+        detail: detail.to_string(),
+    }
+}

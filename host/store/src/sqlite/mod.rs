@@ -1,0 +1,181 @@
+//! The embedded default store: SQLite in one file, in WAL mode with durable commits; this file
+//! is only the glue between the [`Store`] trait and the modules that each do one job.
+//!
+//! Opening is careful about files that are not ours: an existing file is first inspected
+//! through a read-only (usually `immutable`) connection, and only a stepflow database (our
+//! `application_id`) or an empty one is ever opened for writing; every check is repeated on
+//! the writing connection before its first write. Schema changes are numbered migrations
+//! tracked in `user_version`, each applied in its own transaction.
+//!
+//! - `setup`: opening a file and preparing the writing connection (pragmas, WAL, migrations);
+//! - `file_check`: the checks that refuse foreign, damaged or too-new files, untouched;
+//! - `schema`: the application id, the tables and the numbered migrations;
+//! - `encode`: records into the values SQLite binds, refusing what does not fit;
+//! - `decode`: rows back into records, bad data as [`crate::StoreError::BadRecord`];
+//! - `queries`: the SQL statements behind each [`Store`] method;
+//! - `error`: SQLite's errors as the [`crate::StoreError`] a caller can act on.
+
+mod decode;
+mod encode;
+mod error;
+mod file_check;
+mod queries;
+mod schema;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::{HistoryEntry, RunRecord, RunStatus, StepSave, Store, StoreError};
+
+/// How long a call waits for another process's write lock before giving up with
+/// [`StoreError::Busy`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The embedded store: one SQLite file, WAL mode, `synchronous=FULL` (one fsync per commit).
+///
+/// Open it with [`SqliteStore::open`] on a path the caller chooses (the library has no default
+/// file). Several processes may open the same file (a runner and `stepflow cancel`): writes
+/// wait up to a few seconds for each other.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating the file and its directories on first use) the database at `path`,
+    /// applying pending schema migrations. A file that is not a stepflow database, is damaged,
+    /// or is from a newer stepflow is refused with an error that says so, and left untouched.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let conn = setup::open(&path)?;
+        Ok(SqliteStore { conn, path })
+    }
+
+    /// The database file this store uses (absolute), so callers can name it in messages.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        queries::create_run(&self.conn, &self.path, run)
+    }
+
+    fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError> {
+        queries::save_step(&mut self.conn, &self.path, step)
+    }
+
+    fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
+        queries::run(&self.conn, &self.path, id)
+    }
+
+    fn runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        queries::runs(&self.conn, &self.path, status, limit)
+    }
+
+    fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        queries::history(&self.conn, &self.path, run_id)
+    }
+
+    fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
+        queries::set_status(&self.conn, &self.path, run_id, status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use stepflow_model::{CallKind, State};
+
+    use crate::StepOutcome;
+
+    fn record(id: &str) -> RunRecord {
+        RunRecord {
+            id: id.into(),
+            flow: "f.v1".into(),
+            flow_file: "/flows/f.yaml".into(),
+            definition: "hash".into(),
+            status: RunStatus::Running,
+            state: State::default(),
+            next_check_ms: None,
+            last_error: None,
+            created_ms: 1,
+            updated_ms: 1,
+        }
+    }
+
+    fn entry() -> HistoryEntry {
+        HistoryEntry {
+            run_id: "r".into(),
+            seq: 0,
+            step: "f.v1/a".into(),
+            kind: CallKind::Step,
+            attempt: 0,
+            outcome: StepOutcome::Done,
+            started_ms: 5,
+            duration_ms: 1,
+            error: None,
+            patch: None,
+            redelivered: false,
+        }
+    }
+
+    #[test]
+    fn pragmas_are_wal_full_foreign_keys_and_our_application_id()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let store = SqliteStore::open(&dir.path().join("s.db"))?;
+        let conn = &store.conn;
+        let text = |name: &str| conn.pragma_query_value(None, name, |r| r.get::<_, String>(0));
+        let int = |name: &str| conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
+        assert_eq!(text("journal_mode")?, "wal");
+        assert_eq!(int("synchronous")?, 2, "2 is FULL");
+        assert_eq!(int("foreign_keys")?, 1);
+        assert_eq!(int("busy_timeout")?, 5000);
+        assert_eq!(int("application_id")?, i64::from(schema::APPLICATION_ID));
+        assert_eq!(int("user_version")?, schema::SCHEMA_VERSION);
+        assert_eq!(&schema::APPLICATION_ID.to_be_bytes(), b"SFLW");
+        Ok(())
+    }
+
+    #[test]
+    fn save_step_commits_once() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut store = SqliteStore::open(&dir.path().join("s.db"))?;
+        store.create_run(&record("r"))?;
+        let commits = Arc::new(AtomicUsize::new(0));
+        let counter = commits.clone();
+        store.conn.commit_hook(Some(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            false
+        }))?;
+        let state = State::default();
+        let entry = entry();
+        store.save_step(&StepSave {
+            run_id: "r",
+            status: RunStatus::Running,
+            state: &state,
+            next_check_ms: None,
+            last_error: None,
+            history: Some(&entry),
+        })?;
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+        store.save_step(&StepSave {
+            run_id: "r",
+            status: RunStatus::Waiting,
+            state: &state,
+            next_check_ms: Some(9),
+            last_error: None,
+            history: None,
+        })?;
+        assert_eq!(commits.load(Ordering::SeqCst), 2);
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! The SQL behind each [`crate::Store`] method: the statements, and running them with one
+//! transaction per call (one commit, so one fsync of the WAL, per saved step).
+
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+
+use super::decode::{self, history_columns, run_columns};
+use super::encode::{self, RunRow, StepRow};
+use super::error::{SQLITE_CONSTRAINT_CHECK, SQLITE_CONSTRAINT_PRIMARYKEY, classify, not_found};
+use crate::{HistoryEntry, RunRecord, RunStatus, StepSave, StoreError};
+
+const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
+
+/// `rowid` breaks ties between runs created in the same millisecond: the later insert first.
+const LIST_RUNS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs ORDER BY created_ms DESC, rowid DESC LIMIT ?1"
+);
+
+const LIST_RUNS_BY_STATUS: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM runs WHERE status = ?1 ORDER BY created_ms DESC, rowid DESC LIMIT ?2"
+);
+
+const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, status, state, \
+                          next_check_ms, last_error, created_ms, updated_ms) \
+                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+/// A cancelled run is left alone: zero rows changed tells `save_step` to find out why.
+const UPDATE_STEP: &str = "UPDATE runs SET status = ?2, state = ?3, next_check_ms = ?4, \
+                           last_error = ?5, updated_ms = ?6 \
+                           WHERE id = ?1 AND status <> 'cancelled'";
+
+/// The store numbers history entries: one more than the run's last (an index lookup).
+const INSERT_HISTORY: &str = "INSERT INTO history (run_id, seq, step, kind, attempt, outcome, \
+                              started_ms, duration_ms, error, patch, redelivered) \
+                              SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
+                              ?9, ?10 FROM history WHERE run_id = ?1";
+
+const RUN_STATUS: &str = "SELECT status FROM runs WHERE id = ?1";
+
+const SET_STATUS: &str = "UPDATE runs SET status = ?2, updated_ms = ?3 WHERE id = ?1";
+
+const HISTORY: &str = concat!(
+    "SELECT ",
+    history_columns!(),
+    " FROM history WHERE run_id = ?1 ORDER BY seq"
+);
+
+/// [`crate::Store::create_run`]: one insert; a taken id is [`StoreError::AlreadyExists`].
+pub(super) fn create_run(
+    conn: &Connection,
+    path: &Path,
+    run: &RunRecord,
+) -> Result<(), StoreError> {
+    let id = run.id.as_str();
+    let row = RunRow::new(run)?;
+    let action = || format!("creating run `{id}`");
+    let mut stmt = conn
+        .prepare_cached(INSERT_RUN)
+        .map_err(|e| classify(path, action(), e))?;
+    let result = stmt.execute(rusqlite::params![
+        id,
+        run.flow,
+        run.flow_file,
+        run.definition,
+        run.status.as_str(),
+        row.state,
+        row.next_check_ms,
+        run.last_error,
+        row.created_ms,
+        row.updated_ms,
+    ]);
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.sqlite_extended_error_code() == Some(SQLITE_CONSTRAINT_PRIMARYKEY) => {
+            Err(StoreError::AlreadyExists {
+                id: id.to_string(),
+                location: path.display().to_string(),
+            })
+        }
+        Err(e) => Err(classify(path, action(), e)),
+    }
+}
+
+/// [`crate::Store::save_step`]: the run's update and its history entry in one transaction.
+pub(super) fn save_step(
+    conn: &mut Connection,
+    path: &Path,
+    step: &StepSave<'_>,
+) -> Result<(), StoreError> {
+    let run_id = step.run_id;
+    // Everything that can be refused without the database is checked before the transaction.
+    let row = StepRow::new(step)?;
+
+    let action = || format!("saving a step of run `{run_id}`");
+    // IMMEDIATE takes the write lock up front, so the busy timeout applies to it rather
+    // than failing when a read transaction is upgraded. One COMMIT: one fsync of the WAL.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| classify(path, action(), e))?;
+    let changed = tx
+        .prepare_cached(UPDATE_STEP)
+        .and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                run_id,
+                step.status.as_str(),
+                row.state,
+                row.next_check_ms,
+                step.last_error,
+                row.updated_ms,
+            ])
+        })
+        .map_err(|e| classify(path, action(), e))?;
+    if changed == 0 {
+        drop(tx);
+        return match status_of(conn, path, run_id)? {
+            Some(RunStatus::Cancelled) => Err(StoreError::Cancelled {
+                id: run_id.to_string(),
+            }),
+            _ => Err(not_found(path, run_id)),
+        };
+    }
+    if let Some(entry) = &row.history {
+        let inserted = tx.prepare_cached(INSERT_HISTORY).and_then(|mut stmt| {
+            stmt.execute(rusqlite::params![
+                run_id,
+                entry.step,
+                entry.kind,
+                entry.attempt,
+                entry.outcome,
+                entry.started_ms,
+                entry.duration_ms,
+                entry.error,
+                entry.patch,
+                entry.redelivered,
+            ])
+        });
+        if let Err(e) = inserted {
+            // Dropping `tx` rolls the state update back too.
+            return Err(
+                if e.sqlite_extended_error_code() == Some(SQLITE_CONSTRAINT_CHECK) {
+                    // The typed kind and outcome always fit the schema this build creates;
+                    // a refusal means the file's CHECK lists differ from this build's types.
+                    StoreError::Invalid {
+                        id: run_id.to_string(),
+                        detail: format!(
+                            "the database refused the history entry for step `{}` (kind `{}`, \
+                             outcome `{}`): {e}; nothing was saved",
+                            entry.step, entry.kind, entry.outcome,
+                        ),
+                    }
+                } else {
+                    classify(path, action(), e)
+                },
+            );
+        }
+    }
+    tx.commit().map_err(|e| classify(path, action(), e))
+}
+
+/// [`crate::Store::run`]: one run by id.
+pub(super) fn run(conn: &Connection, path: &Path, id: &str) -> Result<RunRecord, StoreError> {
+    let action = || format!("loading run `{id}`");
+    let mut stmt = conn
+        .prepare_cached(SELECT_RUN)
+        .map_err(|e| classify(path, action(), e))?;
+    let mut rows = stmt.query([id]).map_err(|e| classify(path, action(), e))?;
+    match rows.next().map_err(|e| classify(path, action(), e))? {
+        Some(row) => decode::run(row, path),
+        None => Err(not_found(path, id)),
+    }
+}
+
+/// [`crate::Store::runs`]: newest first, at most `limit`, optionally of one status.
+pub(super) fn runs(
+    conn: &Connection,
+    path: &Path,
+    status: Option<RunStatus>,
+    limit: usize,
+) -> Result<Vec<RunRecord>, StoreError> {
+    let action = || "listing runs".to_string();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let sql = if status.is_some() {
+        LIST_RUNS_BY_STATUS
+    } else {
+        LIST_RUNS
+    };
+    let mut stmt = conn
+        .prepare_cached(sql)
+        .map_err(|e| classify(path, action(), e))?;
+    let mut rows = match status {
+        Some(status) => stmt.query(rusqlite::params![status.as_str(), limit]),
+        None => stmt.query(rusqlite::params![limit]),
+    }
+    .map_err(|e| classify(path, action(), e))?;
+    let mut runs = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
+        runs.push(decode::run(row, path)?);
+    }
+    Ok(runs)
+}
+
+/// [`crate::Store::history`]: the entries of one run, oldest first.
+pub(super) fn history(
+    conn: &Connection,
+    path: &Path,
+    run_id: &str,
+) -> Result<Vec<HistoryEntry>, StoreError> {
+    let action = || format!("loading the history of run `{run_id}`");
+    let mut stmt = conn
+        .prepare_cached(HISTORY)
+        .map_err(|e| classify(path, action(), e))?;
+    let mut rows = stmt
+        .query([run_id])
+        .map_err(|e| classify(path, action(), e))?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
+        entries.push(decode::history(row, path, run_id)?);
+    }
+    if entries.is_empty() && status_of(conn, path, run_id)?.is_none() {
+        return Err(not_found(path, run_id));
+    }
+    Ok(entries)
+}
+
+/// [`crate::Store::set_status`]: the status alone, the state untouched.
+pub(super) fn set_status(
+    conn: &Connection,
+    path: &Path,
+    run_id: &str,
+    status: RunStatus,
+) -> Result<(), StoreError> {
+    let action = || format!("setting the status of run `{run_id}` to {status}");
+    let now = encode::now(run_id)?;
+    let mut stmt = conn
+        .prepare_cached(SET_STATUS)
+        .map_err(|e| classify(path, action(), e))?;
+    let changed = stmt
+        .execute(rusqlite::params![run_id, status.as_str(), now])
+        .map_err(|e| classify(path, action(), e))?;
+    if changed == 0 {
+        return Err(not_found(path, run_id));
+    }
+    Ok(())
+}
+
+/// The status of run `id`, or `None` when there is no such run.
+fn status_of(conn: &Connection, path: &Path, id: &str) -> Result<Option<RunStatus>, StoreError> {
+    let action = || format!("looking up run `{id}`");
+    let mut stmt = conn
+        .prepare_cached(RUN_STATUS)
+        .map_err(|e| classify(path, action(), e))?;
+    let status: Option<String> = stmt
+        .query_row([id], |r| r.get(0))
+        .optional()
+        .map_err(|e| classify(path, action(), e))?;
+    status.map(|s| decode::run_status(path, id, &s)).transpose()
+}

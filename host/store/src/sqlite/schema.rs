@@ -1,0 +1,148 @@
+//! The schema: stepflow's application id, the tables, and the numbered migrations tracked in
+//! `user_version`, each applied once, in its own transaction.
+
+use std::path::Path;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::classify;
+use super::file_check::{check_connection, check_ours, header_values, too_new};
+use crate::StoreError;
+
+/// The `application_id` in every stepflow database: the ASCII bytes `SFLW`, so `file(1)` and
+/// this store can tell a stepflow database from any other SQLite file.
+pub(super) const APPLICATION_ID: i32 = 0x5346_4C57;
+
+/// Schema migrations, oldest first: entry `i` takes `user_version` from `i` to `i + 1`.
+/// Released entries are never edited, only appended to.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The newest schema version this build knows; a database with a newer one is refused.
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// The tables a stepflow database must have.
+pub(super) const OUR_TABLES: [&str; 2] = ["runs", "history"];
+
+/// Version 1: runs and their history. `data` is a virtual column (the state's data document),
+/// there for queries with any SQL tool; it costs no space and cannot drift from `state`. The
+/// CHECK lists are the texts of `RunStatus`, `CallKind` and `StepOutcome`.
+const MIGRATION_1: &str = "
+PRAGMA application_id = 1397115991;
+
+CREATE TABLE runs (
+    id            TEXT NOT NULL PRIMARY KEY,
+    flow          TEXT NOT NULL,
+    flow_file     TEXT NOT NULL,
+    definition    TEXT NOT NULL,
+    status        TEXT NOT NULL
+                  CHECK (status IN ('running', 'waiting', 'completed', 'failed', 'cancelled')),
+    state         TEXT NOT NULL,
+    data          TEXT GENERATED ALWAYS AS (state -> '$.data') VIRTUAL,
+    next_check_ms INTEGER,
+    last_error    TEXT,
+    created_ms    INTEGER NOT NULL,
+    updated_ms    INTEGER NOT NULL
+) STRICT;
+
+CREATE INDEX runs_by_created ON runs (created_ms);
+CREATE INDEX runs_by_next_check ON runs (next_check_ms) WHERE next_check_ms IS NOT NULL;
+
+CREATE TABLE history (
+    run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL CHECK (seq >= 1),
+    step        TEXT NOT NULL,
+    kind        TEXT NOT NULL
+                CHECK (kind IN ('step', 'wait-for', 'case', 'loop-until', 'error-handler')),
+    attempt     INTEGER NOT NULL CHECK (attempt >= 0),
+    outcome     TEXT NOT NULL
+                CHECK (outcome IN ('done', 'true', 'false', 'retrying', 'failed')),
+    started_ms  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    error       TEXT,
+    patch       TEXT,
+    redelivered INTEGER NOT NULL CHECK (redelivered IN (0, 1)),
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+";
+
+/// Applies pending migrations, each in its own write transaction that re-reads the version
+/// first, so two processes opening a new file at once migrate it once.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    loop {
+        let version = check_connection(conn, path)?;
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let failed = |e| StoreError::Backend {
+            location: path.display().to_string(),
+            action: format!(
+                "applying schema migration {} (nothing was changed)",
+                version + 1
+            ),
+            source: Box::new(e),
+        };
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(path, "locking the database for a migration", e))?;
+        // Under the lock: another process may have migrated meanwhile, and nothing but our
+        // own or an empty database is ever written to.
+        let (app_id, current) = header_values(&tx).map_err(failed)?;
+        if current != version {
+            continue;
+        }
+        check_ours(&tx, path, app_id, version)?;
+        let index = usize::try_from(version).map_err(|_| too_new(path, version))?;
+        let Some(sql) = MIGRATIONS.get(index) else {
+            return Err(too_new(path, version));
+        };
+        tx.execute_batch(sql).map_err(failed)?;
+        tx.pragma_update(None, "user_version", version + 1)
+            .map_err(failed)?;
+        tx.commit().map_err(failed)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{RunStatus, StepOutcome};
+    use stepflow_model::CallKind;
+
+    /// The text of the CHECK list of `column` in the latest schema.
+    fn check_list(column: &str) -> String {
+        let sql: String = MIGRATIONS.concat();
+        let opening = format!("CHECK ({column} IN (");
+        let start = sql.find(&opening).map(|at| at + opening.len());
+        let list = start.and_then(|at| sql[at..].find(')').map(|len| &sql[at..at + len]));
+        list.unwrap_or_default().to_string()
+    }
+
+    fn quoted(texts: impl IntoIterator<Item = &'static str>) -> String {
+        texts
+            .into_iter()
+            .map(|t| format!("'{t}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    #[test]
+    fn check_lists_match_the_typed_values() {
+        assert_eq!(
+            check_list("status"),
+            quoted(RunStatus::ALL.map(RunStatus::as_str))
+        );
+        assert_eq!(
+            check_list("kind"),
+            quoted(CallKind::ALL.map(CallKind::as_str))
+        );
+        assert_eq!(
+            check_list("outcome"),
+            quoted(StepOutcome::ALL.map(StepOutcome::as_str))
+        );
+    }
+
+    #[test]
+    fn the_application_id_pragma_is_ours() {
+        assert!(MIGRATION_1.contains(&format!("application_id = {APPLICATION_ID};")));
+    }
+}
