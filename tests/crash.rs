@@ -296,3 +296,85 @@ steps:
         "{shown}"
     );
 }
+
+#[test]
+fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume() {
+    for signal in ["TERM", "HUP"] {
+        let s = Sandbox::new();
+        let work = s.path("work");
+        std::fs::create_dir(&work).unwrap();
+        let yaml = r#"flow: term.v1
+plugins:
+  h:
+    wasm: {plugins}/hostile.wasm
+    dirs: [{ host: "WORK", guest: /work, writable: true }]
+steps:
+  - { name: first, do: h.checkpoint }
+  - { name: slow, do: h.checkpoint }
+  - { name: last, do: h.checkpoint }
+"#
+        .replace("WORK", &work.display().to_string());
+        let flow = s.flow("term.yaml", &yaml);
+        let mut child = spawn(
+            &s,
+            &[
+                "run",
+                flow.to_str().unwrap(),
+                "--input",
+                r#"{"block_in": "term.v1/slow"}"#,
+            ],
+            "info",
+        );
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let run = out
+            .next()
+            .unwrap()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        // While `slow` is blocked, send the signal, then let `slow` finish.
+        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+            if line.unwrap().contains("waiting for release") {
+                break;
+            }
+        }
+        let status = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        std::fs::write(work.join("release"), "go").unwrap();
+        let rest: Vec<String> = out.map(|l| l.unwrap()).collect();
+        assert_eq!(
+            child.wait().unwrap().code(),
+            Some(3),
+            "SIG{signal}: {rest:?}"
+        );
+        assert!(
+            rest.iter()
+                .any(|l| l.contains(&format!("stepflow resume {run}"))),
+            "SIG{signal}: {rest:?}"
+        );
+        let shown = json(&s.run(&["show", &run, "--json"]));
+        assert_eq!(shown["status"], "waiting", "SIG{signal}");
+        // `slow` finished and was saved; `last` did not start.
+        let steps: Vec<&str> = shown["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["term.v1/first", "term.v1/slow"], "SIG{signal}");
+        let out = s.run(&["resume", &run, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "SIG{signal}: {}", stderr(&out));
+        let shown = json(&s.run(&["show", &run, "--json"]));
+        let history = shown["history"].as_array().unwrap();
+        assert_eq!(history.len(), 3, "SIG{signal}: each step once: {shown}");
+        assert!(
+            history.iter().all(|h| h["redelivered"] == false),
+            "SIG{signal}: a clean stop redelivers nothing: {shown}"
+        );
+    }
+}

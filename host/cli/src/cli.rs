@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
+use stepflow_store::RunStatus;
 
 /// Runs resumable, multi-step workflows whose steps are sandboxed WebAssembly components.
 #[derive(Debug, Parser)]
@@ -62,8 +64,8 @@ pub enum Command {
     #[command(after_help = "Example:\n  stepflow runs --status failed")]
     Runs {
         /// Only runs with this status.
-        #[arg(long, value_enum)]
-        status: Option<StatusArg>,
+        #[arg(long, value_parser = status_parser())]
+        status: Option<RunStatus>,
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -107,19 +109,10 @@ pub enum Command {
     },
 }
 
-/// A run status, as the command line spells it.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-pub enum StatusArg {
-    /// Being driven, or interrupted by a crash.
-    Running,
-    /// Saved and waiting for a time or a resume.
-    Waiting,
-    /// Finished.
-    Completed,
-    /// Stopped by an error.
-    Failed,
-    /// Cancelled.
-    Cancelled,
+/// `--status`: the store's own spellings of a run status, listed in `--help`.
+fn status_parser() -> impl TypedValueParser<Value = RunStatus> {
+    PossibleValuesParser::new(RunStatus::ALL.map(RunStatus::as_str))
+        .try_map(|text| text.parse::<RunStatus>())
 }
 
 /// The diagram languages.

@@ -1,13 +1,14 @@
 //! What a person sees while a run is driven: a live line on a terminal, plain lines otherwise,
-//! nothing with `--json`. Only this module and `main` know about terminals.
+//! nothing with `--json`. It is the engine's observer for the command line.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use stepflow_engine::{Observer, Stopped, Waiting};
 use stepflow_model::{CallKind, CallRecord, Outcome};
 
-use crate::runner::kind_name;
+use crate::output;
 
 /// The live line, when there is one, so log lines can be written above it (see [`LogWriter`]).
 static LIVE: std::sync::OnceLock<ProgressBar> = std::sync::OnceLock::new();
@@ -72,7 +73,7 @@ impl Progress {
     pub fn line(&self, text: &str) {
         match &self.mode {
             Mode::Silent => {}
-            Mode::Lines => println!("{text}"),
+            Mode::Lines => output::line(text),
             Mode::Live(bar) => bar.println(text),
         }
     }
@@ -80,7 +81,7 @@ impl Progress {
     /// A call is about to be made.
     pub fn started(&self, n: u64, path: &str, kind: CallKind) {
         if let Mode::Live(bar) = &self.mode {
-            bar.set_message(format!("step {n} · {path} ({})", kind_name(kind)));
+            bar.set_message(format!("step {n} · {path} ({})", kind.as_str()));
         }
     }
 
@@ -112,7 +113,7 @@ impl Progress {
         self.line(&format!(
             "{mark} {n:>3} {} ({}){attempt}{redelivered}: {what} ({duration_ms} ms)",
             call.step,
-            kind_name(call.kind)
+            call.kind.as_str()
         ));
     }
 
@@ -121,7 +122,9 @@ impl Progress {
         let left = human_ms(until.saturating_sub(now));
         match &self.mode {
             Mode::Silent => {}
-            Mode::Lines if first => println!("… waiting {left} before {path} is due again"),
+            Mode::Lines if first => {
+                output::line(format!("… waiting {left} before {path} is due again"))
+            }
             Mode::Lines => {}
             Mode::Live(bar) => {
                 bar.set_message(format!("waiting {left} before {path} is due again"))
@@ -138,6 +141,30 @@ impl Progress {
     pub fn finish(&self) {
         if let Mode::Live(bar) = &self.mode {
             bar.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Progress {
+    fn building(&mut self, _plugin: &str, command: &str) {
+        eprintln!("building plugins: {command}");
+    }
+
+    fn step_started(&mut self, n: u64, step: &str, kind: CallKind) {
+        self.started(n, step, kind);
+    }
+
+    fn step_finished(&mut self, n: u64, call: &CallRecord, duration_ms: u64) {
+        self.finished(n, call, duration_ms);
+    }
+
+    fn waiting(&mut self, wait: &Waiting<'_>) {
+        Progress::waiting(self, wait.step, wait.until_ms, wait.now_ms, wait.first);
+    }
+
+    fn stopped(&mut self, why: Stopped) {
+        if why == Stopped::Abandoned {
+            self.abandoned();
         }
     }
 }

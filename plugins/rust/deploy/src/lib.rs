@@ -37,23 +37,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn info(ctx: &StepContext, message: &str) {
-    log(Level::Info, message, &[("step".into(), ctx.step.clone())]);
+/// A log line; the host tags it with the plugin, run and step.
+fn info(message: &str) {
+    log(Level::Info, message, &[]);
 }
 
 impl Guest for Deploy {
-    fn prepare(ctx: StepContext) -> Result<Option<String>, StepError> {
-        info(&ctx, "preparing the environment");
+    fn prepare(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        info("preparing the environment");
         patch(json!({ "environment": { "prepared": true } }))
     }
 
     fn deploy(ctx: StepContext) -> Result<Option<String>, StepError> {
         let d = data(&ctx)?;
         let version = d["version"].as_str().unwrap_or("unknown");
-        info(
-            &ctx,
-            &format!("deploying {version} (key {})", ctx.idempotency_key),
-        );
+        info(&format!("deploying {version} (key {})", ctx.idempotency_key));
         patch(json!({ "rollout": { "version": version, "started_ms": now_ms() } }))
     }
 
@@ -66,12 +64,12 @@ impl Guest for Deploy {
                 ctx.attempt
             )));
         }
-        info(&ctx, "the new version is healthy");
+        info("the new version is healthy");
         patch(json!({ "current": d["rollout"]["version"], "validated_on_attempt": ctx.attempt }))
     }
 
-    fn cleanup(ctx: StepContext) -> Result<Option<String>, StepError> {
-        info(&ctx, "cleaning up");
+    fn cleanup(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        info("cleaning up");
         patch(json!({ "environment": null, "rollout": null, "cleaned": true }))
     }
 

@@ -14,12 +14,9 @@ use stepflow::plugin::host::{Level, log};
 struct Quickstart;
 
 impl Guest for Quickstart {
-    fn step1(ctx: StepContext) -> Result<Option<String>, StepError> {
-        log(
-            Level::Info,
-            "Executing step 1",
-            &[("step".into(), ctx.step)],
-        );
+    fn step1(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        // The host tags every log line with the plugin, run and step.
+        log(Level::Info, "Executing step 1", &[]);
         Ok(Some(r#"{"step1":"done"}"#.to_string()))
     }
 

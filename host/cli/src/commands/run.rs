@@ -1,0 +1,163 @@
+//! `stepflow run` and `stepflow resume`: start or continue a run and drive it to its end.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde_json::Value;
+use stepflow_engine::{
+    DriveOptions, Driver, Finish, LoadedFlow, RunLock, prepare_resume, start_run,
+};
+use stepflow_model::State;
+use stepflow_store::{RunStatus, SqliteStore, Store};
+
+use super::{engine, open_store};
+use crate::error::{CANCELLED, Exit, FAILED, INTERRUPTED};
+use crate::progress::Progress;
+use crate::views::outcome;
+
+/// `stepflow run FLOW`.
+pub async fn run(
+    db: &Path,
+    flow_path: &Path,
+    input: Option<&str>,
+    build: bool,
+    no_wait: bool,
+    json: bool,
+) -> Result<(), Exit> {
+    let input = input.map(read_input).transpose()?;
+    let engine = engine()?;
+    let mut progress = Progress::new(json);
+    let loaded = if build {
+        engine.build_and_load(flow_path, &mut progress)?
+    } else {
+        engine.load(flow_path)?
+    };
+    let mut store = open_store(db)?;
+    let (run_id, state) = start_run(&mut store, &loaded, input.as_ref())?;
+    let _lock = RunLock::take(db, &run_id)?;
+    progress.line(&format!("run {run_id} of {} started", loaded.flow.name()));
+    let options = DriveOptions {
+        redelivered: false,
+        stop_at_wait: no_wait,
+    };
+    drive(&loaded, &mut store, &run_id, state, options, progress, json).await
+}
+
+/// `stepflow resume RUN`.
+pub async fn resume(db: &Path, run_id: &str, no_wait: bool, json: bool) -> Result<(), Exit> {
+    let mut store = open_store(db)?;
+    let record = store.run(run_id)?;
+    if record.status == RunStatus::Completed {
+        outcome::print(&record.id, "completed", &record.state, json);
+        return Ok(());
+    }
+    if record.status == RunStatus::Cancelled {
+        return Err(stepflow_engine::EngineError::Cancelled { run: record.id }.into());
+    }
+    let lock = RunLock::take(db, run_id)?;
+    let engine = engine()?;
+    let loaded = engine.load(Path::new(&record.flow_file)).map_err(|e| {
+        Exit::usage(format!(
+            "run {run_id} was started from {}: {}",
+            record.flow_file,
+            Exit::from(e).message
+        ))
+    })?;
+    let resumable = prepare_resume(&record, &loaded.flow)?;
+    let progress = Progress::new(json);
+    if resumable.definition_changed {
+        progress.line(
+            "note: the flow changed since this run started; every step it is at still exists, so it continues",
+        );
+    }
+    if resumable.retries_failed_step {
+        progress.line(&format!("retrying the failed step of run {run_id}"));
+    }
+    progress.line(&format!("run {run_id} of {} resumed", loaded.flow.name()));
+    let options = DriveOptions {
+        redelivered: resumable.redelivered,
+        stop_at_wait: no_wait,
+    };
+    let result = drive(
+        &loaded,
+        &mut store,
+        run_id,
+        resumable.state,
+        options,
+        progress,
+        json,
+    )
+    .await;
+    drop(lock);
+    result
+}
+
+/// Drives the run and reports how it ended.
+async fn drive(
+    loaded: &LoadedFlow,
+    store: &mut SqliteStore,
+    run_id: &str,
+    state: State,
+    options: DriveOptions,
+    mut progress: Progress,
+    json: bool,
+) -> Result<(), Exit> {
+    let stop = crate::signals::stop_requests();
+    let store: &mut dyn Store = store;
+    let finish = Driver::new(&loaded.flow, store, &mut progress, stop)
+        .drive(run_id, state, options)
+        .await;
+    progress.finish();
+    match finish? {
+        Finish::Completed(state) => {
+            outcome::print(run_id, "completed", &state, json);
+            Ok(())
+        }
+        Finish::Failed(state) => {
+            outcome::print(run_id, "failed", &state, json);
+            if !json {
+                let error = state
+                    .error
+                    .as_ref()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                eprintln!(
+                    "error: {error}\nfix the cause, then run `stepflow resume {run_id}` to retry the failing step"
+                );
+            }
+            Err(Exit::quiet(FAILED))
+        }
+        Finish::Stopped(state, _) => {
+            outcome::print(run_id, "stopped", &state, json);
+            if !json {
+                crate::output::line(format!("saved; continue with: stepflow resume {run_id}"));
+            }
+            Err(Exit::quiet(INTERRUPTED))
+        }
+        Finish::Cancelled(state) => {
+            outcome::print(run_id, "cancelled", &state, json);
+            Err(Exit::quiet(CANCELLED))
+        }
+    }
+}
+
+/// `--input`: JSON text or `@file` (`@-` reads stdin).
+fn read_input(input: &str) -> Result<Value, Exit> {
+    let text = match input.strip_prefix('@') {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Exit::usage(format!("cannot read --input from stdin: {e}")))?;
+            s
+        }
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| Exit::usage(format!("cannot read --input file {path}: {e}")))?,
+        None => input.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        Exit::usage(format!(
+            "--input is not valid JSON ({e}); pass JSON text like '{{\"key\": 1}}' or @file.json"
+        ))
+    })
+}

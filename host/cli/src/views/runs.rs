@@ -1,0 +1,46 @@
+//! The runs list (`stepflow runs`).
+
+use serde_json::{Value, json};
+use stepflow_store::{RunRecord, RunStatus};
+
+use crate::output;
+
+/// A table of runs, or a JSON array of them.
+pub fn print(runs: &[RunRecord], status: Option<RunStatus>, json: bool) {
+    if json {
+        let list: Vec<Value> = runs
+            .iter()
+            .map(|r| {
+                json!({
+                    "run": r.id, "flow": r.flow, "status": r.status,
+                    "created_ms": r.created_ms, "updated_ms": r.updated_ms,
+                    "next_check_ms": r.next_check_ms, "error": r.last_error,
+                })
+            })
+            .collect();
+        output::line(Value::Array(list));
+        return;
+    }
+    if runs.is_empty() {
+        let filter = if status.is_some() {
+            " with that status"
+        } else {
+            ""
+        };
+        output::line(format!("no runs{filter}"));
+        return;
+    }
+    output::line(format!(
+        "{:<24} {:<20} {:<10} ERROR",
+        "RUN", "FLOW", "STATUS"
+    ));
+    for r in runs {
+        output::line(format!(
+            "{:<24} {:<20} {:<10} {}",
+            r.id,
+            r.flow,
+            r.status,
+            r.last_error.as_deref().unwrap_or_default()
+        ));
+    }
+}

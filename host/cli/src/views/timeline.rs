@@ -1,0 +1,69 @@
+//! One run: its timeline of calls, error, cursor and data document (`stepflow show`).
+
+use serde_json::{Value, json};
+use stepflow_store::{HistoryEntry, RunRecord};
+
+use crate::output;
+
+/// The run as a table of calls, or as one JSON document.
+pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
+    if json {
+        let steps: Vec<Value> = history
+            .iter()
+            .map(|h| {
+                json!({
+                    "seq": h.seq, "step": h.step, "kind": h.kind, "attempt": h.attempt,
+                    "outcome": h.outcome, "started_ms": h.started_ms, "duration_ms": h.duration_ms,
+                    "error": h.error, "patch": h.patch, "redelivered": h.redelivered,
+                })
+            })
+            .collect();
+        output::line(super::pretty(&json!({
+            "run": run.id, "flow": run.flow, "flow_file": run.flow_file, "status": run.status,
+            "definition": run.definition, "cursor": run.state.cursor, "data": &*run.state.data,
+            "error": run.last_error, "next_check_ms": run.next_check_ms, "history": steps,
+        })));
+        return;
+    }
+    output::line(format!(
+        "run {}  flow {}  status {}",
+        run.id, run.flow, run.status
+    ));
+    output::line(format!("flow file {}", run.flow_file));
+    output::line("");
+    let w = history
+        .iter()
+        .map(|h| h.step.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    output::line(format!(
+        "{:>4}  {:<w$}  {:<13} {:>7}  {:<9} {:>8}",
+        "#", "STEP", "KIND", "ATTEMPT", "OUTCOME", "TIME"
+    ));
+    for h in history {
+        let mark = if h.redelivered {
+            "  ↺ redelivered"
+        } else {
+            ""
+        };
+        output::line(format!(
+            "{:>4}  {:<w$}  {:<13} {:>7}  {:<9} {:>6}ms{mark}",
+            h.seq,
+            h.step,
+            h.kind.as_str(),
+            h.attempt,
+            h.outcome.as_str(),
+            h.duration_ms
+        ));
+        if let Some(e) = &h.error {
+            output::line(format!("      └ {e}"));
+        }
+    }
+    if let Some(e) = &run.last_error {
+        output::line(format!("\nerror: {e}"));
+    }
+    let cursor: Vec<&str> = run.state.cursor.iter().map(|e| e.as_str()).collect();
+    output::line(format!("\ncursor: {}", cursor.join(", ")));
+    output::line(format!("data: {}", super::pretty(&*run.state.data)));
+}

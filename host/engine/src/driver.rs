@@ -1,0 +1,245 @@
+//! Drives one run: apply, save the new state and its history entry in one store call, repeat;
+//! sleeps through waits; stops when asked.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stepflow_model::{Applied, Clock, RunContext, State, Status, StepFlow, SystemClock};
+use stepflow_store::{HistoryEntry, RunStatus, StepSave, Store, StoreError};
+
+use crate::error::EngineError;
+use crate::observer::{Observer, Stopped, Waiting};
+use crate::run::stored_status;
+use crate::stop::StopRequests;
+
+/// How a drive ended; the run's state is saved in every case.
+#[derive(Debug)]
+pub enum Finish {
+    /// The flow completed.
+    Completed(State),
+    /// A step error that no retry took stopped the run.
+    Failed(State),
+    /// Stopped by a request or at a wait ([`DriveOptions::stop_at_wait`]); resumable.
+    Stopped(State, Stopped),
+    /// An operator cancelled the run while it was driven.
+    Cancelled(State),
+}
+
+/// Choices for one drive.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DriveOptions {
+    /// The run's previous driver died without a clean stop: its first call may have run
+    /// already, so it is marked redelivered (same idempotency key).
+    pub redelivered: bool,
+    /// Save and stop at the first wait instead of sleeping through it.
+    pub stop_at_wait: bool,
+}
+
+/// Moves one run forward against a store, reporting to an observer.
+pub struct Driver<'a> {
+    flow: &'a StepFlow,
+    store: &'a mut dyn Store,
+    observer: &'a mut dyn Observer,
+    stop: StopRequests,
+    clock: Arc<dyn Clock>,
+}
+
+/// How often a wait reports to the observer (its countdown's resolution).
+const WAIT_REPORT: Duration = Duration::from_secs(1);
+
+impl<'a> Driver<'a> {
+    /// A driver of runs of `flow` in `store`.
+    pub fn new(
+        flow: &'a StepFlow,
+        store: &'a mut dyn Store,
+        observer: &'a mut dyn Observer,
+        stop: StopRequests,
+    ) -> Self {
+        Driver {
+            flow,
+            store,
+            observer,
+            stop,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Drives run `run_id` from `state` until it completes, fails, is stopped or cancelled.
+    ///
+    /// The state is saved after every apply, before the observer hears of it; a stop request
+    /// lets the call in flight finish and saves it, a second one abandons it (it runs again on
+    /// resume). A cancel made while a step runs is noticed when its result is saved: the store
+    /// refuses to overwrite a cancelled run.
+    pub async fn drive(
+        self,
+        run_id: &str,
+        state: State,
+        options: DriveOptions,
+    ) -> Result<Finish, EngineError> {
+        let mut run = Drive {
+            driver: self,
+            run_id,
+            calls: 0,
+        };
+        let finish = run.from(state, options).await?;
+        if let Some(why) = match &finish {
+            Finish::Stopped(_, why) => Some(*why),
+            Finish::Cancelled(_) => Some(Stopped::Cancelled),
+            _ => None,
+        } {
+            run.driver.observer.stopped(why);
+        }
+        Ok(finish)
+    }
+}
+
+/// One drive in progress.
+struct Drive<'d, 'a> {
+    driver: Driver<'a>,
+    run_id: &'d str,
+    calls: u64,
+}
+
+impl Drive<'_, '_> {
+    async fn from(
+        &mut self,
+        mut state: State,
+        options: DriveOptions,
+    ) -> Result<Finish, EngineError> {
+        let d = &mut self.driver;
+        let mut ctx = RunContext::new(self.run_id).with_clock(d.clock.clone());
+        ctx.redelivered = options.redelivered;
+        // The store is read on entry and after each wait; while steps run, a cancel shows up as
+        // the store's refusal to save.
+        let mut check_cancel = true;
+        loop {
+            let d = &mut self.driver;
+            if std::mem::take(&mut check_cancel)
+                && d.store.run(self.run_id)?.status == RunStatus::Cancelled
+            {
+                return Ok(Finish::Cancelled(state));
+            }
+            match d.flow.status(&state, d.clock.now_ms()) {
+                Status::Completed => return Ok(Finish::Completed(state)),
+                Status::Failed(_) => return Ok(Finish::Failed(state)),
+                Status::Waiting(until) => {
+                    if options.stop_at_wait {
+                        self.save_stopped(&state)?;
+                        return Ok(Finish::Stopped(state, Stopped::AtWait));
+                    }
+                    if !self.sleep_until(&state, until).await {
+                        self.save_stopped(&state)?;
+                        return Ok(Finish::Stopped(state, Stopped::Requested));
+                    }
+                    check_cancel = true;
+                    continue;
+                }
+                Status::Ready => {}
+            }
+            let d = &mut self.driver;
+            if d.stop.count() >= 1 {
+                self.save_stopped(&state)?;
+                return Ok(Finish::Stopped(state, Stopped::Requested));
+            }
+            if let Some((path, kind)) = d.flow.next_call(&state) {
+                d.observer.step_started(self.calls + 1, path, kind);
+            }
+            let started_ms = d.clock.now_ms();
+            let started = Instant::now();
+            let applied = tokio::select! {
+                applied = d.flow.apply_with_record(&ctx, state.clone()) => applied,
+                // The abandoned call's result is not saved: the run stays as its last save
+                // left it (`running`), so a resume marks the call redelivered.
+                _ = d.stop.reached(2) => return Ok(Finish::Stopped(state, Stopped::Abandoned)),
+            };
+            ctx.redelivered = false;
+            let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match self.save(&applied, started_ms, duration_ms) {
+                Ok(()) => {}
+                Err(StoreError::Cancelled { .. }) => return Ok(Finish::Cancelled(state)),
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(call) = &applied.call {
+                self.calls += 1;
+                self.driver
+                    .observer
+                    .step_finished(self.calls, call, duration_ms);
+            }
+            state = applied.state;
+        }
+    }
+
+    /// Sleeps until `until` (Unix ms), reporting the wait; false if a stop was requested.
+    async fn sleep_until(&mut self, state: &State, until: u64) -> bool {
+        let d = &mut self.driver;
+        let step = d
+            .flow
+            .next_call(state)
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        let mut first = true;
+        loop {
+            let now = d.clock.now_ms();
+            d.observer.waiting(&Waiting {
+                step: &step,
+                until_ms: until,
+                now_ms: now,
+                first: std::mem::take(&mut first),
+            });
+            let left = until.saturating_sub(now);
+            if left == 0 {
+                return true;
+            }
+            let slice = Duration::from_millis(left).min(WAIT_REPORT);
+            tokio::select! {
+                _ = tokio::time::sleep(slice) => {}
+                _ = d.stop.reached(1) => return false,
+            }
+        }
+    }
+
+    /// The new state and its history entry, in one store call.
+    fn save(
+        &mut self,
+        applied: &Applied,
+        started_ms: u64,
+        duration_ms: u64,
+    ) -> Result<(), StoreError> {
+        let d = &mut self.driver;
+        let (status, next_check_ms) = stored_status(d.flow, &applied.state, d.clock.now_ms());
+        let history = applied
+            .call
+            .as_ref()
+            .map(|call| HistoryEntry::from_call(self.run_id, call, started_ms, duration_ms));
+        let last_error = applied.state.error.as_ref().map(|f| f.to_string());
+        d.store.save_step(&StepSave {
+            run_id: self.run_id,
+            status,
+            state: &applied.state,
+            next_check_ms,
+            last_error: last_error.as_deref(),
+            history: history.as_ref(),
+        })
+    }
+
+    /// A clean stop: the run is saved as waiting (for its next due time, or for a resume).
+    fn save_stopped(&mut self, state: &State) -> Result<(), EngineError> {
+        let d = &mut self.driver;
+        let (status, next_check_ms) = stored_status(d.flow, state, d.clock.now_ms());
+        let status = match status {
+            RunStatus::Running => RunStatus::Waiting,
+            other => other,
+        };
+        match d.store.save_step(&StepSave {
+            run_id: self.run_id,
+            status,
+            state,
+            next_check_ms,
+            last_error: None,
+            history: None,
+        }) {
+            Ok(()) | Err(StoreError::Cancelled { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! What can go wrong while loading a flow or driving a run, in the engine's own terms.
+
+use std::path::PathBuf;
+
+use stepflow_flowfile::Diagnostic;
+use stepflow_plugin::PluginError;
+use stepflow_store::StoreError;
+
+/// Why the engine could not load a flow or drive a run; front ends map each kind to what they
+/// show (the CLI: a message, a hint and an exit code).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The flow file is wrong at a place in it (syntax, names, kinds, missing files).
+    #[error("{0}")]
+    Flow(#[from] Diagnostic),
+    /// The flow file's items do not make a valid flow (e.g. a duplicate transition).
+    #[error("{file}: {detail}")]
+    InvalidFlow {
+        /// The flow file.
+        file: PathBuf,
+        /// What the model refused.
+        detail: String,
+    },
+    /// A plugin could not be loaded or the WebAssembly engine not set up.
+    #[error("{0}")]
+    Plugin(#[from] PluginError),
+    /// A grant in the flow file cannot be honoured on this host.
+    #[error("plugin `{plugin}`: {detail}")]
+    Grant {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// A plugin's `build` command could not be run or failed.
+    #[error("the build command of plugin `{plugin}` {detail}: {command}")]
+    Build {
+        /// The plugin whose command it is.
+        plugin: String,
+        /// The command.
+        command: String,
+        /// How it failed (`failed (exit status: 1)`, `could not start (...)`).
+        detail: String,
+    },
+    /// A saved run cannot go on with this flow (a step it is at no longer exists).
+    #[error("cannot resume run {run}: {detail}")]
+    Resume {
+        /// The run.
+        run: String,
+        /// Why.
+        detail: String,
+    },
+    /// An operator cancelled the run; it is never resumed.
+    #[error("run {run} was cancelled; start a new run instead")]
+    Cancelled {
+        /// The run.
+        run: String,
+    },
+    /// Another process is driving the run.
+    #[error("run {run} is being driven by another stepflow process")]
+    Busy {
+        /// The run.
+        run: String,
+    },
+    /// The run lock next to the database could not be taken.
+    #[error("cannot take the lock of run {run} at {path}: {source}")]
+    Lock {
+        /// The run.
+        run: String,
+        /// The lock file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The store failed or refused.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,55 @@
+//! The stepflow engine: from a flow file to a runnable flow, and one run driven to its end.
+//!
+//! This crate is what every front end of stepflow shares — the `stepflow` command today, a
+//! server and an HTTP API later — and what a Rust program embeds to run flow files itself:
+//!
+//! - [`Engine::load`] reads a flow file, runs its plugins' `build` commands when asked, maps the
+//!   file's grants to sandbox [`Grants`](stepflow_plugin::Grants), loads each plugin once and
+//!   resolves every `plugin.function` use, reporting each mistake at its place in the file;
+//! - [`start_run`] and [`prepare_resume`] create a run in a [`Store`](stepflow_store::Store) or
+//!   check that a saved one can go on;
+//! - [`Driver::drive`] moves a run forward: apply, save the new state and its history entry in
+//!   one store call, sleep through waits, stop when asked ([`Stop`]). It reports what happens
+//!   to an [`Observer`].
+//!
+//! The engine knows nothing of terminals, command lines, HTTP or exit codes: it returns
+//! [`EngineError`] and [`Finish`], and front ends decide what to show.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use stepflow_engine::{Engine, Driver, DriveOptions, Finish, Stop, start_run};
+//! use stepflow_store::SqliteStore;
+//!
+//! let engine = Engine::new(stepflow_engine::default_cache_dir())?;
+//! let loaded = engine.load("examples/quickstart.yaml".as_ref(), &mut ())?;
+//! let mut store = SqliteStore::open("runs.db".as_ref())?;
+//! let (run_id, state) = start_run(&mut store, &loaded, None)?;
+//! let (_stop, requests) = Stop::new();
+//! let finish = Driver::new(&loaded.flow, &mut store, &mut (), requests)
+//!     .drive(&run_id, state, DriveOptions::default())
+//!     .await?;
+//! assert!(matches!(finish, Finish::Completed(_)));
+//! # Ok(())
+//! # }
+//! ```
+
+mod build;
+mod driver;
+mod error;
+mod functions;
+mod grants;
+mod load;
+mod lock;
+mod observer;
+mod paths;
+mod run;
+mod stop;
+
+pub use driver::{DriveOptions, Driver, Finish};
+pub use error::EngineError;
+pub use load::{Engine, LoadedFlow, shape};
+pub use lock::RunLock;
+pub use observer::{Observer, Stopped, Waiting};
+pub use paths::{default_cache_dir, default_db_path};
+pub use run::{Resumable, new_run_id, prepare_resume, start_run, stored_status};
+pub use stop::{Stop, StopRequests};

@@ -1,0 +1,95 @@
+//! From a flow file to a runnable flow: build and load its plugins, resolve every function.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use stepflow_flowfile::FlowFile;
+use stepflow_model::StepFlow;
+use stepflow_plugin::{Plugin, Runtime, RuntimeConfig};
+
+use crate::build::build_plugins;
+use crate::error::EngineError;
+use crate::functions::{LoadedPlugins, Placeholders};
+use crate::grants::options;
+use crate::observer::Observer;
+
+/// The process's plugin runtime and compile cache: make one and load every flow through it,
+/// so each component is compiled at most once per process (and once per cache).
+#[derive(Clone)]
+pub struct Engine {
+    runtime: Runtime,
+}
+
+/// A flow file with its plugins loaded and its flow compiled: ready to start or resume runs.
+pub struct LoadedFlow {
+    /// The parsed file (its declarations, data and positions).
+    pub file: FlowFile,
+    /// The compiled flow.
+    pub flow: StepFlow,
+    /// The plugins, by the names the file gives them.
+    pub plugins: BTreeMap<String, Plugin>,
+}
+
+impl Engine {
+    /// Sets up the WebAssembly engine; compiled components are cached in `cache_dir` (see
+    /// [`default_cache_dir`](crate::default_cache_dir)), or not at all with `None`.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, EngineError> {
+        let runtime = Runtime::new(RuntimeConfig {
+            cache_dir,
+            ..RuntimeConfig::default()
+        })?;
+        Ok(Engine { runtime })
+    }
+
+    /// The plugin runtime, for callers that load a component on its own (`stepflow inspect`).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Reads the flow file at `path`, loads its plugins and compiles the flow.
+    pub fn load(&self, path: &Path) -> Result<LoadedFlow, EngineError> {
+        self.load_file(stepflow_flowfile::load(path)?)
+    }
+
+    /// Like [`Engine::load`], but runs the plugins' `build` commands first.
+    pub fn build_and_load(
+        &self,
+        path: &Path,
+        observer: &mut dyn Observer,
+    ) -> Result<LoadedFlow, EngineError> {
+        let file = stepflow_flowfile::load(path)?;
+        build_plugins(&file, observer)?;
+        self.load_file(file)
+    }
+
+    /// Loads the plugins of a parsed flow file and compiles the flow; every problem is
+    /// reported at its place in the file.
+    pub fn load_file(&self, file: FlowFile) -> Result<LoadedFlow, EngineError> {
+        file.check_wasm_files()?;
+        let mut plugins = BTreeMap::new();
+        for (name, decl) in &file.plugins {
+            let plugin = Plugin::load(&self.runtime, name, &decl.wasm, options(decl)?)?;
+            plugins.insert(name.clone(), plugin);
+        }
+        let steps = file.to_steps(&LoadedPlugins(&plugins))?;
+        let flow = compile(&file, steps)?;
+        Ok(LoadedFlow {
+            file,
+            flow,
+            plugins,
+        })
+    }
+}
+
+/// Compiles a flow file without loading its plugins: enough to draw it or list its steps.
+pub fn shape(file: &FlowFile) -> Result<StepFlow, EngineError> {
+    let steps = file.to_steps(&Placeholders)?;
+    compile(file, steps)
+}
+
+fn compile(file: &FlowFile, steps: stepflow_model::Steps) -> Result<StepFlow, EngineError> {
+    StepFlow::new(steps).map_err(|e| EngineError::InvalidFlow {
+        file: file.path.clone(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,138 @@
+//! Runs in a store: starting a new one, and checking that a saved one can go on.
+
+use serde_json::Value;
+use stepflow_model::{Clock, State, Status, StepFlow, SystemClock};
+use stepflow_store::{RunRecord, RunStatus, Store};
+
+use crate::error::EngineError;
+use crate::load::LoadedFlow;
+
+/// Creates a run of `loaded` in `store`: the flow file's data with `input` merged over it
+/// (RFC 7386). Returns the new run's id and first state, ready for a [`Driver`](crate::Driver).
+pub fn start_run(
+    store: &mut dyn Store,
+    loaded: &LoadedFlow,
+    input: Option<&Value>,
+) -> Result<(String, State), EngineError> {
+    let mut data = loaded.file.data.clone();
+    if let Some(input) = input {
+        json_patch::merge(&mut data, input);
+    }
+    let state = loaded.flow.new_state(data);
+    let run_id = new_run_id();
+    let now = SystemClock.now_ms();
+    let flow_file =
+        std::fs::canonicalize(&loaded.file.path).unwrap_or_else(|_| loaded.file.path.clone());
+    store.create_run(&RunRecord {
+        id: run_id.clone(),
+        flow: loaded.flow.name().to_string(),
+        flow_file: flow_file.display().to_string(),
+        definition: loaded.flow.definition_hash().to_string(),
+        status: RunStatus::Running,
+        state: state.clone(),
+        next_check_ms: None,
+        last_error: None,
+        created_ms: now,
+        updated_ms: now,
+    })?;
+    Ok((run_id, state))
+}
+
+/// A saved run checked against the flow it will go on with.
+#[derive(Clone, Debug)]
+pub struct Resumable {
+    /// The state to drive from (a failed run's error is cleared, so its failing step runs
+    /// again).
+    pub state: State,
+    /// The run's last driver died without a clean stop, so its first call may have run
+    /// already: the driver marks it redelivered.
+    pub redelivered: bool,
+    /// The flow changed since the run started, but every step the run is at still exists.
+    pub definition_changed: bool,
+    /// The run had failed; its failing step is retried.
+    pub retries_failed_step: bool,
+}
+
+/// Checks that `record` can go on with `flow`: not cancelled, and every event of its cursor
+/// exists in the flow (a step at the cursor that was removed or renamed is refused by name).
+pub fn prepare_resume(record: &RunRecord, flow: &StepFlow) -> Result<Resumable, EngineError> {
+    if record.status == RunStatus::Cancelled {
+        return Err(EngineError::Cancelled {
+            run: record.id.clone(),
+        });
+    }
+    let mut state = record.state.clone();
+    flow.check_state(&state).map_err(|e| EngineError::Resume {
+        run: record.id.clone(),
+        detail: e.to_string(),
+    })?;
+    let retries_failed_step = state.error.take().is_some();
+    Ok(Resumable {
+        state,
+        redelivered: record.status == RunStatus::Running,
+        definition_changed: record.definition != flow.definition_hash(),
+        retries_failed_step,
+    })
+}
+
+/// The status and next due time a store keeps for `state`.
+pub fn stored_status(flow: &StepFlow, state: &State, now_ms: u64) -> (RunStatus, Option<u64>) {
+    match flow.status(state, now_ms) {
+        Status::Completed => (RunStatus::Completed, None),
+        Status::Failed(_) => (RunStatus::Failed, None),
+        Status::Waiting(t) => (RunStatus::Waiting, Some(t)),
+        Status::Ready => (RunStatus::Running, None),
+    }
+}
+
+/// A sortable, readable run id: UTC date and time plus 24 random bits
+/// (`20261128-055118-bfc4a3`).
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let now = SystemClock.now_ms();
+    let secs = now / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(i64::try_from(days).unwrap_or(0));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(u128::from(now) ^ u128::from(std::process::id()));
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}-{:06x}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        h.finish() & 0xff_ffff
+    )
+}
+
+/// Days since 1970-01-01 to a (year, month, day) date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_civil() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_423), (2025, 12, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn run_ids_sort_by_time_and_differ() {
+        let a = new_run_id();
+        let b = new_run_id();
+        assert_eq!(a.len(), 22, "{a}");
+        assert_ne!(a, b);
+    }
+}
