@@ -22,50 +22,11 @@ fn spawn(s: &Sandbox, args: &[&str], log: &str) -> Child {
 #[test]
 fn a_step_killed_in_flight_runs_again_with_the_same_key_and_is_marked_redelivered() {
     let s = Sandbox::new();
-    let work = s.path("work");
-    std::fs::create_dir(&work).unwrap();
-    let yaml = r#"flow: crash.v1
-plugins:
-  h:
-    wasm: {plugins}/hostile.wasm
-    dirs: [{ host: "WORK", guest: /work, writable: true }]
-steps:
-  - { name: first, do: h.checkpoint }
-  - { name: slow, do: h.checkpoint }
-  - { name: last, do: h.checkpoint }
-"#
-    .replace("WORK", &work.display().to_string());
-    let flow = s.flow("crash.yaml", &yaml);
-    let mut child = spawn(
-        &s,
-        &[
-            "run",
-            flow.to_str().unwrap(),
-            "--input",
-            r#"{"block_in": "crash.v1/slow"}"#,
-        ],
-        "info",
-    );
-    // The first line names the run; then wait for the plugin to say it is inside `slow`.
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = out.next().unwrap().unwrap();
-    let run = first.split_whitespace().nth(1).unwrap().to_string();
-    let err = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = Vec::new();
-    for line in err.lines() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.contains("waiting for release") {
-            break;
-        }
-    }
-    assert!(
-        seen.last()
-            .is_some_and(|l| l.contains("waiting for release")),
-        "{seen:?}"
-    );
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    // The plugin has said it is inside `slow`: kill the process there.
+    let mut blocked = blocked_run(&s, "crash.v1");
+    let run = blocked.run.clone();
+    blocked.child.kill().unwrap(); // SIGKILL
+    blocked.child.wait().unwrap();
 
     let out = s.run(&["resume", &run, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -242,12 +203,20 @@ steps:
     assert_eq!(shown["data"]["page"], 1);
 }
 
-#[test]
-fn a_run_cancelled_while_it_runs_stops_at_its_next_step() {
-    let s = Sandbox::new();
+/// A run of `first`, `slow`, `last` (checkpoint steps of the hostile plugin) whose `slow` step
+/// blocks until a file `release` appears in the returned work directory; returns once `slow` is
+/// blocked, with the process, the run id and the rest of its stdout.
+struct BlockedRun {
+    child: Child,
+    run: String,
+    work: std::path::PathBuf,
+    out: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+fn blocked_run(s: &Sandbox, flow: &str) -> BlockedRun {
     let work = s.path("work");
     std::fs::create_dir(&work).unwrap();
-    let yaml = r#"flow: cancel.v1
+    let yaml = r#"flow: FLOW
 plugins:
   h:
     wasm: {plugins}/hostile.wasm
@@ -257,16 +226,13 @@ steps:
   - { name: slow, do: h.checkpoint }
   - { name: last, do: h.checkpoint }
 "#
-    .replace("WORK", &work.display().to_string());
-    let flow = s.flow("cancel.yaml", &yaml);
+    .replace("WORK", &work.display().to_string())
+    .replace("FLOW", flow);
+    let path = s.flow("blocked.yaml", &yaml);
+    let input = format!(r#"{{"block_in": "{flow}/slow"}}"#);
     let mut child = spawn(
-        &s,
-        &[
-            "run",
-            flow.to_str().unwrap(),
-            "--input",
-            r#"{"block_in": "cancel.v1/slow"}"#,
-        ],
+        s,
+        &["run", path.to_str().unwrap(), "--input", &input],
         "info",
     );
     let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -278,16 +244,37 @@ steps:
         .nth(1)
         .unwrap()
         .to_string();
-    // While `slow` is blocked, cancel the run from another process, then let `slow` finish.
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         if line.unwrap().contains("waiting for release") {
             break;
         }
     }
+    BlockedRun {
+        child,
+        run,
+        work,
+        out,
+    }
+}
+
+impl BlockedRun {
+    /// Lets `slow` finish and collects the rest of stdout and the exit code.
+    fn release(mut self) -> (Option<i32>, Vec<String>) {
+        std::fs::write(self.work.join("release"), "go").unwrap();
+        let rest: Vec<String> = self.out.by_ref().map(|l| l.unwrap()).collect();
+        (self.child.wait().unwrap().code(), rest)
+    }
+}
+
+#[test]
+fn a_run_cancelled_while_it_runs_stops_at_its_next_step() {
+    let s = Sandbox::new();
+    let blocked = blocked_run(&s, "cancel.v1");
+    let run = blocked.run.clone();
+    // While `slow` is blocked, cancel the run from another process, then let `slow` finish.
     assert_eq!(s.run(&["cancel", &run]).status.code(), Some(0));
-    std::fs::write(work.join("release"), "go").unwrap();
-    let rest: Vec<String> = out.map(|l| l.unwrap()).collect();
-    assert_eq!(child.wait().unwrap().code(), Some(5), "{rest:?}");
+    let (code, rest) = blocked.release();
+    assert_eq!(code, Some(5), "{rest:?}");
     let shown = json(&s.run(&["show", &run, "--json"]));
     assert_eq!(shown["status"], "cancelled");
     // `last` never ran: the cancel was honoured at the next step.
@@ -301,57 +288,16 @@ steps:
 fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume() {
     for signal in ["TERM", "HUP"] {
         let s = Sandbox::new();
-        let work = s.path("work");
-        std::fs::create_dir(&work).unwrap();
-        let yaml = r#"flow: term.v1
-plugins:
-  h:
-    wasm: {plugins}/hostile.wasm
-    dirs: [{ host: "WORK", guest: /work, writable: true }]
-steps:
-  - { name: first, do: h.checkpoint }
-  - { name: slow, do: h.checkpoint }
-  - { name: last, do: h.checkpoint }
-"#
-        .replace("WORK", &work.display().to_string());
-        let flow = s.flow("term.yaml", &yaml);
-        let mut child = spawn(
-            &s,
-            &[
-                "run",
-                flow.to_str().unwrap(),
-                "--input",
-                r#"{"block_in": "term.v1/slow"}"#,
-            ],
-            "info",
-        );
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let run = out
-            .next()
-            .unwrap()
-            .unwrap()
-            .split_whitespace()
-            .nth(1)
-            .unwrap()
-            .to_string();
+        let blocked = blocked_run(&s, "term.v1");
+        let run = blocked.run.clone();
         // While `slow` is blocked, send the signal, then let `slow` finish.
-        for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-            if line.unwrap().contains("waiting for release") {
-                break;
-            }
-        }
         let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), child.id().to_string()])
+            .args([format!("-{signal}"), blocked.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        std::fs::write(work.join("release"), "go").unwrap();
-        let rest: Vec<String> = out.map(|l| l.unwrap()).collect();
-        assert_eq!(
-            child.wait().unwrap().code(),
-            Some(3),
-            "SIG{signal}: {rest:?}"
-        );
+        let (code, rest) = blocked.release();
+        assert_eq!(code, Some(3), "SIG{signal}: {rest:?}");
         assert!(
             rest.iter()
                 .any(|l| l.contains(&format!("stepflow resume {run}"))),

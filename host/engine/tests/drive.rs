@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use stepflow_engine::{
-    DriveOptions, Driver, Engine, EngineError, Finish, Observer, Stop, StopRequests, Stopped,
-    Waiting, prepare_resume, start_run,
+    DriveOptions, Driver, Engine, EngineError, Finish, LoadedFlow, Observer, Stop, StopRequests,
+    Stopped, Waiting, prepare_resume, start_run,
 };
+use stepflow_model::State;
 use stepflow_model::{CallKind, CallRecord};
 use stepflow_store::{RunStatus, SqliteStore, Store};
 
@@ -99,6 +100,14 @@ impl Scratch {
     }
 }
 
+/// A new run of `yaml`, stored in the scratch database.
+fn started(s: &Scratch, yaml: &str) -> (LoadedFlow, SqliteStore, String, State) {
+    let loaded = engine().load(&s.flow(yaml)).expect("load");
+    let mut store = SqliteStore::open(&s.db()).expect("store");
+    let (run, state) = start_run(&mut store, &loaded, None).expect("start");
+    (loaded, store, run, state)
+}
+
 fn engine() -> Engine {
     Engine::new(Some(
         stepflow_testkit::target_dir().join("test-component-cache"),
@@ -131,9 +140,7 @@ steps:
 #[tokio::test]
 async fn the_observer_hears_each_step_after_it_is_saved() {
     let s = Scratch::new();
-    let loaded = engine().load(&s.flow(QUICKSTART)).expect("load");
-    let mut store = SqliteStore::open(&s.db()).expect("store");
-    let (run, state) = start_run(&mut store, &loaded, None).expect("start");
+    let (loaded, mut store, run, state) = started(&s, QUICKSTART);
     let mut recorder = Recorder::new(&s.db());
     recorder.run = Some(run.clone());
     let finish = Driver::new(
@@ -171,9 +178,7 @@ async fn the_observer_hears_each_step_after_it_is_saved() {
 #[tokio::test]
 async fn a_stop_requested_before_a_step_saves_the_run_as_waiting_and_it_resumes() {
     let s = Scratch::new();
-    let loaded = engine().load(&s.flow(QUICKSTART)).expect("load");
-    let mut store = SqliteStore::open(&s.db()).expect("store");
-    let (run, state) = start_run(&mut store, &loaded, None).expect("start");
+    let (loaded, mut store, run, state) = started(&s, QUICKSTART);
     let (stop, requests) = Stop::new();
     stop.request();
     let mut recorder = Recorder::new(&s.db());
@@ -203,9 +208,7 @@ async fn a_stop_requested_before_a_step_saves_the_run_as_waiting_and_it_resumes(
 #[tokio::test]
 async fn stop_at_wait_saves_when_the_run_is_next_due() {
     let s = Scratch::new();
-    let loaded = engine().load(&s.flow(DEPLOY)).expect("load");
-    let mut store = SqliteStore::open(&s.db()).expect("store");
-    let (run, state) = start_run(&mut store, &loaded, None).expect("start");
+    let (loaded, mut store, run, state) = started(&s, DEPLOY);
     let mut recorder = Recorder::new(&s.db());
     let options = DriveOptions {
         stop_at_wait: true,
@@ -238,9 +241,7 @@ async fn stop_at_wait_saves_when_the_run_is_next_due() {
 #[tokio::test]
 async fn a_stop_during_a_wait_ends_the_sleep_and_saves() {
     let s = Scratch::new();
-    let loaded = engine().load(&s.flow(DEPLOY)).expect("load");
-    let mut store = SqliteStore::open(&s.db()).expect("store");
-    let (run, state) = start_run(&mut store, &loaded, None).expect("start");
+    let (loaded, mut store, run, state) = started(&s, DEPLOY);
 
     /// Requests a stop when it hears the wait begin.
     struct StopAtWait(Stop, Vec<bool>);
@@ -271,9 +272,7 @@ async fn a_stop_during_a_wait_ends_the_sleep_and_saves() {
 #[tokio::test]
 async fn a_cancelled_run_is_not_resumed_and_a_missing_step_is_named() {
     let s = Scratch::new();
-    let loaded = engine().load(&s.flow(DEPLOY)).expect("load");
-    let mut store = SqliteStore::open(&s.db()).expect("store");
-    let (run, state) = start_run(&mut store, &loaded, None).expect("start");
+    let (loaded, mut store, run, state) = started(&s, DEPLOY);
     let options = DriveOptions {
         stop_at_wait: true,
         ..DriveOptions::default()
