@@ -240,8 +240,8 @@ impl Resolver<'_> {
             f.at,
             format!(
                 "`{f}` is used as {} here, but the resolver returned {}",
-                article(kind),
-                article(got.kind())
+                kind.with_article(),
+                got.kind().with_article()
             ),
         )
         .with_hint(shape_hint(kind, used_as))
@@ -272,19 +272,11 @@ impl Resolver<'_> {
     }
 }
 
-/// "an action", "a condition", "an error handler".
-fn article(kind: FunctionKind) -> String {
-    match kind {
-        FunctionKind::Condition => format!("a {kind}"),
-        FunctionKind::Action | FunctionKind::ErrorHandler => format!("an {kind}"),
-    }
-}
-
 /// What the use needs, in WIT terms: the hint for every resolution failure.
 fn shape_hint(kind: FunctionKind, used_as: &str) -> String {
     format!(
         "{used_as} needs {}: an export shaped `{}`",
-        article(kind),
+        kind.with_article(),
         kind.signature()
     )
 }

@@ -87,8 +87,6 @@
 //! assert_eq!(err.to_string(), "x.yaml:2:1: unknown key `stesp`\n  hint: did you mean `steps`?");
 //! ```
 
-#![warn(missing_docs)]
-
 mod build;
 mod check;
 mod diagnostic;

@@ -101,7 +101,7 @@ impl<'de> Deserialize<'de> for Size {
         struct SizeVisitor;
         impl Visitor<'_> for SizeVisitor {
             type Value = Size;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a size like 64MiB")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Size, E> {
@@ -157,7 +157,7 @@ impl<'de> Deserialize<'de> for Period {
         struct PeriodVisitor;
         impl Visitor<'_> for PeriodVisitor {
             type Value = Period;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a duration like 30s")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Period, E> {

@@ -28,8 +28,9 @@ fn example(name: &str) -> FlowFile {
     }
 }
 
-/// A native stand-in for a plugin function: logs its reference when called; `transform` fails
-/// on every other call, `last-page` is true on its third call, everything else succeeds.
+/// A native stand-in for a plugin function: its reference is its identity, as a plugin
+/// function's is; it logs the reference when called; `transform` fails on every other call,
+/// `last-page` is true on its third call, everything else succeeds.
 struct Fake {
     reference: String,
     calls: AtomicU32,
@@ -59,6 +60,9 @@ impl Action for Fake {
     fn label(&self) -> String {
         self.reference.clone()
     }
+    fn identity(&self) -> Option<String> {
+        Some(self.reference.clone())
+    }
 }
 
 impl Condition for Fake {
@@ -70,6 +74,9 @@ impl Condition for Fake {
     fn label(&self) -> String {
         self.reference.clone()
     }
+    fn identity(&self) -> Option<String> {
+        Some(self.reference.clone())
+    }
 }
 
 impl ErrorHandler for Fake {
@@ -79,6 +86,9 @@ impl ErrorHandler for Fake {
     }
     fn label(&self) -> String {
         self.reference.clone()
+    }
+    fn identity(&self) -> Option<String> {
+        Some(self.reference.clone())
     }
 }
 
@@ -298,12 +308,23 @@ fn to_steps_builds_what_the_fluent_api_builds() {
     .unwrap();
     assert_eq!(from_file.definition_hash(), by_hand.definition_hash());
 
-    // The hash sees every setting, so the equality above is not vacuous.
+    // The hash sees every setting and every plugin reference, so the equality above is not
+    // vacuous.
     let path = examples().join("deploy.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     for (from, to) in [
         ("max-attempts: 3", "max-attempts: 4"),
         ("every: 1s", "every: 2s"),
+        ("timeout: 5m", "timeout: 6m"),
+        ("initial: 200ms", "initial: 300ms"),
+        (
+            "wait-for: deploy.checks/ready",
+            "wait-for: deploy.checks/ready2",
+        ),
+        (
+            "handler: deploy.should-retry",
+            "handler: deploy.retry-or-not",
+        ),
     ] {
         assert!(text.contains(from));
         let changed = stepflow_flowfile::parse(&text.replacen(from, to, 1), &path).unwrap();

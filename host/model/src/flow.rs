@@ -136,7 +136,18 @@ impl StepFlow {
         &self.flow
     }
 
-    /// A hash of the definition: names, kinds, function labels and settings.
+    /// A fingerprint of the definition (16 hex digits), saved in each new run's state so that a
+    /// runner can tell when a run resumes on a changed flow.
+    ///
+    /// It covers the definition's own data and nothing else: the flow's name; every item's
+    /// kind, name, order and nesting; each `wait_for`'s `every` and `timeout`; each `retry`'s
+    /// policy (whether it has an error handler, `max_attempts`, and the back-off's initial and
+    /// longest wait, multiplier and jitter); and each function's
+    /// [`identity`](crate::Action::identity), which is `plugin.function` for a plugin function.
+    /// It does not cover Rust type names, labels, `Debug` output or function code: a native
+    /// function counts by its kind and place alone, so renaming one (or rebuilding with another
+    /// compiler) keeps the hash, and so does changing what it does. It is the same on every
+    /// build and platform (FNV-1a over a versioned canonical text of the tree).
     pub fn definition_hash(&self) -> &str {
         &self.graph.hash
     }
@@ -171,7 +182,7 @@ impl StepFlow {
     }
 
     /// Checks that a saved state fits this flow: every cursor event must exist here. A state
-    /// saved under another definition hash is accepted when it does (design.md, section 3).
+    /// saved under another definition hash is accepted when it does.
     pub fn check_state(&self, state: &State) -> Result<(), StateError> {
         let missing: Vec<String> = state
             .cursor
@@ -189,7 +200,9 @@ impl StepFlow {
         }
     }
 
-    /// Moves the run forward (prototype: the state is worked on in place).
+    /// Moves the run forward: follows static transitions and makes at most one function call
+    /// (plus the error handlers a failure calls). It never loses the state: on an error the
+    /// cursor stays at the failing step and [`State::error`] says what happened.
     pub async fn apply(&self, ctx: &RunContext, mut state: State) -> State {
         self.advance(ctx, &mut state).await;
         state

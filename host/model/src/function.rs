@@ -180,9 +180,18 @@ pub trait Action: Send + Sync {
     /// Runs the step; `Ok(Some(patch))` merges the patch into the data document.
     fn run(&self, ctx: StepContext) -> BoxFuture<'static, StepResult<Option<Value>>>;
 
-    /// A label for diagrams and the definition hash; plugin steps say `plugin.function`.
+    /// A label for diagrams and progress displays; not part of the definition hash. Defaults
+    /// to [`Action::identity`], so a plugin function is drawn as `plugin.function`.
     fn label(&self) -> String {
-        String::new()
+        self.identity().unwrap_or_default()
+    }
+
+    /// What names this function in [`crate::StepFlow::definition_hash`]; it must be the same
+    /// in every build: `plugin.function` for a plugin function. `None` (the default, and what
+    /// native Rust functions say) lets the hash know the function only by its kind and place
+    /// in the flow, so renaming a native function does not change the hash.
+    fn identity(&self) -> Option<String> {
+        None
     }
 }
 
@@ -191,9 +200,16 @@ pub trait Condition: Send + Sync {
     /// Answers the question for this run.
     fn check(&self, ctx: StepContext) -> BoxFuture<'static, StepResult<bool>>;
 
-    /// A label for diagrams and the definition hash.
+    /// A label for diagrams and progress displays; not part of the definition hash. Defaults
+    /// to [`Condition::identity`].
     fn label(&self) -> String {
-        String::new()
+        self.identity().unwrap_or_default()
+    }
+
+    /// What names this function in [`crate::StepFlow::definition_hash`]: `plugin.function` for
+    /// a plugin function, `None` (the default) for a native one; see [`Action::identity`].
+    fn identity(&self) -> Option<String> {
+        None
     }
 }
 
@@ -203,9 +219,16 @@ pub trait ErrorHandler: Send + Sync {
     /// replaces the original one for any enclosing retry.
     fn handle(&self, ctx: StepContext, error: StepError) -> BoxFuture<'static, StepResult<bool>>;
 
-    /// A label for diagrams and the definition hash.
+    /// A label for diagrams and progress displays; not part of the definition hash. Defaults
+    /// to [`ErrorHandler::identity`].
     fn label(&self) -> String {
-        String::new()
+        self.identity().unwrap_or_default()
+    }
+
+    /// What names this function in [`crate::StepFlow::definition_hash`]: `plugin.function` for
+    /// a plugin function, `None` (the default) for a native one; see [`Action::identity`].
+    fn identity(&self) -> Option<String> {
+        None
     }
 }
 
@@ -253,7 +276,8 @@ where
     }
 }
 
-/// `my_crate::module::step1` becomes `step1`; closures keep a readable tail.
+/// `my_crate::module::step1` becomes `step1`; closures keep a readable tail. For labels only:
+/// type names are not stable between builds, so the definition hash never sees them.
 fn short_type_name<T>() -> String {
     let full = std::any::type_name::<T>();
     match full.find("::{{closure}}") {

@@ -98,6 +98,45 @@ pub enum CallKind {
     ErrorHandler,
 }
 
+impl CallKind {
+    /// Every kind, for listings and for checks that each spelling round-trips.
+    pub const ALL: [CallKind; 5] = [
+        CallKind::Step,
+        CallKind::WaitFor,
+        CallKind::Case,
+        CallKind::LoopUntil,
+        CallKind::ErrorHandler,
+    ];
+
+    /// The kind as history, flow files and serde spell it (`wait-for`): the one spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallKind::Step => "step",
+            CallKind::WaitFor => "wait-for",
+            CallKind::Case => "case",
+            CallKind::LoopUntil => "loop-until",
+            CallKind::ErrorHandler => "error-handler",
+        }
+    }
+}
+
+impl std::fmt::Display for CallKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for CallKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CallKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown call kind `{s}`"))
+    }
+}
+
 /// A transition that calls a function.
 #[derive(Clone)]
 pub(crate) struct Dynamic {
@@ -146,6 +185,7 @@ pub(crate) struct Graph {
     pub dynamics: Vec<Dynamic>,
     /// Event ids that complete a `retry` scope (its attempt count is cleared there).
     pub completes_retry: Vec<bool>,
+    /// The definition hash (see `definition.rs`).
     pub hash: String,
 }
 
@@ -167,7 +207,6 @@ struct Builder {
     scopes: Vec<Scope>,
     next: Vec<Option<Next>>,
     dynamics: Vec<Dynamic>,
-    description: String,
 }
 
 impl Builder {
@@ -248,15 +287,6 @@ impl Builder {
             None => self.link(start(scope), completed(scope)),
         }
     }
-
-    fn describe(&mut self, scope: u32, what: &str) {
-        use std::fmt::Write;
-        let _ = writeln!(
-            self.description,
-            "{} {what}",
-            self.scopes[scope as usize].path
-        );
-    }
 }
 
 impl Item {
@@ -270,7 +300,6 @@ impl Item {
         match self {
             Item::Step { name, action } => {
                 let s = b.scope(parent, name, ScopeKind::Step);
-                b.describe(s, &format!("step {}", action.label()));
                 b.dynamic(
                     start(s),
                     Dynamic {
@@ -290,15 +319,6 @@ impl Item {
                 wait,
             } => {
                 let s = b.scope(parent, name, ScopeKind::WaitFor);
-                b.describe(
-                    s,
-                    &format!(
-                        "wait-for {} {:?} {:?}",
-                        condition.label(),
-                        wait.every,
-                        wait.timeout
-                    ),
-                );
                 b.dynamic(
                     start(s),
                     Dynamic {
@@ -314,7 +334,6 @@ impl Item {
             }
             Item::Steps(steps) => {
                 let s = b.scope(parent, &steps.name, ScopeKind::Steps);
-                b.describe(s, "steps");
                 b.body(s, &steps.items, retry)?;
                 Ok(s)
             }
@@ -324,7 +343,6 @@ impl Item {
                 body,
             } => {
                 let s = b.scope(parent, name, ScopeKind::Case);
-                b.describe(s, &format!("case {}", condition.label()));
                 let entry = b.chain(s, &body.items, retry)?;
                 let yes = match entry {
                     Some((first, last)) => {
@@ -352,7 +370,6 @@ impl Item {
                 body,
             } => {
                 let s = b.scope(parent, name, ScopeKind::LoopUntil);
-                b.describe(s, &format!("loop-until {}", condition.label()));
                 let entry = b.chain(s, &body.items, retry)?;
                 // The condition is asked when the body completes; an empty body asks it at once.
                 let (ask_at, again) = match entry {
@@ -377,24 +394,6 @@ impl Item {
             }
             Item::Retry { name, policy, body } => {
                 let s = b.scope(parent, name, ScopeKind::Retry);
-                let handler = policy
-                    .handler
-                    .as_ref()
-                    .map(|h| h.label())
-                    .unwrap_or_default();
-                b.describe(
-                    s,
-                    &format!(
-                        "retry {handler} {:?} {:?}",
-                        policy.max_attempts,
-                        policy.backoff.map(|x| (
-                            x.initial,
-                            x.max,
-                            x.multiplier.to_bits(),
-                            x.jitter
-                        ))
-                    ),
-                );
                 let scope = &mut b.scopes[s as usize];
                 scope.outer_retry = retry;
                 scope.policy = Some(policy.clone());
@@ -453,7 +452,6 @@ pub(crate) fn compile(root: &Steps) -> Result<Graph, BuildError> {
         scopes: Vec::new(),
         next: Vec::new(),
         dynamics: Vec::new(),
-        description: String::new(),
     };
     let root_scope = Item::Steps(root.clone()).compile(None, None, &mut b)?;
     debug_assert_eq!(root_scope, 0);
@@ -474,7 +472,7 @@ pub(crate) fn compile(root: &Steps) -> Result<Graph, BuildError> {
         .collect();
     Ok(Graph {
         tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
-        hash: fnv1a_hex(b.description.as_bytes()),
+        hash: crate::definition::definition_hash(root),
         scopes: b.scopes,
         names,
         by_name,
@@ -513,16 +511,6 @@ fn check_static_cycles(next: &[Next], names: &[Arc<str>]) -> Result<(), BuildErr
     Ok(())
 }
 
-/// A stable 64-bit FNV-1a hash: the definition hash must not change between builds or platforms.
-fn fnv1a_hex(bytes: &[u8]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,8 +531,14 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_is_stable() {
-        assert_eq!(fnv1a_hex(b""), "cbf29ce484222325");
-        assert_eq!(fnv1a_hex(b"a"), "af63dc4c8601ec8c");
+    fn each_call_kind_has_one_spelling_that_serde_shares() {
+        for kind in CallKind::ALL {
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(serde_json::Value::from(kind.as_str()))
+            );
+            assert_eq!(kind.as_str().parse::<CallKind>(), Ok(kind));
+        }
+        assert!("wait".parse::<CallKind>().is_err());
     }
 }

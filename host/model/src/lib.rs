@@ -35,6 +35,7 @@
 
 mod builder;
 mod clock;
+mod definition;
 mod diagram;
 mod flow;
 mod function;

@@ -35,7 +35,7 @@ pub struct State {
     /// How many step calls have completed (the next call's sequence number).
     #[serde(default)]
     pub calls: u64,
-    /// The definition hash of the flow the run started on.
+    /// The definition hash of the flow the run started on ([`crate::StepFlow::definition_hash`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub definition: String,
 }

@@ -1,0 +1,400 @@
+//! `retry`: error handlers, declarative policies (attempts, fatal errors) and back-off; attempts
+//! live in the saved state, and nested retries pass on what they give up.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use stepflow_model::*;
+
+use common::{Probe, T0, cursor, drive, manual_clock, run_context};
+
+#[tokio::test]
+async fn retry_handler_true_restarts_the_whole_group_from_its_start() {
+    let p = Probe::new();
+    let flow = StepFlow::new(
+        Steps::named("t.v1")
+            .retry(
+                "r",
+                RetryPolicy::handler(p.handler(&[true])),
+                Steps::new().step("a", p.ok()).step("b", p.fails(1)),
+            )
+            .step("after", p.ok()),
+    )
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
+    let failed = flow.apply_with_record(&ctx, state).await;
+    assert_eq!(
+        failed.call.unwrap().outcome,
+        Outcome::Retrying {
+            error: StepError::retryable("boom"),
+            group: "t.v1/r".into(),
+            attempt: 2,
+        }
+    );
+    assert_eq!(cursor(&failed.state), ["start:t.v1/r"]);
+    assert_eq!(failed.state.error, None);
+
+    let (state, _) = drive(&flow, &ctx, failed.state, &p).await;
+    assert!(flow.is_completed(&state));
+    assert_eq!(
+        p.log(),
+        [
+            "do t.v1/r/a",
+            "do t.v1/r/b",
+            "handle t.v1/r: boom",
+            "do t.v1/r/a",
+            "do t.v1/r/b",
+            "do t.v1/after"
+        ]
+    );
+    assert_eq!(
+        p.attempts_of("t.v1/r/a"),
+        [1, 2],
+        "a handler also counts attempts"
+    );
+}
+
+#[tokio::test]
+async fn retry_handler_false_lets_the_error_stand() {
+    let p = Probe::new();
+    let flow = StepFlow::new(
+        Steps::named("t.v1")
+            .retry(
+                "r",
+                RetryPolicy::handler(p.handler(&[false])),
+                Steps::new().step("a", p.ok()).step("b", p.fails(1)),
+            )
+            .step("after", p.ok()),
+    )
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let (state, _) = drive(&flow, &ctx, flow.new_state(json!({})), &p).await;
+    assert_eq!(
+        state.error,
+        Some(Failure {
+            step: "t.v1/r/b".into(),
+            kind: ErrorKind::Retryable,
+            message: "boom".into(),
+        })
+    );
+    assert_eq!(cursor(&state), ["start:t.v1/r/b"]);
+    assert_eq!(
+        p.log(),
+        ["do t.v1/r/a", "do t.v1/r/b", "handle t.v1/r: boom"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_handler_replaces_the_error() {
+    let p = Probe::new();
+    let handler = |_: StepContext, _: StepError| async {
+        Err::<bool, StepError>(StepError::fatal("handler broke"))
+    };
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::handler(handler),
+        Steps::new().step("a", p.fails(1)),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let (state, _) = drive(&flow, &ctx, flow.new_state(json!({})), &p).await;
+    let error = state.error.unwrap();
+    assert_eq!(
+        (error.step.as_str(), error.kind),
+        ("t.v1/r/a", ErrorKind::Fatal)
+    );
+    assert_eq!(error.message, "handler broke");
+}
+
+#[tokio::test]
+async fn nested_kinds_case_inside_loop_inside_retry() {
+    let p = Probe::new();
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::attempts(2),
+        Steps::new().loop_until(
+            "l",
+            p.answers(&[true]),
+            Steps::new().case("c", p.answers(&[true]), Steps::new().step("s", p.fails(1))),
+        ),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let (state, _) = drive(&flow, &ctx, flow.new_state(json!({})), &p).await;
+    assert!(flow.is_completed(&state));
+    assert_eq!(
+        p.log(),
+        [
+            "check t.v1/r/l/c",
+            "do t.v1/r/l/c/s",
+            "check t.v1/r/l/c",
+            "do t.v1/r/l/c/s",
+            "check t.v1/r/l"
+        ]
+    );
+    assert_eq!(p.attempts_of("t.v1/r/l/c/s"), [1, 2]);
+    assert!(state.attempts.is_empty());
+}
+
+#[tokio::test]
+async fn attempts_retries_a_retryable_error_until_the_limit_then_it_stands() {
+    let p = Probe::new();
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::attempts(3),
+        Steps::new().step("s", p.fails(usize::MAX)),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let mut state = flow.new_state(json!({}));
+    let mut outcomes = Vec::new();
+    while state.error.is_none() && outcomes.len() < 10 {
+        let applied = flow.apply_with_record(&ctx, state).await;
+        outcomes.extend(applied.call.map(|c| c.outcome));
+        state = applied.state;
+    }
+    let boom = StepError::retryable("boom");
+    assert_eq!(
+        outcomes,
+        [
+            Outcome::Retrying {
+                error: boom.clone(),
+                group: "t.v1/r".into(),
+                attempt: 2
+            },
+            Outcome::Retrying {
+                error: boom.clone(),
+                group: "t.v1/r".into(),
+                attempt: 3
+            },
+            Outcome::Failed(boom),
+        ]
+    );
+    assert_eq!(p.attempts_of("t.v1/r/s"), [1, 2, 3]);
+    assert_eq!(state.error.unwrap().step, "t.v1/r/s");
+}
+
+#[tokio::test]
+async fn a_fatal_error_is_not_retried_by_a_policy_without_handler() {
+    let p = Probe::new();
+    let p2 = p.clone();
+    let fatal = move |ctx: StepContext| {
+        p2.record(format!("do {}", ctx.step), &ctx);
+        async { Err::<(), StepError>(StepError::fatal("bad config")) }
+    };
+    let backoff = Backoff::exponential(Duration::from_secs(1), Duration::from_secs(10));
+    let flow = StepFlow::new(
+        Steps::named("t.v1")
+            .retry(
+                "r",
+                RetryPolicy::attempts(5),
+                Steps::new().step("s", fatal.clone()),
+            )
+            .retry(
+                "b",
+                RetryPolicy::default().backoff(backoff),
+                Steps::new().step("s", fatal),
+            ),
+    )
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let (state, _) = drive(&flow, &ctx, flow.new_state(json!({})), &p).await;
+    assert_eq!(p.log(), ["do t.v1/r/s"]);
+    let error = state.error.clone().unwrap();
+    assert_eq!(
+        (error.kind, error.message.as_str()),
+        (ErrorKind::Fatal, "bad config")
+    );
+    assert!(state.attempts.is_empty());
+
+    // The back-off-only group gives up at once too.
+    let state = State {
+        cursor: vec![Event::new("start:t.v1/b")],
+        ..state
+    };
+    let (state, _) = drive(&flow, &ctx, state, &p).await;
+    assert_eq!(p.log(), ["do t.v1/r/s", "do t.v1/b/s"]);
+    assert_eq!(state.error.unwrap().step, "t.v1/b/s");
+}
+
+#[tokio::test]
+async fn a_handler_is_still_asked_about_a_fatal_error() {
+    let p = Probe::new();
+    let fails = Arc::new(AtomicUsize::new(1));
+    let p2 = p.clone();
+    let fatal_once = move |ctx: StepContext| {
+        p2.record(format!("do {}", ctx.step), &ctx);
+        let fail = fails.fetch_sub(1, Ordering::SeqCst) == 1;
+        async move {
+            if fail {
+                Err(StepError::fatal("odd"))
+            } else {
+                Ok(())
+            }
+        }
+    };
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::attempts(3).with_handler(p.handler(&[true])),
+        Steps::new().step("s", fatal_once),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let (state, _) = drive(&flow, &ctx, flow.new_state(json!({})), &p).await;
+    assert!(flow.is_completed(&state));
+    assert_eq!(
+        p.log(),
+        ["do t.v1/r/s", "handle t.v1/r: odd", "do t.v1/r/s"]
+    );
+}
+
+/// An empty policy (no handler, no limit, no back-off) is a policy without handler, so it
+/// should give up on a fatal error like the others.
+#[tokio::test]
+async fn an_empty_policy_gives_up_on_a_fatal_error() {
+    let p = Probe::new();
+    let p2 = p.clone();
+    let fatal = move |ctx: StepContext| {
+        p2.record(format!("do {}", ctx.step), &ctx);
+        async { Err::<(), StepError>(StepError::fatal("bad config")) }
+    };
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::default(),
+        Steps::new().step("s", fatal),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let mut state = flow.new_state(json!({}));
+    for _ in 0..10 {
+        state = flow.apply(&ctx, state).await;
+        if state.error.is_some() {
+            break;
+        }
+    }
+    assert_eq!(p.log(), ["do t.v1/r/s"]);
+    assert_eq!(state.error.unwrap().kind, ErrorKind::Fatal);
+}
+
+#[tokio::test]
+async fn attempts_are_saved_in_the_state_and_cleared_when_the_group_completes() {
+    let p = Probe::new();
+    let flow = StepFlow::new(
+        Steps::named("t.v1")
+            .retry(
+                "r",
+                RetryPolicy::attempts(5),
+                Steps::new().step("s", p.fails(2)),
+            )
+            .step("after", p.ok()),
+    )
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
+    let saved = serde_json::to_value(&state).unwrap();
+    assert_eq!(saved["attempts"], json!({ "t.v1/r": 2 }));
+    assert_eq!(saved["cursor"], json!(["start:t.v1/r"]));
+
+    let state = flow.apply(&ctx, state).await;
+    assert_eq!(
+        serde_json::to_value(&state).unwrap()["attempts"],
+        json!({ "t.v1/r": 3 })
+    );
+    let state = flow.apply(&ctx, state).await;
+    assert_eq!(cursor(&state), ["completed:t.v1/r/s"]);
+    assert_eq!(p.attempts_of("t.v1/r/s"), [1, 2, 3]);
+
+    // The next apply leaves the group (and runs `after`, the last step): the count is gone.
+    let state = flow.apply(&ctx, state).await;
+    assert_eq!(cursor(&state), ["completed:t.v1"]);
+    assert!(state.attempts.is_empty());
+    let saved = serde_json::to_value(&state).unwrap();
+    assert!(saved.get("attempts").is_none(), "{saved}");
+}
+
+#[tokio::test]
+async fn an_outer_retry_takes_what_an_inner_one_gives_up_and_resets_it() {
+    let p = Probe::new();
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "o",
+        RetryPolicy::attempts(2),
+        Steps::new().retry(
+            "i",
+            RetryPolicy::attempts(2),
+            Steps::new().step("s", p.fails(usize::MAX)),
+        ),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let (state, applies) = drive(&flow, &ctx, flow.new_state(json!({})), &p).await;
+    assert_eq!(applies, 4);
+    assert_eq!(p.attempts_of("t.v1/o/i/s"), [1, 2, 1, 2]);
+    assert_eq!(state.error.unwrap().step, "t.v1/o/i/s");
+    let attempts: Vec<(&str, u32)> = state.attempts.iter().map(|(k, v)| (&**k, *v)).collect();
+    assert_eq!(attempts, [("t.v1/o", 2), ("t.v1/o/i", 2)]);
+}
+
+#[tokio::test]
+async fn backoff_holds_the_run_until_its_time() {
+    let p = Probe::new();
+    let backoff =
+        Backoff::exponential(Duration::from_millis(100), Duration::from_secs(1)).without_jitter();
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::attempts(4).backoff(backoff),
+        Steps::new().step("s", p.fails(2)),
+    ))
+    .unwrap();
+    let clock = manual_clock();
+    let ctx = run_context(&clock);
+    let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
+    assert_eq!(state.not_before, Some(T0 + 100));
+    assert_eq!(state.error, None);
+    assert_eq!(
+        flow.status(&state, clock.now_ms()),
+        Status::Waiting(T0 + 100)
+    );
+
+    clock.advance(99);
+    let held = flow.apply_with_record(&ctx, state.clone()).await;
+    assert!(held.call.is_none());
+    assert_eq!(held.state, state, "an early apply changes nothing");
+    assert_eq!(p.len(), 1);
+
+    clock.advance(1);
+    assert_eq!(flow.status(&state, clock.now_ms()), Status::Ready);
+    let state = flow.apply(&ctx, state).await;
+    assert_eq!(p.len(), 2);
+    assert_eq!(
+        state.not_before,
+        Some(T0 + 100 + 200),
+        "the second wait doubles"
+    );
+
+    clock.advance(200);
+    let (state, _) = drive(&flow, &ctx, state, &p).await;
+    assert!(flow.is_completed(&state));
+    assert_eq!(state.not_before, None);
+    assert_eq!(p.attempts_of("t.v1/r/s"), [1, 2, 3]);
+}
+
+#[tokio::test]
+async fn jittered_backoff_waits_between_half_and_all_of_the_delay() {
+    let p = Probe::new();
+    let backoff = Backoff::exponential(Duration::from_secs(10), Duration::from_secs(60));
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::attempts(2).backoff(backoff),
+        Steps::new().step("s", p.fails(1)),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
+    let due = state.not_before.unwrap();
+    assert!((T0 + 5_000..=T0 + 10_000).contains(&due), "{due}");
+}
