@@ -56,6 +56,10 @@ pub enum Command {
     Resume {
         /// The run id (see `stepflow runs`).
         run: String,
+        /// Check a waiting step at once instead of sleeping until it is due (cuts a wait's
+        /// `every` or a retry back-off short; a wait's `timeout` still counts).
+        #[arg(long)]
+        now: bool,
         /// Save the run and stop at the first wait instead of sleeping through it.
         #[arg(long)]
         no_wait: bool,

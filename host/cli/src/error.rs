@@ -44,10 +44,18 @@ impl Exit {
         }
     }
 
-    /// Prints the message, if any, to stderr.
-    pub fn print(&self) {
-        if !self.message.is_empty() {
-            eprintln!("error: {}", self.message);
+    /// Prints the message, if any, to stderr; with `--json` also a JSON error object on stdout
+    /// (`{"error": ..., "exit_code": ...}`), so a script that reads stdout learns what failed.
+    pub fn print(&self, json: bool) {
+        if self.message.is_empty() {
+            return;
+        }
+        eprintln!("error: {}", self.message);
+        if json {
+            crate::output::line(serde_json::json!({
+                "error": self.message,
+                "exit_code": self.code,
+            }));
         }
     }
 }

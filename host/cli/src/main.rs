@@ -37,10 +37,11 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
+    let json = cli.json;
     match runtime.block_on(dispatch(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(exit) => {
-            exit.print();
+            exit.print(json);
             ExitCode::from(exit.code)
         }
     }
@@ -56,12 +57,14 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
             build,
             no_wait,
         } => commands::run::run(&db, &flow, input.as_deref(), build, no_wait, json).await,
-        Command::Resume { run, no_wait } => commands::run::resume(&db, &run, no_wait, json).await,
+        Command::Resume { run, now, no_wait } => {
+            commands::run::resume(&db, &run, now, no_wait, json).await
+        }
         Command::Runs { status, limit } => commands::runs::runs(&db, status, limit, json),
         Command::Show { run } => commands::show::show(&db, &run, json),
         Command::Validate { flow } => commands::validate::validate(&flow, json),
         Command::Inspect { plugin } => commands::inspect::inspect(&plugin, json),
-        Command::Graph { flow, format } => commands::graph::graph(&flow, format),
+        Command::Graph { flow, format } => commands::graph::graph(&flow, format, json),
         Command::Cancel { run } => commands::cancel::cancel(&db, &run, json),
     }
 }

@@ -171,11 +171,29 @@ impl Observer for Progress {
 
 /// `850ms`, `4s`, `2m 5s`, `3h 0m`: short and exact enough for a countdown.
 pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    // Rounded up, so a countdown never shows 0 while time is left.
     let secs = ms.div_ceil(1000);
-    match ms {
-        0..1000 => format!("{ms}ms"),
-        1000..60_000 => format!("{secs}s"),
-        60_000..3_600_000 => format!("{}m {}s", secs / 60, secs % 60),
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m {}s", secs / 60, secs % 60),
         _ => format!("{}h {}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_ms;
+
+    #[test]
+    fn countdowns_round_up_and_carry_into_the_next_unit() {
+        assert_eq!(human_ms(850), "850ms");
+        assert_eq!(human_ms(3_001), "4s");
+        assert_eq!(human_ms(59_999), "1m 0s");
+        assert_eq!(human_ms(125_000), "2m 5s");
+        assert_eq!(human_ms(3_599_001), "1h 0m");
+        assert_eq!(human_ms(10_800_000), "3h 0m");
     }
 }

@@ -62,8 +62,8 @@ impl Action for Placeholder {
         let e = self.fail();
         Box::pin(async move { Err(e) })
     }
-    fn label(&self) -> String {
-        self.0.clone()
+    fn identity(&self) -> Option<String> {
+        Some(self.0.clone())
     }
 }
 
@@ -72,8 +72,8 @@ impl Condition for Placeholder {
         let e = self.fail();
         Box::pin(async move { Err(e) })
     }
-    fn label(&self) -> String {
-        self.0.clone()
+    fn identity(&self) -> Option<String> {
+        Some(self.0.clone())
     }
 }
 
@@ -82,7 +82,7 @@ impl ErrorHandler for Placeholder {
         let e = self.fail();
         Box::pin(async move { Err(e) })
     }
-    fn label(&self) -> String {
-        self.0.clone()
+    fn identity(&self) -> Option<String> {
+        Some(self.0.clone())
     }
 }

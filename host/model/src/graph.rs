@@ -108,7 +108,7 @@ impl CallKind {
         CallKind::ErrorHandler,
     ];
 
-    /// The kind as history, flow files and serde spell it (`wait-for`): the one spelling.
+    /// The kind as history, messages and serde spell it (`wait-for`): the one spelling.
     pub fn as_str(self) -> &'static str {
         match self {
             CallKind::Step => "step",

@@ -44,7 +44,13 @@ pub async fn run(
 }
 
 /// `stepflow resume RUN`.
-pub async fn resume(db: &Path, run_id: &str, no_wait: bool, json: bool) -> Result<(), Exit> {
+pub async fn resume(
+    db: &Path,
+    run_id: &str,
+    now: bool,
+    no_wait: bool,
+    json: bool,
+) -> Result<(), Exit> {
     let mut store = open_store(db)?;
     let record = store.run(run_id)?;
     if record.status == RunStatus::Completed {
@@ -63,7 +69,10 @@ pub async fn resume(db: &Path, run_id: &str, no_wait: bool, json: bool) -> Resul
             Exit::from(e).message
         ))
     })?;
-    let resumable = prepare_resume(&record, &loaded.flow)?;
+    let mut resumable = prepare_resume(&record, &loaded.flow)?;
+    if now {
+        resumable.state.not_before = None;
+    }
     let progress = Progress::new(json);
     if resumable.definition_changed {
         progress.line(
@@ -155,9 +164,29 @@ fn read_input(input: &str) -> Result<Value, Exit> {
             .map_err(|e| Exit::usage(format!("cannot read --input file {path}: {e}")))?,
         None => input.to_string(),
     };
-    serde_json::from_str(&text).map_err(|e| {
+    let value: Value = serde_json::from_str(&text).map_err(|e| {
         Exit::usage(format!(
             "--input is not valid JSON ({e}); pass JSON text like '{{\"key\": 1}}' or @file.json"
         ))
-    })
+    })?;
+    if !value.is_object() {
+        // A merge patch that is not an object would replace the whole data document.
+        return Err(Exit::usage(format!(
+            "--input must be a JSON object, whose keys are merged into the flow's data, but it is {}; pass e.g. '{{\"version\": \"2.0\"}}'",
+            json_kind(&value)
+        )));
+    }
+    Ok(value)
+}
+
+/// `an array`, `a number`, ...: what a JSON value is, for messages.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }

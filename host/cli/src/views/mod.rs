@@ -12,3 +12,17 @@ pub mod validated;
 fn pretty(value: &impl serde::Serialize) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
+
+/// When a waiting run is next due, for people: `in 3m 20s`, `due now`; `None` for a run that is
+/// not waiting on a time.
+fn due(run: &stepflow_store::RunRecord, now_ms: u64) -> Option<String> {
+    if run.status != stepflow_store::RunStatus::Waiting {
+        return None;
+    }
+    let next = run.next_check_ms?;
+    Some(if next <= now_ms {
+        "due now".to_string()
+    } else {
+        format!("in {}", crate::progress::human_ms(next - now_ms))
+    })
+}

@@ -1,6 +1,7 @@
 //! The runs list (`stepflow runs`).
 
 use serde_json::{Value, json};
+use stepflow_model::{Clock, SystemClock};
 use stepflow_store::{RunRecord, RunStatus};
 
 use crate::output;
@@ -30,17 +31,24 @@ pub fn print(runs: &[RunRecord], status: Option<RunStatus>, json: bool) {
         output::line(format!("no runs{filter}"));
         return;
     }
+    let now = SystemClock.now_ms();
     output::line(format!(
-        "{:<24} {:<20} {:<10} ERROR",
-        "RUN", "FLOW", "STATUS"
+        "{:<24} {:<20} {:<10} {:<14} ERROR",
+        "RUN", "FLOW", "STATUS", "NEXT DUE"
     ));
     for r in runs {
         output::line(format!(
-            "{:<24} {:<20} {:<10} {}",
+            "{:<24} {:<20} {:<10} {:<14} {}",
             r.id,
             r.flow,
             r.status,
+            super::due(r, now).unwrap_or_default(),
             r.last_error.as_deref().unwrap_or_default()
         ));
+    }
+    if runs.iter().any(|r| r.status == RunStatus::Waiting) {
+        output::line(
+            "\na waiting run moves only while `stepflow resume RUN` drives it (it sleeps until the run is due; add --now to check at once)",
+        );
     }
 }

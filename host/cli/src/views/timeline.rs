@@ -1,7 +1,8 @@
 //! One run: its timeline of calls, error, cursor and data document (`stepflow show`).
 
 use serde_json::{Value, json};
-use stepflow_store::{HistoryEntry, RunRecord};
+use stepflow_model::{Clock, SystemClock};
+use stepflow_store::{HistoryEntry, RunRecord, RunStatus};
 
 use crate::output;
 
@@ -30,6 +31,17 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
         run.id, run.flow, run.status
     ));
     output::line(format!("flow file {}", run.flow_file));
+    if let Some(due) = super::due(run, SystemClock.now_ms()) {
+        output::line(format!(
+            "next due {due}; `stepflow resume {}` drives it (add --now to check at once)",
+            run.id
+        ));
+    } else if run.status == RunStatus::Waiting {
+        output::line(format!(
+            "stopped before it finished; `stepflow resume {}` continues it",
+            run.id
+        ));
+    }
     output::line("");
     let w = history
         .iter()

@@ -1,0 +1,207 @@
+//! Hostile input and operator mistakes against the real binary: each test is a bug that was
+//! found by trying, and fails without its fix.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{Sandbox, json, stderr, stdout};
+
+const QUICKSTART: &str = r#"
+flow: quickstart.v1
+plugins:
+  quickstart:
+    wasm: {plugins}/quickstart.wasm
+steps:
+  - do: quickstart.step1
+  - name: aCondition
+    wait-for: quickstart.a-condition
+  - do: quickstart.step2
+"#;
+
+/// A flow that waits an hour at `done` after its first step.
+const WAITS: &str = r#"flow: wait.v1
+plugins:
+  d:
+    wasm: {plugins}/dataproc.wasm
+steps:
+  - { name: fetch, do: d.fetch-page }
+  - name: done
+    wait-for: d.last-page
+    every: 1h
+  - { name: summary, do: d.summarize }
+"#;
+
+/// The id of the only run in the sandbox's database.
+fn only_run(s: &Sandbox) -> String {
+    let listed = json(&s.run(&["runs", "--json"]));
+    let runs = listed.as_array().expect("a list");
+    assert_eq!(runs.len(), 1, "{listed}");
+    runs[0]["run"].as_str().expect("an id").to_string()
+}
+
+#[test]
+fn a_closed_stdout_neither_panics_nor_stops_the_run() {
+    let s = Sandbox::new();
+    let flow = s.flow("q.yaml", QUICKSTART);
+    // The read end of stdout is closed before the binary writes its first line.
+    let mut child = s
+        .cmd()
+        .args(["run", flow.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let run = only_run(&s);
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    assert_eq!(shown["status"], "completed");
+
+    for args in [
+        vec!["show", run.as_str()],
+        vec!["runs"],
+        vec!["show", run.as_str(), "--json"],
+    ] {
+        let mut child = s
+            .cmd()
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn input_that_is_not_an_object_is_refused_and_starts_no_run() {
+    let s = Sandbox::new();
+    let flow = s.flow("q.yaml", QUICKSTART);
+    for input in ["[1]", "null", "42", "\"text\""] {
+        let out = s.run(&["run", flow.to_str().unwrap(), "--input", input]);
+        assert_eq!(out.status.code(), Some(2), "{input}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("--input must be a JSON object"),
+            "{input}: {}",
+            stderr(&out)
+        );
+    }
+    let listed = json(&s.run(&["runs", "--json"]));
+    assert_eq!(listed, serde_json::json!([]));
+}
+
+#[test]
+fn build_runs_in_the_directory_of_a_flow_file_given_by_its_bare_name() {
+    let s = Sandbox::new();
+    let yaml = QUICKSTART.replace(
+        "wasm: {plugins}/quickstart.wasm",
+        "wasm: {plugins}/quickstart.wasm\n    build: echo built > built.txt",
+    );
+    s.flow("q.yaml", &yaml);
+    let out = s
+        .cmd()
+        .current_dir(s.dir.path())
+        .args(["run", "--build", "q.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        s.path("built.txt").exists(),
+        "the build command did not run in the flow's directory"
+    );
+}
+
+#[test]
+fn json_graph_prints_json() {
+    let s = Sandbox::new();
+    let flow = s.flow("q.yaml", QUICKSTART);
+    let out = s.run(&["--json", "graph", flow.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let graph = json(&out);
+    assert_eq!(graph["flow"], "quickstart.v1");
+    let transitions = graph["transitions"].as_array().expect("transitions");
+    assert!(
+        transitions
+            .iter()
+            .any(|t| t["source"] == "start:quickstart.v1/aCondition"),
+        "{graph}"
+    );
+}
+
+#[test]
+fn an_unknown_run_is_a_usage_error_with_a_hint_and_json_errors_are_json() {
+    let s = Sandbox::new();
+    // Create the database, so the miss is the run, not the file.
+    let flow = s.flow("q.yaml", QUICKSTART);
+    assert_eq!(
+        s.run(&["run", flow.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    for cmd in ["show", "resume", "cancel"] {
+        let out = s.run(&[cmd, "nope"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no run `nope`"),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("stepflow runs"),
+            "{cmd}: {}",
+            stderr(&out)
+        );
+        let out = s.run(&[cmd, "nope", "--json"]);
+        let error = json(&out);
+        assert_eq!(error["exit_code"], 2, "{cmd}: {error}");
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no run `nope`"),
+            "{cmd}: {error}"
+        );
+    }
+}
+
+#[test]
+fn a_waiting_run_says_when_it_is_due_and_resume_now_checks_at_once() {
+    let s = Sandbox::new();
+    let flow = s.flow("wait.yaml", WAITS);
+    let out = s.run(&[
+        "run",
+        flow.to_str().unwrap(),
+        "--no-wait",
+        "--input",
+        r#"{"pages": 2}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let run = only_run(&s);
+    let listed = stdout(&s.run(&["runs"]));
+    assert!(
+        listed.contains("NEXT DUE") && listed.contains("in 1h 0m"),
+        "{listed}"
+    );
+    assert!(listed.contains("--now"), "{listed}");
+    let shown = stdout(&s.run(&["show", &run]));
+    assert!(shown.contains("next due in 1h 0m"), "{shown}");
+    assert!(shown.contains(&format!("stepflow resume {run}")), "{shown}");
+    let checks = |s: &Sandbox| {
+        json(&s.run(&["show", &run, "--json"]))["history"]
+            .as_array()
+            .map(|h| h.len())
+            .unwrap_or(0)
+    };
+    assert_eq!(checks(&s), 2, "fetch and the first check of `done`");
+    // Without --now the wait is not due: nothing is called.
+    assert_eq!(s.run(&["resume", &run, "--no-wait"]).status.code(), Some(3));
+    assert_eq!(checks(&s), 2);
+    // With --now the condition is checked at once (still false: one page of two).
+    let out = s.run(&["resume", &run, "--now", "--no-wait"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(checks(&s), 3);
+}
