@@ -85,6 +85,21 @@ pub struct CallRecord {
     pub redelivered: bool,
     /// How it ended.
     pub outcome: Outcome,
+    /// The error handlers the call's failure was offered to, innermost retry group first, with
+    /// what each answered; empty when the call did not fail or no group has a handler.
+    pub handlers: Vec<HandlerCall>,
+}
+
+/// One error handler asked about a failed call: which retry group, the error it was given, and
+/// its answer (`Ok(true)`: restart the group) or its own error.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HandlerCall {
+    /// The retry group whose handler was called.
+    pub group: Arc<str>,
+    /// The error the handler was given (the failed call's, as text).
+    pub error: String,
+    /// The handler's answer, or the text of its own error.
+    pub answer: Result<bool, String>,
 }
 
 /// How a call ended.
@@ -336,6 +351,7 @@ impl StepFlow {
             sequence,
             redelivered: ctx.redelivered,
             outcome,
+            handlers: Vec::new(),
         })
     }
 

@@ -45,7 +45,7 @@ mod state;
 pub use builder::{Backoff, RetryPolicy, Steps, Wait};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use diagram::{Destination, TransitionInfo};
-pub use flow::{Applied, CallRecord, Outcome, RunContext, StateError, StepFlow};
+pub use flow::{Applied, CallRecord, HandlerCall, Outcome, RunContext, StateError, StepFlow};
 pub use function::{
     Action, BoxFuture, Condition, ErrorHandler, ErrorKind, FunctionKind, IntoPatch, StepContext,
     StepError, StepResult,

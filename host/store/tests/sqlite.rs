@@ -230,6 +230,7 @@ fn from_call_entries_are_accepted() -> TestResult {
             sequence: 0,
             redelivered: false,
             outcome,
+            handlers: Vec::new(),
         };
         let e = HistoryEntry::from_call("r", &call, 10, 2);
         store.save_step(&StepSave {
