@@ -205,3 +205,96 @@ fn a_waiting_run_says_when_it_is_due_and_resume_now_checks_at_once() {
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert_eq!(checks(&s), 3);
 }
+
+/// True while process `pid` exists and is not a zombie.
+fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            // The state follows the parenthesised command name.
+            let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+            !state.starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+/// The pids of the two sleepers, from the file the build command wrote.
+fn sleeper_pids(path: &std::path::Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("the build command wrote its pids");
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+/// A build command that starts a sleeper in the background and one in the foreground, and says
+/// their pids.
+const SLEEPY_BUILD: &str =
+    "sleep 300 & bg=$!; sleep 300 & echo \"$bg $!\" > pids; echo \"pids $bg $!\"; wait";
+
+#[test]
+fn a_build_command_past_its_time_limit_is_stopped_with_its_children() {
+    let s = Sandbox::new();
+    let yaml = QUICKSTART.replace(
+        "wasm: {plugins}/quickstart.wasm",
+        &format!("wasm: {{plugins}}/quickstart.wasm\n    build: '{SLEEPY_BUILD}'"),
+    );
+    let flow = s.flow("q.yaml", &yaml);
+    let out = s.run(&[
+        "run",
+        "--build",
+        "--build-timeout",
+        "1s",
+        flow.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("did not finish within 1 s"),
+        "{}",
+        stderr(&out)
+    );
+    for pid in sleeper_pids(&s.path("pids")) {
+        assert!(!alive(&pid), "the build's child {pid} is still running");
+    }
+    assert_eq!(json(&s.run(&["runs", "--json"])), serde_json::json!([]));
+}
+
+#[test]
+fn ctrl_c_during_a_build_stops_it_with_its_children_and_starts_no_run() {
+    let s = Sandbox::new();
+    let yaml = QUICKSTART.replace(
+        "wasm: {plugins}/quickstart.wasm",
+        &format!("wasm: {{plugins}}/quickstart.wasm\n    build: '{SLEEPY_BUILD}'"),
+    );
+    let flow = s.flow("q.yaml", &yaml);
+    let mut child = s
+        .cmd()
+        .args(["run", "--build", flow.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A build command's output goes to stderr: wait for the line that names the sleepers.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("pids ") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "the build command ended before naming its children");
+    }
+    let pids: Vec<String> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::to_string)
+        .collect();
+    assert_eq!(pids, sleeper_pids(&s.path("pids")));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(3), "{rest}");
+    assert!(rest.contains("no run was started"), "{rest}");
+    for pid in pids {
+        assert!(!alive(&pid), "the build's child {pid} is still running");
+    }
+}

@@ -11,7 +11,9 @@
 
 use std::path::{Path, PathBuf};
 
-use stepflow_engine::{DriveOptions, Driver, Engine, Finish, Observer, Stop, start_run};
+use stepflow_engine::{
+    DEFAULT_BUILD_TIMEOUT, DriveOptions, Driver, Engine, Finish, Observer, Stop, start_run,
+};
 use stepflow_model::CallRecord;
 use stepflow_store::{SqliteStore, Store};
 
@@ -47,14 +49,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // One engine per process: it holds the WebAssembly runtime and the compile cache.
     let engine = Engine::new(stepflow_engine::default_cache_dir())?;
-    let loaded = engine.build_and_load(&flow, &mut PrintSteps)?;
+    // Nobody asks this program to stop; one with a shutdown path keeps `stop` and calls
+    // `stop.request()` from it (the first request ends a build or lets the step in flight finish).
+    let (_stop, requests) = Stop::new();
+    let loaded = engine
+        .build_and_load(&flow, DEFAULT_BUILD_TIMEOUT, &requests, &mut PrintSteps)
+        .await?;
     let mut store = SqliteStore::open(&db)?;
     let (run_id, state) = start_run(&mut store, &loaded, None)?;
     println!("run {run_id} of {} started", loaded.flow.name());
 
-    // Nobody asks this drive to stop; a program with a shutdown path keeps `stop` and calls
-    // `stop.request()` from it.
-    let (_stop, requests) = Stop::new();
     let finish = Driver::new(&loaded.flow, &mut store, &mut PrintSteps, requests)
         .drive(&run_id, state, DriveOptions::default())
         .await?;

@@ -47,6 +47,9 @@ pub enum Command {
         /// Build the flow's plugins with their `build` commands before running.
         #[arg(long)]
         build: bool,
+        /// How long a `build` command may run before it is stopped with everything it started.
+        #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = duration)]
+        build_timeout: std::time::Duration,
         /// Save the run and stop at the first wait instead of sleeping through it.
         #[arg(long)]
         no_wait: bool,
@@ -111,6 +114,11 @@ pub enum Command {
         /// The run id.
         run: String,
     },
+}
+
+/// A duration as flow files write it (`90s`, `30m`, `1h30m`).
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    stepflow_flowfile::parse_duration(text)
 }
 
 /// `--status`: the store's own spellings of a run status, listed in `--help`.

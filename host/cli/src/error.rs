@@ -98,6 +98,10 @@ impl From<EngineError> for Exit {
             EngineError::Busy { .. } => {
                 Exit::usage(format!("{e}; wait for it to stop, or stop it with Ctrl-C"))
             }
+            EngineError::BuildStopped { .. } => Exit {
+                code: INTERRUPTED,
+                message: format!("{e}; no run was started"),
+            },
             EngineError::Lock { .. } => Exit {
                 code: STORAGE,
                 message: e.to_string(),

@@ -55,8 +55,12 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
             flow,
             input,
             build,
+            build_timeout,
             no_wait,
-        } => commands::run::run(&db, &flow, input.as_deref(), build, no_wait, json).await,
+        } => {
+            let build = build.then_some(build_timeout);
+            commands::run::run(&db, &flow, input.as_deref(), build, no_wait, json).await
+        }
         Command::Resume { run, now, no_wait } => {
             commands::run::resume(&db, &run, now, no_wait, json).await
         }

@@ -1,18 +1,32 @@
-//! Runs the `build` commands a flow file declares for its plugins.
+//! Runs the `build` commands a flow file declares for its plugins: each in the flow file's
+//! directory, in a process group of its own, with a time limit, and stopped together with
+//! everything it started when the limit passes or a stop is requested.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::time::Duration;
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use stepflow_flowfile::FlowFile;
+use tokio::process::Command;
 
 use crate::error::EngineError;
 use crate::observer::Observer;
+use crate::stop::StopRequests;
+
+/// How long a build command may run unless the caller says otherwise.
+pub const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How long a build command gets to exit after SIGTERM before its group is killed.
+const TERM_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs each distinct `build` command once, in the flow file's directory (relative paths in a
 /// flow file mean that directory). A command's output goes to stderr, so stdout carries only
 /// what the front end prints.
-pub(crate) fn build_plugins(
+pub(crate) async fn build_plugins(
     file: &FlowFile,
+    timeout: Duration,
+    stop: &StopRequests,
     observer: &mut dyn Observer,
 ) -> Result<(), EngineError> {
     let dir = flow_dir(&file.path);
@@ -30,20 +44,59 @@ pub(crate) fn build_plugins(
             command: command.to_string(),
             detail,
         };
-        let status = Command::new("sh")
+        let mut child = Command::new("sh")
             .arg("-c")
             .arg(command)
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(stderr_for_child())
-            .status()
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
             .map_err(|e| failed(format!("could not start ({e})")))?;
+        let group = child.id().and_then(|id| Pid::from_raw(id.try_into().ok()?));
+        let status = tokio::select! {
+            status = child.wait() => status.map_err(|e| failed(format!("could not be waited for ({e})")))?,
+            _ = tokio::time::sleep(timeout) => {
+                stop_group(group, &mut child).await;
+                return Err(failed(format!(
+                    "did not finish within {} s and was stopped with everything it started",
+                    timeout.as_secs()
+                )));
+            }
+            _ = stop.reached(1) => {
+                stop_group(group, &mut child).await;
+                return Err(EngineError::BuildStopped {
+                    plugin: decl.name.clone(),
+                    command: command.to_string(),
+                });
+            }
+        };
         if !status.success() {
             return Err(failed(format!("failed ({status})")));
         }
         done.push(command);
     }
     Ok(())
+}
+
+/// SIGTERM to the command's whole process group, then SIGKILL if it has not exited in time.
+async fn stop_group(group: Option<Pid>, child: &mut tokio::process::Child) {
+    let Some(group) = group else {
+        let _ = child.kill().await;
+        return;
+    };
+    let _ = kill_process_group(group, Signal::TERM);
+    if tokio::time::timeout(TERM_GRACE, child.wait())
+        .await
+        .is_err()
+    {
+        let _ = kill_process_group(group, Signal::KILL);
+        let _ = child.wait().await;
+    } else {
+        // The shell is gone; anything it left running in the group goes too.
+        let _ = kill_process_group(group, Signal::KILL);
+    }
 }
 
 /// The directory of a flow file; `.` for a bare file name (whose parent is the empty path,

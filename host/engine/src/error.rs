@@ -43,6 +43,15 @@ pub enum EngineError {
         /// How it failed (`failed (exit status: 1)`, `could not start (...)`).
         detail: String,
     },
+    /// A stop was requested while a plugin's `build` command ran; it was stopped with
+    /// everything it started, and no run was created.
+    #[error("stopped the build command of plugin `{plugin}` as requested: {command}")]
+    BuildStopped {
+        /// The plugin whose command it is.
+        plugin: String,
+        /// The command.
+        command: String,
+    },
     /// A saved run cannot go on with this flow (a step it is at no longer exists).
     #[error("cannot resume run {run}: {detail}")]
     Resume {

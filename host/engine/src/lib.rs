@@ -45,6 +45,7 @@ mod paths;
 mod run;
 mod stop;
 
+pub use build::DEFAULT_BUILD_TIMEOUT;
 pub use driver::{DriveOptions, Driver, Finish};
 pub use error::EngineError;
 pub use load::{Engine, LoadedFlow, shape};

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use stepflow_flowfile::FlowFile;
 use stepflow_model::StepFlow;
@@ -12,6 +13,7 @@ use crate::error::EngineError;
 use crate::functions::{LoadedPlugins, Placeholders};
 use crate::grants::options;
 use crate::observer::Observer;
+use crate::stop::StopRequests;
 
 /// The process's plugin runtime and compile cache: make one and load every flow through it,
 /// so each component is compiled at most once per process (and once per cache).
@@ -51,14 +53,18 @@ impl Engine {
         self.load_file(stepflow_flowfile::load(path)?)
     }
 
-    /// Like [`Engine::load`], but runs the plugins' `build` commands first.
-    pub fn build_and_load(
+    /// Like [`Engine::load`], but runs the plugins' `build` commands first, each for at most
+    /// `timeout` (see [`DEFAULT_BUILD_TIMEOUT`](crate::DEFAULT_BUILD_TIMEOUT)); a stop request
+    /// ends a build command and everything it started.
+    pub async fn build_and_load(
         &self,
         path: &Path,
+        timeout: Duration,
+        stop: &StopRequests,
         observer: &mut dyn Observer,
     ) -> Result<LoadedFlow, EngineError> {
         let file = stepflow_flowfile::load(path)?;
-        build_plugins(&file, observer)?;
+        build_plugins(&file, timeout, stop, observer).await?;
         self.load_file(file)
     }
 

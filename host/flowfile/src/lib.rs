@@ -102,3 +102,4 @@ pub use diagnostic::{Diagnostic, Position};
 pub use parse::{load, parse};
 pub use schema::schema;
 pub use types::{DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl};
+pub use units::{parse_duration, parse_size};

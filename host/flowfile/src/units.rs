@@ -20,7 +20,7 @@ const SIZE_HINT: &str = "a size is a whole number of bytes with an optional unit
 const DURATION_HINT: &str = "a duration is a whole number with a unit: ms, s, m, h or d, e.g. `500ms`, `30s`, `5m`, `1h30m`";
 
 /// Parses `64MiB`, `1 GB`, `512B` or `1024` into bytes; a size is never 0.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
@@ -51,7 +51,7 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Parses `500ms`, `30s`, `5m`, `2h`, `1d` and sums like `1h30m` into a duration.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad = || format!("expected a duration like 30s, found `{text}`");
     let too_long = || format!("the duration `{text}` is too long");
     if text.is_empty() {

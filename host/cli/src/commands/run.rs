@@ -2,10 +2,11 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::Value;
 use stepflow_engine::{
-    DriveOptions, Driver, Finish, LoadedFlow, RunLock, prepare_resume, start_run,
+    DriveOptions, Driver, Finish, LoadedFlow, RunLock, StopRequests, prepare_resume, start_run,
 };
 use stepflow_model::State;
 use stepflow_store::{RunStatus, SqliteStore, Store};
@@ -20,15 +21,18 @@ pub async fn run(
     db: &Path,
     flow_path: &Path,
     input: Option<&str>,
-    build: bool,
+    build: Option<Duration>,
     no_wait: bool,
     json: bool,
 ) -> Result<(), Exit> {
     let input = input.map(read_input).transpose()?;
+    let stop = crate::signals::stop_requests();
     let engine = engine()?;
     let mut progress = Progress::new(json);
-    let loaded = if build {
-        engine.build_and_load(flow_path, &mut progress)?
+    let loaded = if let Some(build_timeout) = build {
+        engine
+            .build_and_load(flow_path, build_timeout, &stop, &mut progress)
+            .await?
     } else {
         engine.load(flow_path)?
     };
@@ -40,7 +44,10 @@ pub async fn run(
         redelivered: false,
         stop_at_wait: no_wait,
     };
-    drive(&loaded, &mut store, &run_id, state, options, progress, json).await
+    drive(
+        &loaded, &mut store, &run_id, state, options, stop, progress, json,
+    )
+    .await
 }
 
 /// `stepflow resume RUN`.
@@ -87,12 +94,14 @@ pub async fn resume(
         redelivered: resumable.redelivered,
         stop_at_wait: no_wait,
     };
+    let stop = crate::signals::stop_requests();
     let result = drive(
         &loaded,
         &mut store,
         run_id,
         resumable.state,
         options,
+        stop,
         progress,
         json,
     )
@@ -102,16 +111,17 @@ pub async fn resume(
 }
 
 /// Drives the run and reports how it ended.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     loaded: &LoadedFlow,
     store: &mut SqliteStore,
     run_id: &str,
     state: State,
     options: DriveOptions,
+    stop: StopRequests,
     mut progress: Progress,
     json: bool,
 ) -> Result<(), Exit> {
-    let stop = crate::signals::stop_requests();
     let store: &mut dyn Store = store;
     let finish = Driver::new(&loaded.flow, store, &mut progress, stop)
         .drive(run_id, state, options)
