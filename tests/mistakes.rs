@@ -298,3 +298,36 @@ fn ctrl_c_during_a_build_stops_it_with_its_children_and_starts_no_run() {
         assert!(!alive(&pid), "the build's child {pid} is still running");
     }
 }
+
+#[test]
+fn input_has_a_size_limit_that_a_user_can_raise() {
+    let s = Sandbox::new();
+    let flow = s.flow("q.yaml", QUICKSTART);
+    let flow = flow.to_str().unwrap();
+    // Endless input costs at most the limit.
+    let out = s.run(&["run", flow, "--input", "@/dev/zero"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--max-input"), "{}", stderr(&out));
+    let big = s.path("big.json");
+    let blob = "x".repeat(2048);
+    std::fs::write(&big, format!(r#"{{"blob": "{blob}"}}"#)).unwrap();
+    let at_big = format!("@{}", big.display());
+    let out = s.run(&["run", flow, "--input", &at_big, "--max-input", "1KiB"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("larger than 1024 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.run(&[
+        "run",
+        flow,
+        "--input",
+        &at_big,
+        "--max-input",
+        "4KiB",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(json(&out)["data"]["blob"], blob.as_str());
+}

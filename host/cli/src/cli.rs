@@ -44,6 +44,10 @@ pub enum Command {
         /// Data merged into the flow's initial data document: JSON text, or @file.
         #[arg(long, value_name = "JSON|@FILE")]
         input: Option<String>,
+        /// The largest `--input` accepted (a size like 16MiB); it bounds the memory a run starts
+        /// with.
+        #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = size)]
+        max_input: u64,
         /// Build the flow's plugins with their `build` commands before running.
         #[arg(long)]
         build: bool,
@@ -119,6 +123,11 @@ pub enum Command {
 /// A duration as flow files write it (`90s`, `30m`, `1h30m`).
 fn duration(text: &str) -> Result<std::time::Duration, String> {
     stepflow_flowfile::parse_duration(text)
+}
+
+/// A size as flow files write it (`16MiB`, `1GB`).
+fn size(text: &str) -> Result<u64, String> {
+    stepflow_flowfile::parse_size(text)
 }
 
 /// `--status`: the store's own spellings of a run status, listed in `--help`.

@@ -54,12 +54,22 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Run {
             flow,
             input,
+            max_input,
             build,
             build_timeout,
             no_wait,
         } => {
             let build = build.then_some(build_timeout);
-            commands::run::run(&db, &flow, input.as_deref(), build, no_wait, json).await
+            commands::run::run(
+                &db,
+                &flow,
+                input.as_deref(),
+                max_input,
+                build,
+                no_wait,
+                json,
+            )
+            .await
         }
         Command::Resume { run, now, no_wait } => {
             commands::run::resume(&db, &run, now, no_wait, json).await

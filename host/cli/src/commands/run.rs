@@ -21,11 +21,12 @@ pub async fn run(
     db: &Path,
     flow_path: &Path,
     input: Option<&str>,
+    max_input: u64,
     build: Option<Duration>,
     no_wait: bool,
     json: bool,
 ) -> Result<(), Exit> {
-    let input = input.map(read_input).transpose()?;
+    let input = input.map(|i| read_input(i, max_input)).transpose()?;
     let stop = crate::signals::stop_requests();
     let engine = engine()?;
     let mut progress = Progress::new(json);
@@ -160,18 +161,25 @@ async fn drive(
     }
 }
 
-/// `--input`: JSON text or `@file` (`@-` reads stdin).
-fn read_input(input: &str) -> Result<Value, Exit> {
+/// `--input`: JSON text or `@file` (`@-` reads stdin), at most `max_bytes` long.
+fn read_input(input: &str, max_bytes: u64) -> Result<Value, Exit> {
+    let too_big = || {
+        Exit::usage(format!(
+            "--input is larger than {max_bytes} bytes; raise the limit with --max-input (e.g. --max-input 64MiB) if the run really needs that much data"
+        ))
+    };
     let text = match input.strip_prefix('@') {
-        Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .map_err(|e| Exit::usage(format!("cannot read --input from stdin: {e}")))?;
-            s
+        Some("-") => read_bounded(std::io::stdin(), max_bytes)
+            .map_err(|e| Exit::usage(format!("cannot read --input from stdin: {e}")))?
+            .ok_or_else(too_big)?,
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| Exit::usage(format!("cannot read --input file {path}: {e}")))?;
+            read_bounded(file, max_bytes)
+                .map_err(|e| Exit::usage(format!("cannot read --input file {path}: {e}")))?
+                .ok_or_else(too_big)?
         }
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| Exit::usage(format!("cannot read --input file {path}: {e}")))?,
+        None if input.len() as u64 > max_bytes => return Err(too_big()),
         None => input.to_string(),
     };
     let value: Value = serde_json::from_str(&text).map_err(|e| {
@@ -187,6 +195,16 @@ fn read_input(input: &str) -> Result<Value, Exit> {
         )));
     }
     Ok(value)
+}
+
+/// Reads at most `max_bytes` of UTF-8 text; `None` when there is more (so `/dev/zero` or a huge
+/// file costs at most the limit).
+fn read_bounded(reader: impl Read, max_bytes: u64) -> std::io::Result<Option<String>> {
+    let mut text = String::new();
+    reader
+        .take(max_bytes.saturating_add(1))
+        .read_to_string(&mut text)?;
+    Ok((text.len() as u64 <= max_bytes).then_some(text))
 }
 
 /// `an array`, `a number`, ...: what a JSON value is, for messages.
