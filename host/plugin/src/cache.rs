@@ -74,6 +74,8 @@ impl Cache {
     }
 }
 
+// The one unsafe call of the workspace: deserialising a compiled artifact (see SAFETY below).
+#[allow(unsafe_code)]
 fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
     let bytes = std::fs::read(path).ok()?;
     let body = verified_body(&bytes);

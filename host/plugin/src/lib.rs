@@ -12,19 +12,23 @@
 //! allow; a trap, a time-out, a memory blow-up or malformed output becomes a
 //! [`stepflow_model::StepError`] that names the plugin, the function and the step.
 //!
-//! This crate knows nothing of flow files, storage or terminals.
+//! This crate knows nothing of flow files, storage or terminals, and reads no environment
+//! variables: the compile cache is wherever [`RuntimeConfig::cache_dir`] says, or nowhere.
 
 mod cache;
-mod classify;
-mod plugin;
+mod call;
+mod exports;
+mod load;
 mod runtime;
 mod sandbox;
 
 pub use cache::LoadedFrom;
-pub use classify::FunctionKind;
-pub use plugin::{Export, FreshProfile, Plugin, PluginFunction, PluginOptions};
-pub use runtime::{Runtime, RuntimeConfig, default_cache_dir};
+pub use call::PluginFunction;
+pub use exports::Export;
+pub use load::{Plugin, PluginOptions};
+pub use runtime::{Runtime, RuntimeConfig};
 pub use sandbox::{DirGrant, Grants};
+pub use stepflow_model::FunctionKind;
 
 /// Host-side bindings of the `stepflow:plugin` WIT package.
 pub(crate) mod bindings {

@@ -19,7 +19,8 @@ pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Settings for the one engine a process uses.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// Where compiled components are cached; `None` compiles every time.
+    /// Where compiled components are cached, so a restart does not recompile; `None` (the
+    /// default) compiles every time. The embedder chooses the directory.
     pub cache_dir: Option<PathBuf>,
     /// Pre-allocate instance slots (faster instantiation; reserves virtual memory up front).
     pub pooling: bool,
@@ -34,25 +35,13 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            cache_dir: default_cache_dir(),
+            cache_dir: None,
             pooling: true,
             max_instances: 256,
             max_memory_bytes: 1 << 30,
             fuel: false,
         }
     }
-}
-
-/// `$STEPFLOW_CACHE_DIR`, else `$XDG_CACHE_HOME/stepflow/components`, else
-/// `~/.cache/stepflow/components`.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("STEPFLOW_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    Some(base.join("stepflow").join("components"))
 }
 
 /// The shared engine, linker and cache: create one per process and load every plugin with it.
@@ -90,7 +79,8 @@ impl Runtime {
             pool.max_tables_per_component(32);
             pool.max_component_instance_size(1 << 20);
             pool.max_core_instance_size(1 << 20);
-            // Keeping a little memory resident between uses avoids most decommit work.
+            // A table keeps its first 64 KiB resident between uses (reset in place, cheaper
+            // than decommitting it); linear memories are decommitted in full.
             pool.linear_memory_keep_resident(0);
             pool.table_keep_resident(1 << 16);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
@@ -153,3 +143,13 @@ impl host::Host for HostState {
 }
 
 impl crate::bindings::stepflow::plugin::types::Host for HostState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_config_caches_nowhere_the_embedder_did_not_name() {
+        assert_eq!(RuntimeConfig::default().cache_dir, None);
+    }
+}

@@ -17,7 +17,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 /// What a plugin is allowed; everything not granted is denied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grants {
-    /// Environment variables passed through, by name (each must be set on the host).
+    /// Environment variables the plugin sees, name to value; it sees none of the host's own.
     pub env: BTreeMap<String, String>,
     /// Host directories the plugin may see.
     pub dirs: Vec<DirGrant>,

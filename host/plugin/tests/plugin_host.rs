@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stepflow_model::{
-    ErrorKind, RetryPolicy, RunContext, State, StepContext, StepFlow, StepResult, Steps,
+    Action, ErrorKind, RetryPolicy, RunContext, State, StepContext, StepFlow, StepResult, Steps,
 };
 use stepflow_plugin::{
     DirGrant, FunctionKind, Grants, LoadedFrom, Plugin, PluginError, PluginOptions, Runtime,
@@ -457,6 +457,35 @@ async fn fuel_stops_a_long_computation() {
     .unwrap()
     .to_string();
     assert!(err.contains("fuel"), "{err}");
+}
+
+#[tokio::test]
+async fn a_reused_instance_gets_a_new_time_limit_for_every_call() {
+    let options = PluginOptions {
+        grants: Grants {
+            timeout: Duration::from_millis(100),
+            ..Grants::default()
+        },
+        reuse_instances: true,
+    };
+    let noop = Plugin::load(runtime(), "noop", &rust_plugin("noop"), options)
+        .unwrap()
+        .action("noop")
+        .unwrap();
+    let ctx = StepContext {
+        run_id: "reuse-run".into(),
+        flow: "reuse.v1".into(),
+        step: "reuse.v1/noop".into(),
+        attempt: 1,
+        sequence: 0,
+        redelivered: false,
+        data: Arc::new(json!({})),
+    };
+    // Each pause outlasts the time limit: a deadline left over from the last call would trap.
+    for _ in 0..3 {
+        assert_eq!(noop.run(ctx.clone()).await, Ok(None));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
 }
 
 #[tokio::test]

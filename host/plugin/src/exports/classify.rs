@@ -1,12 +1,19 @@
-//! Tells step functions from other exports by their signatures (design.md, section 4).
+//! Tells step functions from other exports by their signatures.
+//!
+//! Every step function takes the `stepflow:plugin` `step-context` record first and returns
+//! `result<_, step-error>`; the rest of the signature says which kind it is:
+//! an action returns `option<string>` (a JSON patch, or nothing), a condition returns `bool`,
+//! and an error handler takes the error's message as a second `string` parameter and returns
+//! `bool` (whether to try again). Step functions are synchronous. Anything else is an export, but not a step function, and the
+//! reason is kept so a lookup can say why it cannot be used.
 
+use stepflow_model::FunctionKind;
 use wasmtime::component::types::{ComponentFunc, Type};
-
-pub use stepflow_model::FunctionKind;
 
 /// A field of `step-context` and a check of its type.
 type FieldCheck = (&'static str, fn(&Type) -> bool);
 
+/// The fields of `step-context`, in the WIT's order: a record that differs is not ours.
 const CONTEXT_FIELDS: [FieldCheck; 7] = [
     ("run-id", |t| matches!(t, Type::String)),
     ("flow", |t| matches!(t, Type::String)),
