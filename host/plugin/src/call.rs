@@ -310,8 +310,8 @@ impl Action for PluginFunction {
         })
     }
 
-    fn label(&self) -> String {
-        self.reference()
+    fn identity(&self) -> Option<String> {
+        Some(self.reference())
     }
 }
 
@@ -321,8 +321,8 @@ impl Condition for PluginFunction {
         Box::pin(async move { me.call(&ctx, |c| (c,)).await })
     }
 
-    fn label(&self) -> String {
-        self.reference()
+    fn identity(&self) -> Option<String> {
+        Some(self.reference())
     }
 }
 
@@ -332,7 +332,7 @@ impl ErrorHandler for PluginFunction {
         Box::pin(async move { me.call(&ctx, |c| (c, error.message)).await })
     }
 
-    fn label(&self) -> String {
-        self.reference()
+    fn identity(&self) -> Option<String> {
+        Some(self.reference())
     }
 }

@@ -127,11 +127,22 @@ fn start_epoch_clock(engine: &Engine) {
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String, fields: Vec<(String, String)>) {
+        let (plugin, run, step) = (&*self.tag.plugin, &*self.tag.run, &*self.tag.step);
+        // Every line is already tagged with plugin, run and step: a field that repeats one of
+        // them (a plugin passing its own step path along) would print it twice.
         let fields = fields
             .iter()
+            .filter(|(k, v)| {
+                let tag = match k.as_str() {
+                    "plugin" => plugin,
+                    "run" => run,
+                    "step" => step,
+                    _ => return true,
+                };
+                v != tag
+            })
             .map(|(k, v)| format!(" {k}={v}"))
             .collect::<String>();
-        let (plugin, run, step) = (&*self.tag.plugin, &*self.tag.run, &*self.tag.step);
         match level {
             host::Level::Trace => tracing::trace!(plugin, run, step, "{message}{fields}"),
             host::Level::Debug => tracing::debug!(plugin, run, step, "{message}{fields}"),

@@ -132,6 +132,19 @@ impl Guest for Hostile {
         }))
     }
 
+    fn log_tags(ctx: StepContext) -> Result<Option<String>, StepError> {
+        stepflow::plugin::host::log(
+            stepflow::plugin::host::Level::Info,
+            "tagged line",
+            &[
+                ("step".into(), ctx.step.clone()),
+                ("run".into(), ctx.run_id.clone()),
+                ("extra".into(), "1".into()),
+            ],
+        );
+        Ok(None)
+    }
+
     fn add(a: u32, b: u32) -> u32 {
         a.wrapping_add(b)
     }
