@@ -8,7 +8,9 @@ use serde_json::Value;
 use crate::builder::{Backoff, RetryPolicy, Steps};
 use crate::clock::{Clock, SystemClock};
 use crate::function::{ErrorKind, StepContext, StepError};
-use crate::graph::{self, BuildError, Call, CallKind, Graph, Next, completed, scope_of, start};
+use crate::graph::{
+    self, BuildError, Call, CallKind, Graph, ItemKind, Next, completed, scope_of, start,
+};
 use crate::state::{Event, Failure, State, Status};
 
 /// A compiled, validated flow, ready to apply to run states.
@@ -83,20 +85,29 @@ pub struct CallRecord {
     pub sequence: u64,
     /// Whether the call was marked as a re-delivery.
     pub redelivered: bool,
-    /// How it ended.
+    /// How it ended; a failure carries the call's own error, even when a handler failed after it.
     pub outcome: Outcome,
-    /// The error handlers the call's failure was offered to, innermost retry group first, with
-    /// what each answered; empty when the call did not fail or no group has a handler.
+    /// Every error-handler function the call's failure was offered to, innermost retry group
+    /// first, with the error each was given and what it answered or its own error.
+    ///
+    /// Only calls of a handler function are listed: a group whose policy has no handler
+    /// (`max_attempts` or back-off alone) decides without a call and is not listed, nor is a
+    /// group whose limits rule a retry out before its handler would be asked (a handler is
+    /// asked only while attempts remain). The list stops at the first group that restarts.
+    /// Empty when the call did not fail or no handler was asked.
     pub handlers: Vec<HandlerCall>,
 }
 
 /// One error handler asked about a failed call: which retry group, the error it was given, and
-/// its answer (`Ok(true)`: restart the group) or its own error.
+/// its answer (`Ok(true)`: restart the group) or its own error, so a history can show why a
+/// failure was (or was not) retried.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HandlerCall {
     /// The retry group whose handler was called.
     pub group: Arc<str>,
-    /// The error the handler was given (the failed call's, as text).
+    /// The error the handler was given, as text: the failed call's own error, or the error of
+    /// the handler before it when that one failed (a handler's error replaces the original for
+    /// the groups further out, as in the seed).
     pub error: String,
     /// The handler's answer, or the text of its own error.
     pub answer: Result<bool, String>,
@@ -111,14 +122,15 @@ pub enum Outcome {
     Answered(bool),
     /// The call failed and an enclosing retry restarts `group` (after `not_before`, if set).
     Retrying {
-        /// The error.
+        /// The call's own error (what its handlers said is in [`CallRecord::handlers`]).
         error: StepError,
         /// The retry group that restarts.
         group: Arc<str>,
         /// Its next attempt number.
         attempt: u32,
     },
-    /// The call failed and nothing took the error: the run has failed.
+    /// The call failed and nothing took the error: the run has failed. The error is the call's
+    /// own; what its handlers said is in [`CallRecord::handlers`].
     Failed(StepError),
 }
 
@@ -135,6 +147,26 @@ pub enum StateError {
         flow: String,
         /// The events that do not exist.
         missing: Vec<String>,
+    },
+    /// The item that decides what happens from a cursor event has another kind in this flow
+    /// than when the state was saved (a `wait-for` edited into a `do`, say): continuing would
+    /// call a different function, or the same one in another role, where the run stopped.
+    #[error(
+        "the saved run is at `{event}`, where `{step}` was {} and is now {} in flow `{flow}`, so the run cannot continue on this definition; finish the run with the old definition, or cancel it and start a new run",
+        .was.with_article(), .now.with_article()
+    )]
+    ChangedKind {
+        /// The flow's name.
+        flow: String,
+        /// The cursor event.
+        event: String,
+        /// The path of the item that changed kind: `x` for `start:x`, the item `x` is in for
+        /// `completed:x`.
+        step: String,
+        /// Its kind when the state was saved.
+        was: ItemKind,
+        /// Its kind in this flow.
+        now: ItemKind,
     },
 }
 
@@ -169,12 +201,13 @@ impl StepFlow {
 
     /// A fresh state at the start of the flow, with `data` as its data document.
     pub fn new_state(&self, data: Value) -> State {
-        State {
-            cursor: vec![self.event(start(0))],
+        let mut state = State {
             data: Arc::new(data),
             definition: self.graph.hash.clone(),
             ..State::default()
-        }
+        };
+        self.set_cursor(&mut state, start(0));
+        state
     }
 
     /// True when the run has finished (the cursor is exactly `completed:<root>`).
@@ -196,8 +229,13 @@ impl StepFlow {
         }
     }
 
-    /// Checks that a saved state fits this flow: every cursor event must exist here. A state
-    /// saved under another definition hash is accepted when it does.
+    /// Checks that a saved state fits this flow: every cursor event must exist here, and the
+    /// item that decides what happens from it must be of the kind [`State::kinds`] recorded (a
+    /// `wait-for` edited into a `do` under a waiting run is refused; a finished step that
+    /// changed kind is not, since what follows its `completed:` event is its parent's affair).
+    /// A state saved under another definition hash is accepted when it passes; a state without
+    /// recorded kinds (saved before they were) is checked by event names alone. Apply refuses
+    /// the same states, recording the error.
     pub fn check_state(&self, state: &State) -> Result<(), StateError> {
         let missing: Vec<String> = state
             .cursor
@@ -205,14 +243,43 @@ impl StepFlow {
             .filter(|e| self.id_of(e).is_none())
             .map(|e| e.name.to_string())
             .collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(StateError::UnknownEvents {
+        if !missing.is_empty() {
+            return Err(StateError::UnknownEvents {
                 flow: self.flow.to_string(),
                 missing,
-            })
+            });
         }
+        self.check_kinds(state)
+    }
+
+    /// The first cursor event whose item changed kind since the state recorded it. Events this
+    /// flow produced itself are skipped: they cannot have changed.
+    fn check_kinds(&self, state: &State) -> Result<(), StateError> {
+        if state.kinds.is_empty() {
+            return Ok(());
+        }
+        for event in &state.cursor {
+            if matches!(event.slot, Some((tag, _)) if tag == self.graph.tag) {
+                continue;
+            }
+            let Some(id) = self.id_of(event) else {
+                continue;
+            };
+            let scope = self.decider(id);
+            match state.kinds.get(&*scope.path) {
+                Some(&was) if was != scope.kind => {
+                    return Err(StateError::ChangedKind {
+                        flow: self.flow.to_string(),
+                        event: event.name.to_string(),
+                        step: scope.path.to_string(),
+                        was,
+                        now: scope.kind,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Moves the run forward: follows static transitions and makes at most one function call
@@ -232,7 +299,7 @@ impl StepFlow {
     /// The static part of an apply: the event and dynamic transition to call, if any.
     fn walk(&self, ctx: &RunContext, state: &mut State) -> Option<(u32, u32)> {
         if state.cursor.is_empty() {
-            state.cursor.push(self.event(start(0)));
+            self.set_cursor(state, start(0));
         }
         if let Some(due) = state.not_before {
             if ctx.clock.now_ms() < due {
@@ -297,6 +364,7 @@ impl StepFlow {
 
     /// The event to continue from: the first cursor event with a transition; `None` when done.
     fn resume_point(&self, state: &State) -> Result<Option<u32>, StateError> {
+        self.check_kinds(state)?;
         let mut unknown = Vec::new();
         for event in &state.cursor {
             match self.id_of(event) {
@@ -338,8 +406,8 @@ impl StepFlow {
                 )
             }
         };
-        let outcome = match self.settle(ctx, state, d, kind, result) {
-            Ok(outcome) => outcome,
+        let (outcome, handlers) = match self.settle(ctx, state, d, kind, result) {
+            Ok(outcome) => (outcome, Vec::new()),
             Err(error) => {
                 Box::pin(self.fail(ctx, state, at, dynamic.scope, dynamic.retry, error)).await
             }
@@ -351,7 +419,7 @@ impl StepFlow {
             sequence,
             redelivered: ctx.redelivered,
             outcome,
-            handlers: Vec::new(),
+            handlers,
         })
     }
 
@@ -392,7 +460,11 @@ impl StepFlow {
                     )))
                 } else {
                     if let Some(every) = dynamic.wait.every {
-                        state.not_before = Some(now().saturating_add(millis(every)));
+                        // The next check is due after `every`, but never after the deadline,
+                        // so a timeout shorter than `every` fires on time.
+                        let next = now().saturating_add(millis(every));
+                        let deadline = state.deadlines.get(&**path).copied();
+                        state.not_before = Some(deadline.map_or(next, |t| next.min(t)));
                     }
                     self.set_cursor(state, dynamic.no);
                     Ok(Outcome::Answered(false))
@@ -408,8 +480,13 @@ impl StepFlow {
         outcome
     }
 
-    /// Offers `error` to the enclosing retry groups, innermost first, as the seed does: a group
-    /// that declines (or whose handler fails) passes the error on to the next one out.
+    /// Offers `own` (the call's error) to the enclosing retry groups, innermost first, as the
+    /// seed does: a group that declines (or whose handler fails) passes the error on to the
+    /// next one out, and a handler's own error replaces the one the next group is given. The
+    /// outcome keeps the call's own error; every handler asked is returned, in order.
+    ///
+    /// When nothing takes the error, [`State::error`] is the call's own error, and the message
+    /// says which handlers failed after it (e.g. "boom; the error handler of `x/r` failed: ...").
     async fn fail(
         &self,
         ctx: &RunContext,
@@ -417,26 +494,40 @@ impl StepFlow {
         at: u32,
         owner: u32,
         mut retry: Option<u32>,
-        mut error: StepError,
-    ) -> Outcome {
+        own: StepError,
+    ) -> (Outcome, Vec<HandlerCall>) {
+        let mut handlers = Vec::new();
+        // What the next group is offered: the call's error, or the last failed handler's.
+        let mut offered: Option<StepError> = None;
         while let Some(group) = retry {
             let scope = &self.graph.scopes[group as usize];
             let policy = scope.policy.as_ref();
             let attempt = state.attempts.get(&*scope.path).copied().unwrap_or(1);
             retry = scope.outer_retry;
             let Some(policy) = policy else { continue };
-            if !policy_allows(policy, attempt, &error) {
+            let error = offered.as_ref().unwrap_or(&own);
+            if !policy_allows(policy, attempt, error) {
                 continue;
             }
             if let Some(handler) = &policy.handler {
                 let handler_ctx = self.step_context(ctx, state, scope.path.clone(), Some(group));
-                match handler.handle(handler_ctx, error.clone()).await {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(handler_error) => {
-                        error = handler_error;
-                        continue;
-                    }
+                let answer = handler.handle(handler_ctx, error.clone()).await;
+                let given = error.to_string();
+                let restart = matches!(answer, Ok(true));
+                handlers.push(HandlerCall {
+                    group: scope.path.clone(),
+                    error: given,
+                    answer: match answer {
+                        Ok(yes) => Ok(yes),
+                        Err(handler_error) => {
+                            let text = handler_error.to_string();
+                            offered = Some(handler_error);
+                            Err(text)
+                        }
+                    },
+                });
+                if !restart {
+                    continue;
                 }
             }
             // Restart the group: a fresh count for everything nested inside it.
@@ -451,20 +542,30 @@ impl StepFlow {
             state.error = None;
             state.calls += 1;
             self.set_cursor(state, start(group));
-            return Outcome::Retrying {
-                error,
+            let outcome = Outcome::Retrying {
+                error: own,
                 group: scope.path.clone(),
                 attempt: attempt + 1,
             };
+            return (outcome, handlers);
         }
         // Nobody took it: the cursor stays at the failing step.
         self.set_cursor(state, at);
+        let mut message = own.message.clone();
+        for call in &handlers {
+            if let Err(handler_error) = &call.answer {
+                message.push_str(&format!(
+                    "; the error handler of `{}` failed: {handler_error}",
+                    call.group
+                ));
+            }
+        }
         state.error = Some(Failure {
             step: self.graph.scopes[owner as usize].path.to_string(),
-            kind: error.kind,
-            message: error.message.clone(),
+            kind: own.kind,
+            message,
         });
-        Outcome::Failed(error)
+        (Outcome::Failed(own), handlers)
     }
 
     fn step_context(
@@ -509,8 +610,13 @@ impl StepFlow {
         }
     }
 
+    /// Moves the cursor to `at` alone, and records the kind of the item that decides what happens
+    /// from it ([`State::kinds`]).
     fn set_cursor(&self, state: &mut State, at: u32) {
-        if state.cursor.len() == 1 && state.cursor[0].slot == Some((self.graph.tag, at)) {
+        if state.cursor.len() == 1
+            && state.cursor[0].slot == Some((self.graph.tag, at))
+            && state.kinds.len() == 1
+        {
             return;
         }
         let event = self.event(at);
@@ -519,6 +625,23 @@ impl StepFlow {
         } else {
             state.cursor.clear();
             state.cursor.push(event);
+        }
+        let scope = self.decider(at);
+        let recorded = state.kinds.len() == 1 && state.kinds.get(&*scope.path) == Some(&scope.kind);
+        if !recorded {
+            state.kinds.clear();
+            state.kinds.insert(scope.path.clone(), scope.kind);
+        }
+    }
+
+    /// The item whose kind decides what happens from event `id`: for `start:x`, `x` itself; for
+    /// `completed:x`, the item `x` is in (it moves on to the next sibling, asks a `loop-until`
+    /// again, ...), or the root for `completed:<root>`.
+    fn decider(&self, id: u32) -> &graph::Scope {
+        let scope = &self.graph.scopes[scope_of(id) as usize];
+        match scope.parent {
+            Some(parent) if id == completed(scope_of(id)) => &self.graph.scopes[parent as usize],
+            _ => scope,
         }
     }
 

@@ -152,21 +152,75 @@ pub(crate) struct Dynamic {
     pub wait: Wait,
 }
 
-/// The kind of a scope.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ScopeKind {
+/// The kind of an item of the flow tree (and of the scope it compiles to), saved with a run's
+/// cursor so that a resumed run can tell when the item at its cursor changed kind.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ItemKind {
+    /// A step that calls an action (`do` in flow files).
     Step,
+    /// A `wait_for`.
     WaitFor,
+    /// A named group of items (`steps`), the root included.
     Steps,
+    /// A `case`.
     Case,
+    /// A `loop_until`.
     LoopUntil,
+    /// A `retry` group.
     Retry,
+}
+
+impl ItemKind {
+    /// Every kind, for listings and for checks that each spelling round-trips.
+    pub const ALL: [ItemKind; 6] = [
+        ItemKind::Step,
+        ItemKind::WaitFor,
+        ItemKind::Steps,
+        ItemKind::Case,
+        ItemKind::LoopUntil,
+        ItemKind::Retry,
+    ];
+
+    /// The kind as saved states and messages spell it (`wait-for`): the one spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ItemKind::Step => "step",
+            ItemKind::WaitFor => "wait-for",
+            ItemKind::Steps => "steps",
+            ItemKind::Case => "case",
+            ItemKind::LoopUntil => "loop-until",
+            ItemKind::Retry => "retry",
+        }
+    }
+
+    /// "a step (`do`)", "a `wait-for`", ...: for sentences.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            ItemKind::Step => "a step (`do`)",
+            ItemKind::WaitFor => "a `wait-for`",
+            ItemKind::Steps => "a group (`steps`)",
+            ItemKind::Case => "a `case`",
+            ItemKind::LoopUntil => "a `loop-until`",
+            ItemKind::Retry => "a `retry`",
+        }
+    }
+}
+
+impl std::fmt::Display for ItemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone)]
 pub(crate) struct Scope {
     pub path: Arc<str>,
-    pub kind: ScopeKind,
+    pub kind: ItemKind,
+    /// The enclosing scope; `None` for the root.
+    pub parent: Option<u32>,
     /// For a retry scope: the next enclosing retry scope.
     pub outer_retry: Option<u32>,
     /// For a retry scope: its policy.
@@ -210,7 +264,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn scope(&mut self, parent: Option<u32>, name: &str, kind: ScopeKind) -> u32 {
+    fn scope(&mut self, parent: Option<u32>, name: &str, kind: ItemKind) -> u32 {
         let path: Arc<str> = match parent {
             Some(p) => format!("{}/{}", self.scopes[p as usize].path, name).into(),
             None => name.into(),
@@ -219,6 +273,7 @@ impl Builder {
         self.scopes.push(Scope {
             path,
             kind,
+            parent,
             outer_retry: None,
             policy: None,
         });
@@ -299,7 +354,7 @@ impl Item {
     ) -> Result<u32, BuildError> {
         match self {
             Item::Step { name, action } => {
-                let s = b.scope(parent, name, ScopeKind::Step);
+                let s = b.scope(parent, name, ItemKind::Step);
                 b.dynamic(
                     start(s),
                     Dynamic {
@@ -318,7 +373,7 @@ impl Item {
                 condition,
                 wait,
             } => {
-                let s = b.scope(parent, name, ScopeKind::WaitFor);
+                let s = b.scope(parent, name, ItemKind::WaitFor);
                 b.dynamic(
                     start(s),
                     Dynamic {
@@ -333,7 +388,7 @@ impl Item {
                 Ok(s)
             }
             Item::Steps(steps) => {
-                let s = b.scope(parent, &steps.name, ScopeKind::Steps);
+                let s = b.scope(parent, &steps.name, ItemKind::Steps);
                 b.body(s, &steps.items, retry)?;
                 Ok(s)
             }
@@ -342,7 +397,7 @@ impl Item {
                 condition,
                 body,
             } => {
-                let s = b.scope(parent, name, ScopeKind::Case);
+                let s = b.scope(parent, name, ItemKind::Case);
                 let entry = b.chain(s, &body.items, retry)?;
                 let yes = match entry {
                     Some((first, last)) => {
@@ -369,7 +424,7 @@ impl Item {
                 condition,
                 body,
             } => {
-                let s = b.scope(parent, name, ScopeKind::LoopUntil);
+                let s = b.scope(parent, name, ItemKind::LoopUntil);
                 let entry = b.chain(s, &body.items, retry)?;
                 // The condition is asked when the body completes; an empty body asks it at once.
                 let (ask_at, again) = match entry {
@@ -393,7 +448,7 @@ impl Item {
                 Ok(s)
             }
             Item::Retry { name, policy, body } => {
-                let s = b.scope(parent, name, ScopeKind::Retry);
+                let s = b.scope(parent, name, ItemKind::Retry);
                 let scope = &mut b.scopes[s as usize];
                 scope.outer_retry = retry;
                 scope.policy = Some(policy.clone());
@@ -468,7 +523,7 @@ pub(crate) fn compile(root: &Steps) -> Result<Graph, BuildError> {
     let next: Vec<Next> = b.next.iter().map(|n| n.unwrap_or(Next::End)).collect();
     check_static_cycles(&next, &names)?;
     let completes_retry = (0..next.len())
-        .map(|e| !e.is_multiple_of(2) && b.scopes[e / 2].kind == ScopeKind::Retry)
+        .map(|e| !e.is_multiple_of(2) && b.scopes[e / 2].kind == ItemKind::Retry)
         .collect();
     Ok(Graph {
         tag: NEXT_TAG.fetch_add(1, Ordering::Relaxed),

@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::function::ErrorKind;
+use crate::graph::ItemKind;
 
 /// The state of one run of a flow, saved after every [`crate::StepFlow::apply`].
 ///
@@ -38,6 +39,13 @@ pub struct State {
     /// The definition hash of the flow the run started on ([`crate::StepFlow::definition_hash`]).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub definition: String,
+    /// For each cursor event, the kind of the item that decides what happens from it, by that
+    /// item's scope path: `x` for `start:x`; for `completed:x` the item `x` is in (it moves on
+    /// to the next sibling, or asks a `loop-until` again, ...). A run resumed on a changed flow
+    /// is refused when that item changed kind ([`crate::StepFlow::check_state`]). Filled by
+    /// every apply; a state saved before it existed has none and is checked by event names.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kinds: BTreeMap<Arc<str>, ItemKind>,
 }
 
 /// An event of the cursor: `start:<scope>` or `completed:<scope>`.

@@ -89,8 +89,10 @@ async fn retry_handler_false_lets_the_error_stand() {
     );
 }
 
+/// A failing handler's error is what the next group out is offered, but the run's failure is
+/// the step's own error, and its message says that the handler failed too.
 #[tokio::test]
-async fn a_failing_handler_replaces_the_error() {
+async fn a_failing_handler_is_named_in_the_failure_and_the_step_keeps_its_error() {
     let p = Probe::new();
     let handler = |_: StepContext, _: StepError| async {
         Err::<bool, StepError>(StepError::fatal("handler broke"))
@@ -106,9 +108,139 @@ async fn a_failing_handler_replaces_the_error() {
     let error = state.error.unwrap();
     assert_eq!(
         (error.step.as_str(), error.kind),
-        ("t.v1/r/a", ErrorKind::Fatal)
+        ("t.v1/r/a", ErrorKind::Retryable)
     );
-    assert_eq!(error.message, "handler broke");
+    assert_eq!(
+        error.message,
+        "boom; the error handler of `t.v1/r` failed: handler broke (fatal)"
+    );
+    assert_eq!(
+        error.to_string(),
+        "step `t.v1/r/a` failed: boom; the error handler of `t.v1/r` failed: handler broke (fatal)"
+    );
+}
+
+#[tokio::test]
+async fn a_handler_that_says_yes_is_recorded_with_the_error_it_was_given() {
+    let p = Probe::new();
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::handler(p.handler(&[true])),
+        Steps::new().step("s", p.fails(1)),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let record = flow
+        .apply_with_record(&ctx, flow.new_state(json!({})))
+        .await
+        .call
+        .unwrap();
+    assert_eq!(
+        record.outcome,
+        Outcome::Retrying {
+            error: StepError::retryable("boom"),
+            group: "t.v1/r".into(),
+            attempt: 2,
+        }
+    );
+    assert_eq!(
+        record.handlers,
+        [HandlerCall {
+            group: "t.v1/r".into(),
+            error: "boom".into(),
+            answer: Ok(true),
+        }]
+    );
+}
+
+/// The issue's case: a step fails, the inner handler fails, the outer one declines. The record
+/// keeps all three facts: the step's own error, the inner handler's error (and what it was
+/// given), and the outer handler's answer (and what it was given).
+#[tokio::test]
+async fn nested_retry_records_the_steps_error_and_every_handler_asked() {
+    let p = Probe::new();
+    let p2 = p.clone();
+    let inner = move |ctx: StepContext, error: StepError| {
+        p2.record(format!("handle {}: {}", ctx.step, error.message), &ctx);
+        async { Err::<bool, StepError>(StepError::fatal("inner handler broke")) }
+    };
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "o",
+        RetryPolicy::handler(p.handler(&[false])),
+        Steps::new().retry(
+            "i",
+            RetryPolicy::handler(inner),
+            Steps::new().step("s", p.fails(1)),
+        ),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let applied = flow
+        .apply_with_record(&ctx, flow.new_state(json!({})))
+        .await;
+    assert_eq!(
+        p.log(),
+        [
+            "do t.v1/o/i/s",
+            "handle t.v1/o/i: boom",
+            "handle t.v1/o: inner handler broke",
+        ],
+        "the outer handler is offered the inner handler's error, as in the seed"
+    );
+    let record = applied.call.unwrap();
+    assert_eq!(record.step.as_ref(), "t.v1/o/i/s");
+    assert_eq!(
+        record.outcome,
+        Outcome::Failed(StepError::retryable("boom"))
+    );
+    assert_eq!(
+        record.handlers,
+        [
+            HandlerCall {
+                group: "t.v1/o/i".into(),
+                error: "boom".into(),
+                answer: Err("inner handler broke (fatal)".into()),
+            },
+            HandlerCall {
+                group: "t.v1/o".into(),
+                error: "inner handler broke (fatal)".into(),
+                answer: Ok(false),
+            },
+        ]
+    );
+    let failure = applied.state.error.clone().unwrap();
+    assert_eq!(failure.step, "t.v1/o/i/s");
+    assert_eq!(
+        failure.message,
+        "boom; the error handler of `t.v1/o/i` failed: inner handler broke (fatal)"
+    );
+    assert_eq!(cursor(&applied.state), ["start:t.v1/o/i/s"]);
+}
+
+/// A policy without a handler decides without calling anything: no handler calls are recorded.
+#[tokio::test]
+async fn a_retry_without_handler_records_no_handler_calls() {
+    let p = Probe::new();
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "r",
+        RetryPolicy::attempts(2),
+        Steps::new().step("s", p.fails(usize::MAX)),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let first = flow
+        .apply_with_record(&ctx, flow.new_state(json!({})))
+        .await;
+    let record = first.call.unwrap();
+    assert!(matches!(record.outcome, Outcome::Retrying { .. }));
+    assert_eq!(record.handlers, []);
+    let second = flow.apply_with_record(&ctx, first.state).await;
+    let record = second.call.unwrap();
+    assert_eq!(
+        record.outcome,
+        Outcome::Failed(StepError::retryable("boom"))
+    );
+    assert_eq!(record.handlers, []);
 }
 
 #[tokio::test]

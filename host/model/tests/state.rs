@@ -153,6 +153,7 @@ async fn the_saved_state_is_readable_json() {
             "data": { "who": "me" },
             "calls": 0,
             "definition": hash,
+            "kinds": { "quickstart.v1": "steps" },
         })
     );
     let state = flow.apply(&ctx, state).await;
@@ -164,6 +165,7 @@ async fn the_saved_state_is_readable_json() {
             "error": { "step": "quickstart.v1/step1", "kind": "retryable", "message": "not today" },
             "calls": 0,
             "definition": hash,
+            "kinds": { "quickstart.v1/step1": "step" },
         })
     );
 
@@ -256,4 +258,179 @@ async fn applying_a_foreign_state_records_an_error_instead_of_panicking() {
         assert!(matches!(flow.status(&applied.state, T0), Status::Failed(_)));
     }
     assert_eq!(p.len(), 0);
+}
+
+/// `ready` is a `wait-for` in one version of the flow and a step (`do`) in the other, as when a
+/// flow file's `wait-for: p.ready` is edited into `do: p.ready`.
+fn ready_as(p: &Arc<Probe>, wait: bool) -> StepFlow {
+    let steps = Steps::named("t.v1").step("a", p.ok());
+    let steps = if wait {
+        steps.wait_for("ready", p.answers(&[false]))
+    } else {
+        steps.step("ready", p.ok())
+    };
+    StepFlow::new(steps.step("b", p.ok())).unwrap()
+}
+
+/// B7: a run waiting at `start:t.v1/ready` must not resume on a flow where `ready` became a
+/// step: it would run an action where a condition was awaited.
+#[tokio::test]
+async fn a_cursor_item_that_changed_kind_is_refused() {
+    let p = Probe::new();
+    let old = ready_as(&p, true);
+    let ctx = run_context(&manual_clock());
+    let mut state = old.new_state(json!({}));
+    for _ in 0..2 {
+        state = old.apply(&ctx, state).await;
+    }
+    assert_eq!(common::cursor(&state), ["start:t.v1/ready"], "waiting");
+    let saved: State = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+
+    let new = ready_as(&p, false);
+    let error = new.check_state(&saved).unwrap_err();
+    assert_eq!(
+        error,
+        StateError::ChangedKind {
+            flow: "t.v1".into(),
+            event: "start:t.v1/ready".into(),
+            step: "t.v1/ready".into(),
+            was: ItemKind::WaitFor,
+            now: ItemKind::Step,
+        }
+    );
+    let text = error.to_string();
+    for part in [
+        "`start:t.v1/ready`",
+        "`t.v1/ready` was a `wait-for` and is now a step (`do`)",
+        "finish the run with the old definition, or cancel it",
+    ] {
+        assert!(text.to_lowercase().contains(&part.to_lowercase()), "{text}");
+    }
+
+    // Apply refuses it too, keeping the state, and calls nothing.
+    let calls = p.len();
+    let applied = new.apply_with_record(&ctx, saved.clone()).await;
+    assert!(applied.call.is_none());
+    assert_eq!(p.len(), calls, "nothing ran");
+    let failure = applied.state.error.clone().unwrap();
+    assert_eq!(
+        (failure.step.as_str(), failure.kind),
+        ("t.v1", ErrorKind::Fatal)
+    );
+    assert_eq!(failure.message, text);
+    assert_eq!(applied.state.cursor, saved.cursor);
+
+    // The same flow, rebuilt, takes it.
+    let rebuilt = ready_as(&p, true);
+    rebuilt.check_state(&saved).unwrap();
+    let applied = rebuilt.apply_with_record(&ctx, saved).await;
+    assert_eq!(applied.call.unwrap().outcome, Outcome::Answered(false));
+}
+
+/// States saved before kinds were recorded keep today's rule: events are checked by name.
+#[tokio::test]
+async fn a_state_without_recorded_kinds_is_checked_by_name_alone() {
+    let p = Probe::new();
+    let new = ready_as(&p, false);
+    let old_format = serde_json::from_value::<State>(json!({
+        "cursor": ["start:t.v1/ready"],
+        "data": {},
+        "calls": 1,
+    }))
+    .unwrap();
+    assert!(old_format.kinds.is_empty());
+    new.check_state(&old_format).unwrap();
+    let ctx = run_context(&manual_clock());
+    let (end, _) = drive(&new, &ctx, old_format, &p).await;
+    assert!(new.is_completed(&end));
+    assert_eq!(p.log(), ["do t.v1/ready", "do t.v1/b"]);
+}
+
+/// Every kind's recorded spelling reads back, and the kind is the item's at every stop of a
+/// run of every kind.
+#[tokio::test]
+async fn every_apply_records_the_kind_of_the_item_at_the_cursor() {
+    for kind in ItemKind::ALL {
+        let text = serde_json::to_value(kind).unwrap();
+        assert_eq!(text, Value::from(kind.as_str()));
+        assert_eq!(serde_json::from_value::<ItemKind>(text).unwrap(), kind);
+    }
+    let p = Probe::new();
+    let flow = every_kind(&p);
+    let ctx = run_context(&manual_clock());
+    let mut state = flow.new_state(json!({}));
+    let mut seen = std::collections::BTreeSet::new();
+    while !flow.is_completed(&state) {
+        state = flow.apply(&ctx, state).await;
+        // `start:x` is decided by `x`, `completed:x` by the item `x` is in.
+        let deciders: Vec<&str> = state
+            .cursor
+            .iter()
+            .map(|e| match e.as_str().split_once(':').unwrap() {
+                ("completed", x) => x.rsplit_once('/').map_or(x, |(parent, _)| parent),
+                (_, x) => x,
+            })
+            .collect();
+        let kinds: Vec<&str> = state.kinds.keys().map(|k| &**k).collect();
+        assert_eq!(kinds, deciders, "one kind per cursor event");
+        seen.extend(state.kinds.values().copied());
+    }
+    assert!(seen.len() >= 4, "{seen:?}");
+}
+
+/// A run stopped between steps sits at `completed:t.v1/a`; what follows is decided by the group
+/// `a` is in, so `a` itself may have changed kind (it has run already).
+#[tokio::test]
+async fn a_finished_item_that_changed_kind_does_not_stop_the_run() {
+    let p = Probe::new();
+    let old = StepFlow::new(
+        Steps::named("t.v1")
+            .step("a", p.ok())
+            .step("b", p.ok())
+            .step("c", p.ok()),
+    )
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let state = old.apply(&ctx, old.new_state(json!({}))).await;
+    assert_eq!(common::cursor(&state), ["completed:t.v1/a"]);
+    let saved: State = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+
+    let new = StepFlow::new(
+        Steps::named("t.v1")
+            .wait_for("a", p.answers(&[true]))
+            .step("b", p.ok())
+            .step("c", p.ok()),
+    )
+    .unwrap();
+    new.check_state(&saved).unwrap();
+    let (end, _) = drive(&new, &ctx, saved, &p).await;
+    assert!(new.is_completed(&end));
+    assert_eq!(p.log(), ["do t.v1/a", "do t.v1/b", "do t.v1/c"]);
+}
+
+/// At `completed:t.v1/l/y` a `loop-until` asks its condition; had `l` become a `case`, the run
+/// would skip that question: refused, naming `l`.
+#[tokio::test]
+async fn a_changed_parent_at_a_completed_event_is_refused() {
+    let p = Probe::new();
+    let body = |p: &Arc<Probe>| Steps::new().step("y", p.ok()).step("z", p.ok());
+    let old =
+        StepFlow::new(Steps::named("t.v1").loop_until("l", p.answers(&[true]), body(&p))).unwrap();
+    let ctx = run_context(&manual_clock());
+    let state = old.apply(&ctx, old.new_state(json!({}))).await;
+    assert_eq!(common::cursor(&state), ["completed:t.v1/l/y"]);
+    let saved: State = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+
+    let new = StepFlow::new(Steps::named("t.v1").case("l", p.answers(&[true]), body(&p))).unwrap();
+    let error = new.check_state(&saved).unwrap_err();
+    assert_eq!(
+        error,
+        StateError::ChangedKind {
+            flow: "t.v1".into(),
+            event: "completed:t.v1/l/y".into(),
+            step: "t.v1/l".into(),
+            was: ItemKind::LoopUntil,
+            now: ItemKind::Case,
+        }
+    );
 }

@@ -163,3 +163,58 @@ async fn a_wait_timeout_can_be_taken_by_an_enclosing_retry() {
     assert_eq!(p.attempts_of("t.v1/r/w"), [1, 1, 2]);
     assert!(state.deadlines.is_empty());
 }
+
+/// B8: `every: 1h, timeout: 3s` must not sleep an hour before noticing the timeout; the next
+/// check is the earlier of `now + every` and the deadline.
+#[tokio::test]
+async fn a_timeout_shorter_than_every_fires_at_the_deadline() {
+    let p = Probe::new();
+    let flow = StepFlow::new(Steps::named("t.v1").wait_for_with(
+        "w",
+        p.answers(&[false]),
+        Wait::every(Duration::from_secs(3600)).timeout(Duration::from_secs(3)),
+    ))
+    .unwrap();
+    let clock = manual_clock();
+    let ctx = run_context(&clock);
+    let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
+    assert_eq!(state.not_before, Some(T0 + 3_000), "due at the deadline");
+    assert_eq!(
+        flow.status(&state, clock.now_ms()),
+        Status::Waiting(T0 + 3_000)
+    );
+
+    clock.advance(2_999);
+    let held = flow.apply_with_record(&ctx, state.clone()).await;
+    assert!(held.call.is_none(), "nothing is due before the deadline");
+
+    clock.advance(1);
+    let applied = flow.apply_with_record(&ctx, state).await;
+    assert!(matches!(applied.call.unwrap().outcome, Outcome::Failed(_)));
+    let error = applied.state.error.clone().unwrap();
+    assert!(error.message.contains("gave up waiting"), "{error}");
+    assert_eq!(p.len(), 2, "one check at the start, one at the deadline");
+}
+
+/// When `every` ends before the deadline, the check is paced by `every` as before.
+#[tokio::test]
+async fn every_shorter_than_the_timeout_still_paces_the_checks() {
+    let p = Probe::new();
+    let flow = StepFlow::new(Steps::named("t.v1").wait_for_with(
+        "w",
+        p.answers(&[false]),
+        Wait::every(Duration::from_secs(2)).timeout(Duration::from_secs(5)),
+    ))
+    .unwrap();
+    let clock = manual_clock();
+    let ctx = run_context(&clock);
+    let mut state = flow.apply(&ctx, flow.new_state(json!({}))).await;
+    let mut due = Vec::new();
+    while state.error.is_none() && due.len() < 10 {
+        due.extend(state.not_before);
+        clock.set(state.not_before.unwrap_or(clock.now_ms()));
+        state = flow.apply(&ctx, state).await;
+    }
+    assert_eq!(due, [T0 + 2_000, T0 + 4_000, T0 + 5_000]);
+    assert!(state.error.unwrap().message.contains("gave up waiting"));
+}

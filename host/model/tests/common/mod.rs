@@ -187,6 +187,12 @@ pub fn check_one_call(calls: &[String], applied: &Applied) {
         "calls {calls:?} but record {:?}",
         applied.call
     );
+    let recorded = applied.call.as_ref().map_or(0, |c| c.handlers.len());
+    assert!(
+        handlers.len() <= recorded,
+        "handlers {handlers:?} called but {recorded} recorded: {:?}",
+        applied.call
+    );
     if !handlers.is_empty() {
         let outcome = applied.call.as_ref().map(|c| &c.outcome);
         assert!(
