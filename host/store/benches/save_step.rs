@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
             last_error: None,
             created_ms: 1,
             updated_ms: 1,
+            lease: None,
         })
         .expect("a run");
     let mut i = 0;
@@ -102,6 +103,7 @@ fn bench(c: &mut Criterion) {
                     next_check_ms: None,
                     last_error: None,
                     history: Some(&entry),
+                    lease: None,
                 })
                 .expect("saved");
         })

@@ -9,7 +9,7 @@
 //! store for many hosts will implement the same trait.
 //!
 //! ```
-//! use stepflow_store::{RunRecord, RunStatus, SqliteStore, StepSave, Store};
+//! use stepflow_store::{Claim, RunRecord, RunStatus, SqliteStore, StepSave, Store};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! let mut store = SqliteStore::open(&dir.path().join("stepflow.db"))?;
@@ -25,6 +25,15 @@
 //!     last_error: None,
 //!     created_ms: 1,
 //!     updated_ms: 1,
+//!     lease: None,
+//! })?;
+//! // Whoever drives the run claims it first; every save then checks the lease's fence.
+//! let lease = store.claim(&Claim {
+//!     run_id: "run-1",
+//!     owner: "host-a/4242",
+//!     ttl_ms: 30_000,
+//!     now_ms: 1_000,
+//!     take_over: None,
 //! })?;
 //! store.save_step(&StepSave {
 //!     run_id: "run-1",
@@ -33,7 +42,9 @@
 //!     next_check_ms: None,
 //!     last_error: None,
 //!     history: None,
+//!     lease: Some(&lease),
 //! })?;
+//! store.release(&lease)?;
 //! assert_eq!(store.run("run-1")?.status, RunStatus::Completed);
 //! # Ok(())
 //! # }
@@ -143,6 +154,55 @@ pub struct RunRecord {
     pub created_ms: u64,
     /// When the run was last saved (Unix milliseconds); the store sets it on every save.
     pub updated_ms: u64,
+    /// Who drives the run now, so listings can show it: set by [`Store::claim`], cleared by
+    /// [`Store::release`]; `None` when nobody holds it. `create_run` refuses `Some` (a new
+    /// run is claimed after it is created).
+    pub lease: Option<LeaseInfo>,
+}
+
+/// The lease on a run as a listing shows it: who holds it, until when, with which fence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// The driver that claimed the run (an owner id of the caller's choosing).
+    pub owner: String,
+    /// When the lease ends unless renewed (Unix milliseconds, on the claimer's clock); from
+    /// then on anyone may claim the run.
+    pub expires_ms: u64,
+    /// The fencing counter of the current claim.
+    pub fence: u64,
+}
+
+/// A driver's proof that it may save steps of a run: returned by [`Store::claim`] and
+/// [`Store::renew`], passed to every [`Store::save_step`] in [`StepSave::lease`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The run held.
+    pub run_id: String,
+    /// Who holds it.
+    pub owner: String,
+    /// The fencing counter of this claim: every claim of the run gets a larger one, so a
+    /// driver whose lease was taken over is refused at its next save.
+    pub fence: u64,
+    /// When the lease ends unless renewed (Unix milliseconds).
+    pub expires_ms: u64,
+}
+
+/// A request to drive a run ([`Store::claim`]); one struct so the caller names each value.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    /// The run to claim.
+    pub run_id: &'a str,
+    /// Who claims it: an id unique to this driver (e.g. host, process and start time).
+    pub owner: &'a str,
+    /// How long the lease lasts unless renewed, in milliseconds.
+    pub ttl_ms: u64,
+    /// The claimer's current time (Unix milliseconds): the lease expires at `now_ms + ttl_ms`,
+    /// and a lease with `expires_ms <= now_ms` counts as expired.
+    pub now_ms: u64,
+    /// The owner the caller has proven dead (e.g. its process is gone): its lease is taken
+    /// over even before it expires, but only if that owner still holds it (compare and swap),
+    /// so two takers of the same dead owner cannot both win.
+    pub take_over: Option<&'a str>,
 }
 
 /// How a call ended, as history records it; stored as lower-case text (`done`, `true`, ...).
@@ -272,6 +332,11 @@ pub struct StepSave<'a> {
     pub last_error: Option<&'a str>,
     /// The history entry of the apply's call; `None` when the apply called nothing.
     pub history: Option<&'a HistoryEntry>,
+    /// The lease the driver holds on the run: the save is refused with
+    /// [`StoreError::LeaseLost`] (and nothing is written) unless it is still the run's current
+    /// lease. `None` saves without any lease check: only for tests and single-writer tools that
+    /// know no driver runs, never for a driver.
+    pub lease: Option<&'a Lease>,
 }
 
 /// Where runs are saved: the one interface runners and the CLI use, whatever the backend.
@@ -286,7 +351,9 @@ pub trait Store: Send {
     /// and the history entry of its call, all in ONE transaction, so a crash keeps either both
     /// or neither. The store assigns the entry's `seq` and sets `updated_ms`. A cancelled run
     /// is not overwritten: that gives [`StoreError::Cancelled`], so a runner learns of a cancel
-    /// made while its step ran.
+    /// made while its step ran. With [`StepSave::lease`], a lease that is no longer the run's
+    /// current one gives [`StoreError::LeaseLost`], checked in the same transaction as the
+    /// write, so a driver that lost its run cannot save even one more step.
     fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError>;
 
     /// Loads one run; an unknown id gives [`StoreError::NotFound`].
@@ -298,8 +365,29 @@ pub trait Store: Send {
     /// The history of a run, oldest first; an unknown id gives [`StoreError::NotFound`].
     fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
 
-    /// Sets a run's status without touching its state: how `stepflow cancel` works.
+    /// Sets a run's status without touching its state: how `stepflow cancel` works. Needs no
+    /// lease: the driver learns of a cancel from its next save ([`StoreError::Cancelled`]).
     fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError>;
+
+    /// Makes the caller the one driver of a run, with a lease until `now_ms + ttl_ms` and a
+    /// fence larger than any before. Granted when nobody holds the run, its lease has expired,
+    /// the same owner holds it (its older leases are then fenced out), or `take_over` names the
+    /// current holder; otherwise [`StoreError::Leased`]. A completed or cancelled run gives
+    /// [`StoreError::Finished`] (a failed one can be claimed: resuming retries its failed
+    /// step); an unknown one [`StoreError::NotFound`]. One transaction, so of two claims at
+    /// once exactly one wins.
+    fn claim(&mut self, claim: &Claim<'_>) -> Result<Lease, StoreError>;
+
+    /// Extends a lease to `now_ms + ttl_ms` while it is still the run's current one (same
+    /// fence and owner, even if it expired meanwhile and nobody claimed the run); otherwise
+    /// [`StoreError::LeaseLost`] and nothing changes.
+    fn renew(&mut self, lease: &Lease, ttl_ms: u64, now_ms: u64) -> Result<Lease, StoreError>;
+
+    /// Gives a run up: clears its owner and expiry if `lease` is still the current one; the
+    /// fence is kept, so it is never reused. Releasing a lease that was already lost (taken
+    /// over, or released) is not an error and changes nothing: the new holder keeps the run.
+    /// An unknown run gives [`StoreError::NotFound`].
+    fn release(&mut self, lease: &Lease) -> Result<(), StoreError>;
 }
 
 /// Why a store operation failed; every message names the file or run and says, in the store's
@@ -417,6 +505,77 @@ pub enum StoreError {
         /// How long the store waited.
         waited_ms: u64,
     },
+    /// [`SqliteStore::open_read_only`] on a path where no file exists; nothing was created.
+    #[error("no run database at {path}")]
+    Missing {
+        /// The path asked for.
+        path: PathBuf,
+    },
+    /// A write through a store opened read-only; nothing was written.
+    #[error("{action} is not possible: {path} was opened read-only; nothing was written")]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+        /// What was asked for.
+        action: String,
+    },
+    /// [`Store::claim`] of a run another driver holds a live lease on; nothing changed.
+    #[error(
+        "run `{run}` is leased to `{owner}` until {expires_ms} (Unix milliseconds); it can be \
+         claimed when that lease expires, or taken over once `{owner}` is known to be gone"
+    )]
+    Leased {
+        /// The run.
+        run: String,
+        /// Who holds it.
+        owner: String,
+        /// When its lease expires (Unix milliseconds).
+        expires_ms: u64,
+    },
+    /// A save or renewal made with a lease that is no longer the run's current one (another
+    /// driver took the run over, or the lease was released); nothing was changed.
+    #[error(
+        "the lease on run `{run}` with fence {fence} was lost: {}; nothing was changed",
+        lost_to(.owner.as_deref(), *.current_fence)
+    )]
+    LeaseLost {
+        /// The run.
+        run: String,
+        /// The fence of the lease the caller holds.
+        fence: u64,
+        /// The run's current fence.
+        current_fence: u64,
+        /// Who holds the run now, if anyone.
+        owner: Option<String>,
+    },
+    /// [`Store::claim`] of a completed or cancelled run: nothing is left to drive.
+    #[error("run `{run}` is {status}, so it cannot be claimed: there is nothing left to drive")]
+    Finished {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: RunStatus,
+    },
+    /// A stored row does not match the checksum saved with it: it was changed outside stepflow
+    /// or damaged on disk, so it is not used, and not overwritten either (an operator decides:
+    /// restore a backup, or cancel the run).
+    #[error(
+        "run `{id}` in {location}: {row} does not match the checksum saved with it (stored \
+         {stored:#010x}, computed {computed:#010x}); it was changed outside stepflow or damaged, \
+         and was not overwritten"
+    )]
+    Checksum {
+        /// The run.
+        id: String,
+        /// The store.
+        location: String,
+        /// The row at fault: `the run's row` or `history entry N`.
+        row: String,
+        /// The checksum saved with the row.
+        stored: u32,
+        /// The checksum of what the row holds now.
+        computed: u32,
+    },
     /// Any other failure of the database engine.
     #[error("{location}: {action} failed: {source}")]
     Backend {
@@ -427,6 +586,14 @@ pub enum StoreError {
         /// The engine's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// Who holds a run now, for [`StoreError::LeaseLost`].
+fn lost_to(owner: Option<&str>, fence: u64) -> String {
+    match owner {
+        Some(owner) => format!("`{owner}` holds it now, with fence {fence}"),
+        None => format!("nobody holds it now (its fence is {fence})"),
+    }
 }
 
 #[cfg(test)]

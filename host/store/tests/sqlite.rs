@@ -18,7 +18,58 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// `SFLW`, the application id of stepflow databases.
 const APPLICATION_ID: i64 = 0x5346_4C57;
 /// The schema version this build creates.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// The schema exactly as the first release created it (schema version 1), to test that older
+/// databases are migrated (or read read-only) with their runs intact.
+const SCHEMA_1: &str = "
+PRAGMA application_id = 1397115991;
+PRAGMA journal_mode = WAL;
+CREATE TABLE runs (
+    id            TEXT NOT NULL PRIMARY KEY,
+    flow          TEXT NOT NULL,
+    flow_file     TEXT NOT NULL,
+    definition    TEXT NOT NULL,
+    status        TEXT NOT NULL
+                  CHECK (status IN ('running', 'waiting', 'completed', 'failed', 'cancelled')),
+    state         TEXT NOT NULL,
+    data          TEXT GENERATED ALWAYS AS (state -> '$.data') VIRTUAL,
+    next_check_ms INTEGER,
+    last_error    TEXT,
+    created_ms    INTEGER NOT NULL,
+    updated_ms    INTEGER NOT NULL
+) STRICT;
+CREATE INDEX runs_by_created ON runs (created_ms);
+CREATE INDEX runs_by_next_check ON runs (next_check_ms) WHERE next_check_ms IS NOT NULL;
+CREATE TABLE history (
+    run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL CHECK (seq >= 1),
+    step        TEXT NOT NULL,
+    kind        TEXT NOT NULL
+                CHECK (kind IN ('step', 'wait-for', 'case', 'loop-until', 'error-handler')),
+    attempt     INTEGER NOT NULL CHECK (attempt >= 0),
+    outcome     TEXT NOT NULL
+                CHECK (outcome IN ('done', 'true', 'false', 'retrying', 'failed')),
+    started_ms  INTEGER NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    error       TEXT,
+    patch       TEXT,
+    redelivered INTEGER NOT NULL CHECK (redelivered IN (0, 1)),
+    PRIMARY KEY (run_id, seq)
+) STRICT, WITHOUT ROWID;
+PRAGMA user_version = 1;
+INSERT INTO runs (id, flow, flow_file, definition, status, state, next_check_ms, last_error,
+                  created_ms, updated_ms)
+VALUES ('old', 'f.v1', '/flows/f.yaml', 'def-hash', 'waiting',
+        '{\"cursor\":[\"start:f.v1/a\"],\"data\":{\"n\":7}}', 42, 'not ready', 10, 20);
+INSERT INTO history VALUES ('old', 1, 'f.v1/a', 'step', 0, 'done', 11, 2, NULL, '{\"n\":7}', 0);
+";
+
+/// A database as the first release left it (schema version 1), with run `old` and one entry.
+fn version_1_database(path: &Path) -> TestResult {
+    Connection::open(path)?.execute_batch(SCHEMA_1)?;
+    Ok(())
+}
 
 fn state(step: &str, data: serde_json::Value) -> State {
     State {
@@ -34,6 +85,7 @@ fn state(step: &str, data: serde_json::Value) -> State {
         }),
         calls: 3,
         definition: "def-hash".into(),
+        ..State::default()
     }
 }
 
@@ -49,6 +101,7 @@ fn record(id: &str, created_ms: u64, status: RunStatus) -> RunRecord {
         last_error: None,
         created_ms,
         updated_ms: created_ms,
+        lease: None,
     }
 }
 
@@ -78,6 +131,7 @@ fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> StepSave<'a
         next_check_ms: None,
         last_error: None,
         history: None,
+        lease: None,
     }
 }
 
@@ -955,3 +1009,43 @@ fn an_unknown_kind_or_outcome_in_the_database_is_a_bad_record() -> TestResult {
     );
     Ok(())
 }
+
+#[test]
+fn a_version_1_database_is_migrated_with_its_runs() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    version_1_database(&path)?;
+    let mut store = SqliteStore::open(&path)?;
+    let old = store.run("old")?;
+    assert_eq!(old.status, RunStatus::Waiting);
+    assert_eq!(*old.state.data, json!({ "n": 7 }));
+    assert_eq!(old.next_check_ms, Some(42));
+    assert_eq!(old.lease, None, "nobody holds a run from before leases");
+    let history = store.history("old")?;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].patch, Some(json!({ "n": 7 })));
+    let version: i64 =
+        Connection::open(&path)?.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    assert_eq!(version, SCHEMA_VERSION);
+
+    // Its first claim gets fence 1, and saves go on numbering its history.
+    let lease = store.claim(&stepflow_store::Claim {
+        run_id: "old",
+        owner: "host-a",
+        ttl_ms: 10,
+        now_ms: 1,
+        take_over: None,
+    })?;
+    assert_eq!(lease.fence, 1);
+    store.save_step(&StepSave {
+        history: Some(&entry("old", "b")),
+        lease: Some(&lease),
+        ..step("old", RunStatus::Running, &old.state)
+    })?;
+    assert_eq!(store.history("old")?.last().map(|e| e.seq), Some(2));
+    Ok(())
+}
+
+// More tests of this binary, one file per subject (one binary: one link, shared helpers).
+#[path = "sqlite/leases.rs"]
+mod leases;

@@ -8,13 +8,13 @@ use rusqlite::Row;
 use rusqlite::types::FromSql;
 use stepflow_model::{CallKind, State};
 
-use crate::{HistoryEntry, RunRecord, RunStatus, StepOutcome, StoreError};
+use crate::{HistoryEntry, LeaseInfo, RunRecord, RunStatus, StepOutcome, StoreError};
 
 /// The columns [`run`] reads, in its order (a macro so the queries stay `const`).
 macro_rules! run_columns {
     () => {
         "id, flow, flow_file, definition, status, state, next_check_ms, last_error, created_ms, \
-         updated_ms"
+         updated_ms, lease_owner, lease_expires_ms, lease_fence"
     };
 }
 pub(super) use run_columns;
@@ -46,8 +46,65 @@ pub(super) fn run(row: &Row<'_>, path: &Path) -> Result<RunRecord, StoreError> {
         last_error: f.get(7, "last_error")?,
         created_ms: f.get_u64(8, "created_ms")?,
         updated_ms: f.get_u64(9, "updated_ms")?,
+        lease: lease(&f, 10)?.0,
         id,
     })
+}
+
+/// The columns [`held`] reads, in its order.
+macro_rules! held_columns {
+    () => {
+        "status, lease_owner, lease_expires_ms, lease_fence"
+    };
+}
+pub(super) use held_columns;
+
+/// Where a run stands for a writer: its status and who holds it.
+pub(super) struct Held {
+    /// The run's status.
+    pub status: RunStatus,
+    /// The current lease, if anyone holds the run.
+    pub lease: Option<LeaseInfo>,
+    /// The run's fence (kept when a lease is released).
+    pub fence: u64,
+}
+
+impl Held {
+    /// Whether `owner` holds the run with `fence`: the test every leased write passes.
+    pub(super) fn is_held_by(&self, owner: &str, fence: u64) -> bool {
+        self.fence == fence && self.lease.as_ref().is_some_and(|l| l.owner == owner)
+    }
+}
+
+/// A row of `held_columns!()` of run `id`.
+pub(super) fn held(row: &Row<'_>, path: &Path, id: &str) -> Result<Held, StoreError> {
+    let f = Fields::new(row, path, id);
+    let status: String = f.get(0, "status")?;
+    let (lease, fence) = lease(&f, 1)?;
+    Ok(Held {
+        status: run_status(path, id, &status)?,
+        lease,
+        fence,
+    })
+}
+
+/// The lease columns (owner, expiry, fence) starting at `at`: the lease if anyone holds the
+/// run, and the fence.
+fn lease(f: &Fields<'_, '_>, at: usize) -> Result<(Option<LeaseInfo>, u64), StoreError> {
+    let owner: Option<String> = f.get(at, "lease_owner")?;
+    let expires_ms = f.get_opt_u64(at + 1, "lease_expires_ms")?;
+    let fence = f.get_u64(at + 2, "lease_fence")?;
+    let lease = match (owner, expires_ms) {
+        (Some(owner), Some(expires_ms)) => Some(LeaseInfo {
+            owner,
+            expires_ms,
+            fence,
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(f.bad("lease_expires_ms", "missing beside lease_owner")),
+        (None, Some(_)) => return Err(f.bad("lease_owner", "missing beside lease_expires_ms")),
+    };
+    Ok((lease, fence))
 }
 
 /// A row of `history_columns!()` of run `run_id` as an entry.

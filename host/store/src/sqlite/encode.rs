@@ -17,6 +17,12 @@ impl RunRow {
     /// Converts the values of `run` that SQLite cannot take as they are.
     pub(super) fn new(run: &RunRecord) -> Result<Self, StoreError> {
         let id = run.id.as_str();
+        if run.lease.is_some() {
+            return Err(invalid(
+                id,
+                "a new run cannot have a lease: create it, then claim it",
+            ));
+        }
         Ok(RunRow {
             state: state_json(id, &run.state)?,
             next_check_ms: opt_i64(id, "next_check_ms", run.next_check_ms)?,
@@ -38,6 +44,14 @@ impl<'a> StepRow<'a> {
     /// Converts `step`, and its history entry if it has one.
     pub(super) fn new(step: &StepSave<'a>) -> Result<Self, StoreError> {
         let id = step.run_id;
+        if let Some(lease) = step.lease
+            && lease.run_id != id
+        {
+            return Err(invalid(
+                id,
+                format!("the lease given is for run `{}`", lease.run_id),
+            ));
+        }
         Ok(StepRow {
             state: state_json(id, step.state)?,
             next_check_ms: opt_i64(id, "next_check_ms", step.next_check_ms)?,
@@ -103,7 +117,7 @@ fn state_json(id: &str, state: &State) -> Result<String, StoreError> {
 }
 
 /// SQLite integers are signed 64-bit; a larger time is refused rather than wrapped.
-fn to_i64(id: &str, what: &str, value: u64) -> Result<i64, StoreError> {
+pub(super) fn to_i64(id: &str, what: &str, value: u64) -> Result<i64, StoreError> {
     i64::try_from(value)
         .map_err(|_| invalid(id, format!("{what} {value} is too large (over 2^63)")))
 }

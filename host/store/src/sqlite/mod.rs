@@ -13,12 +13,14 @@
 //! - `encode`: records into the values SQLite binds, refusing what does not fit;
 //! - `decode`: rows back into records, bad data as [`crate::StoreError::BadRecord`];
 //! - `queries`: the SQL statements behind each [`Store`] method;
+//! - `lease`: claiming, renewing and releasing runs (compare-and-swap on the run's lease);
 //! - `error`: SQLite's errors as the [`crate::StoreError`] a caller can act on.
 
 mod decode;
 mod encode;
 mod error;
 mod file_check;
+mod lease;
 mod queries;
 mod schema;
 mod setup;
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use crate::{HistoryEntry, RunRecord, RunStatus, StepSave, Store, StoreError};
+use crate::{Claim, HistoryEntry, Lease, RunRecord, RunStatus, StepSave, Store, StoreError};
 
 /// How long a call waits for another process's write lock before giving up with
 /// [`StoreError::Busy`].
@@ -84,6 +86,18 @@ impl Store for SqliteStore {
     fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
         queries::set_status(&self.conn, &self.path, run_id, status)
     }
+
+    fn claim(&mut self, claim: &Claim<'_>) -> Result<Lease, StoreError> {
+        lease::claim(&mut self.conn, &self.path, claim)
+    }
+
+    fn renew(&mut self, lease: &Lease, ttl_ms: u64, now_ms: u64) -> Result<Lease, StoreError> {
+        lease::renew(&mut self.conn, &self.path, lease, ttl_ms, now_ms)
+    }
+
+    fn release(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        lease::release(&mut self.conn, &self.path, lease)
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +122,7 @@ mod tests {
             last_error: None,
             created_ms: 1,
             updated_ms: 1,
+            lease: None,
         }
     }
 
@@ -165,6 +180,7 @@ mod tests {
             next_check_ms: None,
             last_error: None,
             history: Some(&entry),
+            lease: None,
         })?;
         assert_eq!(commits.load(Ordering::SeqCst), 1);
         store.save_step(&StepSave {
@@ -174,6 +190,7 @@ mod tests {
             next_check_ms: Some(9),
             last_error: None,
             history: None,
+            lease: None,
         })?;
         assert_eq!(commits.load(Ordering::SeqCst), 2);
         Ok(())

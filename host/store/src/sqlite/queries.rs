@@ -5,10 +5,10 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::decode::{self, history_columns, run_columns};
+use super::decode::{self, Held, held_columns, history_columns, run_columns};
 use super::encode::{self, RunRow, StepRow};
 use super::error::{SQLITE_CONSTRAINT_CHECK, SQLITE_CONSTRAINT_PRIMARYKEY, classify, not_found};
-use crate::{HistoryEntry, RunRecord, RunStatus, StepSave, StoreError};
+use crate::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, StoreError};
 
 const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
 
@@ -29,10 +29,11 @@ const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, sta
                           next_check_ms, last_error, created_ms, updated_ms) \
                           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
-/// A cancelled run is left alone: zero rows changed tells `save_step` to find out why.
+/// `save_step` checks the run (cancelled? leased to the caller?) under the write lock first.
 const UPDATE_STEP: &str = "UPDATE runs SET status = ?2, state = ?3, next_check_ms = ?4, \
-                           last_error = ?5, updated_ms = ?6 \
-                           WHERE id = ?1 AND status <> 'cancelled'";
+                           last_error = ?5, updated_ms = ?6 WHERE id = ?1";
+
+const HELD: &str = concat!("SELECT ", held_columns!(), " FROM runs WHERE id = ?1");
 
 /// The store numbers history entries: one more than the run's last (an index lookup).
 const INSERT_HISTORY: &str = "INSERT INTO history (run_id, seq, step, kind, attempt, outcome, \
@@ -102,8 +103,21 @@ pub(super) fn save_step(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| classify(path, action(), e))?;
-    let changed = tx
-        .prepare_cached(UPDATE_STEP)
+    // Under the write lock, so nobody can cancel or take the run over before the commit.
+    let Some(held) = held(&tx, path, run_id)? else {
+        return Err(not_found(path, run_id));
+    };
+    if held.status == RunStatus::Cancelled {
+        return Err(StoreError::Cancelled {
+            id: run_id.to_string(),
+        });
+    }
+    if let Some(lease) = step.lease
+        && !held.is_held_by(&lease.owner, lease.fence)
+    {
+        return Err(lease_lost(lease, &held));
+    }
+    tx.prepare_cached(UPDATE_STEP)
         .and_then(|mut stmt| {
             stmt.execute(rusqlite::params![
                 run_id,
@@ -115,15 +129,6 @@ pub(super) fn save_step(
             ])
         })
         .map_err(|e| classify(path, action(), e))?;
-    if changed == 0 {
-        drop(tx);
-        return match status_of(conn, path, run_id)? {
-            Some(RunStatus::Cancelled) => Err(StoreError::Cancelled {
-                id: run_id.to_string(),
-            }),
-            _ => Err(not_found(path, run_id)),
-        };
-    }
     if let Some(entry) = &row.history {
         let inserted = tx.prepare_cached(INSERT_HISTORY).and_then(|mut stmt| {
             stmt.execute(rusqlite::params![
@@ -246,6 +251,30 @@ pub(super) fn set_status(
         return Err(not_found(path, run_id));
     }
     Ok(())
+}
+
+/// Where run `id` stands for a writer (status, lease, fence), or `None` when there is no such
+/// run; read inside the writer's transaction.
+pub(super) fn held(conn: &Connection, path: &Path, id: &str) -> Result<Option<Held>, StoreError> {
+    let action = || format!("looking up run `{id}`");
+    let mut stmt = conn
+        .prepare_cached(HELD)
+        .map_err(|e| classify(path, action(), e))?;
+    let mut rows = stmt.query([id]).map_err(|e| classify(path, action(), e))?;
+    match rows.next().map_err(|e| classify(path, action(), e))? {
+        Some(row) => decode::held(row, path, id).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The error for a write with `lease` on a run that is now `held` otherwise.
+pub(super) fn lease_lost(lease: &Lease, held: &Held) -> StoreError {
+    StoreError::LeaseLost {
+        run: lease.run_id.clone(),
+        fence: lease.fence,
+        current_fence: held.fence,
+        owner: held.lease.as_ref().map(|l| l.owner.clone()),
+    }
 }
 
 /// The status of run `id`, or `None` when there is no such run.

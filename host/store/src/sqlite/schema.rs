@@ -15,7 +15,7 @@ pub(super) const APPLICATION_ID: i32 = 0x5346_4C57;
 
 /// Schema migrations, oldest first: entry `i` takes `user_version` from `i` to `i + 1`.
 /// Released entries are never edited, only appended to.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The newest schema version this build knows; a database with a newer one is refused.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -63,6 +63,16 @@ CREATE TABLE history (
     redelivered INTEGER NOT NULL CHECK (redelivered IN (0, 1)),
     PRIMARY KEY (run_id, seq)
 ) STRICT, WITHOUT ROWID;
+";
+
+/// Version 2: the run's lease (issue 9 B1, reused by the server): who drives it, until when,
+/// and the fencing counter every claim increments and every save checks. The fence starts at
+/// 0 (never claimed) and is never lowered, so a fence is never reused; an owner without an
+/// expiry (or the reverse) is refused on reading.
+const MIGRATION_2: &str = "
+ALTER TABLE runs ADD COLUMN lease_owner TEXT;
+ALTER TABLE runs ADD COLUMN lease_expires_ms INTEGER;
+ALTER TABLE runs ADD COLUMN lease_fence INTEGER NOT NULL DEFAULT 0 CHECK (lease_fence >= 0);
 ";
 
 /// Applies pending migrations, each in its own write transaction that re-reads the version
