@@ -82,13 +82,38 @@ impl Checker<'_> {
         } else if name.chars().any(char::is_control) {
             "a control character"
         } else {
-            return Ok(());
+            return self.visible_name(name, at, what);
         };
         Err(self.error(
             at,
             format!("{what} `{}` contains {bad}", name.escape_debug()),
             "stepflow uses `/` in step paths and `:` in events; choose a name without them, e.g. with `-` or `.`",
         ))
+    }
+
+    /// Refuses a name that displays unlike what it is: bidirectional overrides reorder it on
+    /// screen, zero-width characters hide in it, white space alone looks like no name. The
+    /// message shows the name escaped (`"re\u{202e}ady"`), never the characters themselves.
+    fn visible_name(&self, name: &str, at: Position, what: &str) -> Result<(), Diagnostic> {
+        let (problem, hint) = match misleading(name) {
+            Some(Misleading::Bidi(c)) => (
+                format!(
+                    "contains the bidirectional-override character U+{:04X}",
+                    u32::from(c)
+                ),
+                "it makes text display in another order than it is written, so the name can look like another; retype the name without it",
+            ),
+            Some(Misleading::ZeroWidth(c)) => (
+                format!("contains the zero-width character U+{:04X}", u32::from(c)),
+                "it cannot be seen, so two names could look the same; retype the name without it",
+            ),
+            Some(Misleading::Blank) => (
+                "is only white space".to_string(),
+                "give it a name you can see, e.g. `prepare`",
+            ),
+            None => return Ok(()),
+        };
+        Err(self.error(at, format!("{what} {name:?} {problem}"), hint))
     }
 
     fn plugin(
@@ -521,6 +546,31 @@ fn bad_plugin_name(name: &str) -> Option<&'static str> {
     } else {
         None
     }
+}
+
+/// Why a name would mislead a reader (see `Checker::visible_name`).
+enum Misleading {
+    /// A bidirectional-override character: U+202A to U+202E, U+2066 to U+2069.
+    Bidi(char),
+    /// A zero-width character: U+200B to U+200D, U+2060, U+FEFF.
+    ZeroWidth(char),
+    /// Nothing but white space.
+    Blank,
+}
+
+fn misleading(name: &str) -> Option<Misleading> {
+    for c in name.chars() {
+        match c {
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => return Some(Misleading::Bidi(c)),
+            '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' => {
+                return Some(Misleading::ZeroWidth(c));
+            }
+            _ => {}
+        }
+    }
+    name.chars()
+        .all(char::is_whitespace)
+        .then_some(Misleading::Blank)
 }
 
 /// The part of a function name after the last `.` or `/`: `checks/ready` names a step `ready`.

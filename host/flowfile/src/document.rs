@@ -114,8 +114,27 @@ pub(crate) struct FlowDoc {
 /// reference before the first `.`): no `.`, `/`, `:`, spaces or control characters.
 pub(crate) const PLUGIN_NAME_PATTERN: &str = r"^[^./:\s\x00-\x1f\x7f-\x9f]+$";
 
-/// What a flow or item name must look like: not empty, no `/`, `:` or control characters.
-pub(crate) const NAME_PATTERN: &str = r"^[^/:\x00-\x1f\x7f-\x9f]+$";
+/// The characters a flow or item name never has: `/`, `:`, control characters, and the
+/// bidirectional-override and zero-width characters that make a name display unlike what it is.
+macro_rules! name_excluded {
+    () => {
+        r"/:\x00-\x1f\x7f-\x9f\u200b-\u200d\u2060\ufeff\u202a-\u202e\u2066-\u2069"
+    };
+}
+
+/// What a flow or item name must look like: not empty, none of `name_excluded!`'s characters,
+/// and at least one that is not white space. White space is spelt out (Unicode's White_Space
+/// outside the control characters, as `char::is_whitespace` has it) rather than `\s`, whose
+/// meaning differs between regex engines.
+pub(crate) const NAME_PATTERN: &str = concat!(
+    "^[^",
+    name_excluded!(),
+    "]*[^ \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000",
+    name_excluded!(),
+    "][^",
+    name_excluded!(),
+    "]*$"
+);
 
 /// What a function reference must look like: `<plugin>.<function>`, the function without
 /// spaces or control characters and not starting or ending with `/`.
@@ -133,7 +152,7 @@ impl JsonSchema for NameText {
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         schemars::json_schema!({
-            "description": "A name: not empty, without `/` or `:` (stepflow uses them in step paths and events).",
+            "description": "A name: not empty, without `/` or `:` (stepflow uses them in step paths and events), without bidirectional-override or zero-width characters, and not only white space.",
             "type": "string",
             "pattern": NAME_PATTERN
         })

@@ -63,7 +63,9 @@
 //!   `wait-for`. A `retry` has `handler`, `max-attempts` (at least 1), or both.
 //! - `name` defaults to the function's name (the part after the last `.` or `/`) on `do`,
 //!   `wait-for`, `case` and `loop-until`; `retry` and groups need one. Names are not empty, have
-//!   no `/` or `:`, and are unique among siblings.
+//!   no `/` or `:`, no bidirectional-override (U+202A–U+202E, U+2066–U+2069) or zero-width
+//!   (U+200B–U+200D, U+2060, U+FEFF) characters, are not only white space, and are unique
+//!   among siblings.
 //! - A key that is present has a value: `timeout: ~` is an error, not a missing timeout.
 //! - Sizes are more than 0; a plugin's `timeout` is more than 0; a back-off's `max` is at least
 //!   its `initial`, its `multiplier` at least 1; `guest` paths are absolute and distinct.

@@ -278,6 +278,87 @@ fn bad_names() {
     );
 }
 
+/// Names that display unlike what they are: each class is refused at the name, escaped.
+#[test]
+fn misleading_names_are_refused_at_the_name_and_shown_escaped() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: \"re\\u202Eady\"\n    wait-for: deploy.ready\n"
+    ));
+    assert_error(
+        &d,
+        5,
+        11,
+        "the name \"re\\u{202e}ady\" contains the bidirectional-override character U+202E",
+        "retype the name without it",
+    );
+    assert!(!d.to_string().contains('\u{202e}'), "{d}");
+
+    for c in ['\u{202a}', '\u{202d}', '\u{2066}', '\u{2069}'] {
+        let d = error(&format!(
+            "{HEAD}steps:\n  - name: a{c}b\n    do: deploy.a\n"
+        ));
+        assert_error(
+            &d,
+            5,
+            11,
+            &format!(
+                "the name \"a\\u{{{:x}}}b\" contains the bidirectional-override character U+{:04X}",
+                u32::from(c),
+                u32::from(c)
+            ),
+            "display in another order",
+        );
+    }
+    for c in ['\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{feff}'] {
+        let d = error(&format!("{HEAD}steps:\n  - name: a{c}\n    do: deploy.a\n"));
+        assert_error(
+            &d,
+            5,
+            11,
+            &format!(
+                "the name \"a\\u{{{:x}}}\" contains the zero-width character U+{:04X}",
+                u32::from(c),
+                u32::from(c)
+            ),
+            "cannot be seen",
+        );
+    }
+    for blank in ["' '", "'   '", "\"\\u3000\""] {
+        let d = error(&format!(
+            "{HEAD}steps:\n  - name: {blank}\n    do: deploy.a\n"
+        ));
+        assert_eq!((d.line, d.column), (5, 11), "{d}");
+        assert!(d.message.ends_with("is only white space"), "{d}");
+        assert!(
+            d.hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("a name you can see")
+        );
+    }
+
+    // The flow's name and a name taken from a function are checked alike.
+    let d = error("flow: \"f\\u200B.v1\"\nsteps: []\n");
+    assert_error(
+        &d,
+        1,
+        7,
+        "the flow's name \"f\\u{200b}.v1\" contains the zero-width character U+200B",
+        "cannot be seen",
+    );
+    let d = error(&format!("{HEAD}steps:\n  - do: \"deploy.re\\u202Eady\"\n"));
+    assert_error(
+        &d,
+        5,
+        9,
+        "the name taken from the function \"re\\u{202e}ady\" contains the bidirectional-override character U+202E",
+        "retype the name without it",
+    );
+    // Spaces inside a visible name are fine.
+    let text = format!("{HEAD}steps:\n  - name: deploy it\n    do: deploy.a\n");
+    assert!(parse(&text, Path::new(FILE)).is_ok());
+}
+
 #[test]
 fn an_item_without_a_kind() {
     let d = error(&format!("{HEAD}steps:\n  - name: x\n"));

@@ -94,6 +94,7 @@ const HEAD: &str = "flow: f.v1\nplugins:\n  deploy: { wasm: deploy.wasm }\n";
 const VALID: &[&str] = &[
     "steps: []",
     "steps:\n  - do: deploy.prepare",
+    "steps:\n  - { name: deploy it, do: deploy.prepare }",
     "steps:\n  - { name: r, wait-for: deploy.checks/ready, every: 1s, timeout: 1h30m }",
     "steps:\n  - { case: deploy.c, steps: [] }",
     "steps:\n  - { name: l, loop-until: deploy.c, steps: [{ do: deploy.a }] }",
@@ -125,6 +126,12 @@ const INVALID: &[&str] = &[
     "steps:\n  - { name: '', do: deploy.a }",
     "steps:\n  - { name: a/b, do: deploy.a }",
     "steps:\n  - { name: 'a:b', do: deploy.a }",
+    "steps:\n  - { name: \"re\\u202Eady\", do: deploy.a }",
+    "steps:\n  - { name: \"a\\u2066\", do: deploy.a }",
+    "steps:\n  - { name: \"a\\u200Bb\", do: deploy.a }",
+    "steps:\n  - { name: \"\\uFEFFa\", do: deploy.a }",
+    "steps:\n  - { name: ' ', do: deploy.a }",
+    "steps:\n  - { name: \"\\u3000 \", do: deploy.a }",
     "steps:\n  - do: prepare",
     "steps:\n  - do: deploy.",
     "steps:\n  - do: deploy./ready",
@@ -204,6 +211,40 @@ fn the_schema_and_the_parser_agree() {
             validator.check(&yaml_to_json(&text)).is_ok(),
             "the schema refuses (move it to INVALID)\n{text}"
         );
+    }
+}
+
+/// For every character that is white space (and not a control character, refused anyway), or
+/// bidirectional-override or zero-width: a name of it alone, and a name with it inside, are
+/// judged alike by the parser and the schema.
+#[test]
+fn the_schema_and_the_parser_agree_on_misleading_names() {
+    let validator = Validator::new();
+    let misleading = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}');
+    let chars: Vec<char> = (char::MIN..=char::MAX)
+        .filter(|&c| (c.is_whitespace() && !c.is_control()) || misleading(c))
+        .collect();
+    assert!(chars.len() > 20, "{chars:?}");
+    for c in chars {
+        let code = u32::from(c);
+        for (name, refused) in [
+            (format!("\\U{code:08X}"), true),
+            (format!("a\\U{code:08X}b"), misleading(c)),
+        ] {
+            let text = format!("{HEAD}steps:\n  - name: \"{name}\"\n    do: deploy.a\n");
+            let parsed = stepflow_flowfile::parse(&text, Path::new("f.yaml"));
+            let checked = validator.check(&yaml_to_json(&text));
+            assert_eq!(
+                parsed.is_err(),
+                refused,
+                "the parser on U+{code:04X}:\n{text}"
+            );
+            assert_eq!(
+                checked.is_err(),
+                refused,
+                "the schema on U+{code:04X}:\n{text}"
+            );
+        }
     }
 }
 

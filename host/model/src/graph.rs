@@ -40,6 +40,18 @@ pub enum BuildError {
         /// The offending character, described.
         what: &'static str,
     },
+    /// A name that could mislead whoever reads it: it contains a bidirectional-override or
+    /// zero-width character (so it displays unlike what it is, or like another name), or it is
+    /// only white space. The message shows the name escaped, e.g. `"re\u{202e}ady"`.
+    #[error("in `{parent}`: the name {name:?} {problem}; rename it with visible characters only")]
+    MisleadingName {
+        /// The scope that holds the item.
+        parent: String,
+        /// The offending name.
+        name: String,
+        /// What is wrong with it, e.g. "contains the bidirectional-override character U+202E".
+        problem: String,
+    },
     /// Two siblings share a name.
     #[error(
         "in `{parent}`: two items are named `{name}`; names must be unique among siblings so that each step has its own path"
@@ -490,14 +502,40 @@ fn check_name(parent: &str, position: usize, name: &str) -> Result<(), BuildErro
     } else {
         None
     };
-    match what {
-        Some(what) => Err(BuildError::BadName {
+    if let Some(what) = what {
+        return Err(BuildError::BadName {
             parent: parent.to_string(),
             name: name.to_string(),
             what,
+        });
+    }
+    match misleading(name) {
+        Some(problem) => Err(BuildError::MisleadingName {
+            parent: parent.to_string(),
+            name: name.to_string(),
+            problem,
         }),
         None => Ok(()),
     }
+}
+
+/// What makes a name misleading, if anything: a bidirectional-override character (U+202A to
+/// U+202E, U+2066 to U+2069), a zero-width one (U+200B to U+200D, U+2060, U+FEFF), or nothing
+/// but white space.
+fn misleading(name: &str) -> Option<String> {
+    for c in name.chars() {
+        let what = match c {
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => {
+                "the bidirectional-override character"
+            }
+            '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}' => "the zero-width character",
+            _ => continue,
+        };
+        return Some(format!("contains {what} U+{:04X}", u32::from(c)));
+    }
+    name.chars()
+        .all(char::is_whitespace)
+        .then(|| "is only white space".to_string())
 }
 
 /// Compiles a root group into a graph, checking everything that can be checked before a run.

@@ -1,5 +1,6 @@
-//! Build validation: empty names, reserved characters and duplicate siblings are refused with
-//! the path of their parent; any tree of names builds or is refused without panicking.
+//! Build validation: empty names, reserved characters, misleading names and duplicate siblings
+//! are refused with the path of their parent; any tree of names builds or is refused without
+//! panicking.
 
 mod common;
 
@@ -79,6 +80,89 @@ fn reserved_characters_are_refused_with_their_parent() {
     ));
     let error = build_error(Steps::named("a/b.v1"));
     assert!(matches!(error, BuildError::BadName { parent, .. } if parent == "(root)"));
+}
+
+/// Names that display unlike what they are: bidirectional overrides reorder text on screen,
+/// zero-width characters hide, and a name of white space looks like none.
+#[test]
+fn misleading_names_are_refused_escaped_with_their_parent() {
+    let error = build_error(Steps::named("t.v1").case(
+        "c",
+        yes,
+        Steps::new().wait_for("re\u{202e}ady", yes),
+    ));
+    assert_eq!(
+        error,
+        BuildError::MisleadingName {
+            parent: "t.v1/c".into(),
+            name: "re\u{202e}ady".into(),
+            problem: "contains the bidirectional-override character U+202E".into(),
+        }
+    );
+    let text = error.to_string();
+    assert_eq!(
+        text,
+        "in `t.v1/c`: the name \"re\\u{202e}ady\" contains the bidirectional-override character U+202E; rename it with visible characters only"
+    );
+    assert!(!text.contains('\u{202e}'), "the message shows it escaped");
+
+    for c in [
+        '\u{202a}', '\u{202b}', '\u{202c}', '\u{202d}', '\u{2066}', '\u{2069}',
+    ] {
+        let error = build_error(Steps::named("t.v1").step(format!("a{c}"), noop));
+        let problem = format!(
+            "contains the bidirectional-override character U+{:04X}",
+            u32::from(c)
+        );
+        assert!(
+            matches!(&error, BuildError::MisleadingName { problem: p, .. } if *p == problem),
+            "{error}"
+        );
+    }
+    for c in ['\u{200b}', '\u{200c}', '\u{200d}', '\u{2060}', '\u{feff}'] {
+        let error = build_error(
+            Steps::named("t.v1")
+                .step("a", noop)
+                .step(format!("a{c}"), noop),
+        );
+        assert_eq!(
+            error,
+            BuildError::MisleadingName {
+                parent: "t.v1".into(),
+                name: format!("a{c}"),
+                problem: format!("contains the zero-width character U+{:04X}", u32::from(c)),
+            },
+            "a zero-width character would make two siblings look alike"
+        );
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("\"a\\u{{{:x}}}\"", u32::from(c))),
+            "{error}"
+        );
+    }
+    for blank in [" ", "   ", "\u{3000}", "\u{a0}\u{2003}"] {
+        let error = build_error(Steps::named("t.v1").retry(
+            "r",
+            RetryPolicy::attempts(2),
+            Steps::new().step(blank, noop),
+        ));
+        assert_eq!(
+            error,
+            BuildError::MisleadingName {
+                parent: "t.v1/r".into(),
+                name: blank.into(),
+                problem: "is only white space".into(),
+            }
+        );
+    }
+    let error = build_error(Steps::named(" "));
+    assert!(
+        matches!(&error, BuildError::MisleadingName { parent, .. } if parent == "(root)"),
+        "{error}"
+    );
+    // Spaces inside a visible name are fine.
+    StepFlow::new(Steps::named("t.v1").step("deploy the app", noop)).unwrap();
 }
 
 #[test]
@@ -166,6 +250,8 @@ fn names() -> impl Strategy<Value = String> {
         1 => prop::char::range('\u{7f}', '\u{9f}'),
         1 => Just('"'),
         1 => Just('\\'),
+        1 => Just(' '),
+        1 => prop::sample::select(vec!['\u{202e}', '\u{2066}', '\u{200b}', '\u{feff}', '\u{3000}']),
         4 => any::<char>(),
     ];
     prop_oneof![
@@ -215,13 +301,37 @@ fn name_error(parent: &str, position: usize, name: &str) -> Option<BuildError> {
     } else if name.chars().any(char::is_control) {
         "a control character"
     } else {
-        return None;
+        return misleading(name).map(|problem| BuildError::MisleadingName {
+            parent: parent.into(),
+            name: name.into(),
+            problem,
+        });
     };
     Some(BuildError::BadName {
         parent: parent.into(),
         name: name.into(),
         what,
     })
+}
+
+/// The documented rule for misleading names, written out again for the property test.
+fn misleading(name: &str) -> Option<String> {
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let zero_width = |c: char| matches!(c, '\u{200b}'..='\u{200d}' | '\u{2060}' | '\u{feff}');
+    if let Some(c) = name.chars().find(|&c| bidi(c) || zero_width(c)) {
+        let what = if bidi(c) {
+            "bidirectional-override"
+        } else {
+            "zero-width"
+        };
+        return Some(format!(
+            "contains the {what} character U+{:04X}",
+            u32::from(c)
+        ));
+    }
+    name.chars()
+        .all(char::is_whitespace)
+        .then(|| "is only white space".into())
 }
 
 /// The error the builder documents for this tree: siblings are checked first, then each child's
