@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 /// A scratch directory with its own database.
 pub struct Sandbox {
@@ -99,4 +100,78 @@ steps:
 "#,
         wasm.display()
     )
+}
+
+/// The binary in the background with piped stdout and stderr, logging at `log`.
+pub fn spawn(s: &Sandbox, args: &[&str], log: &str) -> Child {
+    s.cmd()
+        .args(args)
+        .env("STEPFLOW_LOG", log)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn stepflow")
+}
+
+/// A run of `first`, `slow`, `last` (checkpoint steps of the hostile plugin) whose `slow` step
+/// blocks until a file `release` appears in the returned work directory; returns once `slow` is
+/// blocked, with the process, the run id and the rest of its stdout.
+pub struct BlockedRun {
+    pub child: Child,
+    pub run: String,
+    pub work: PathBuf,
+    pub out: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+pub fn blocked_run(s: &Sandbox, flow: &str) -> BlockedRun {
+    let work = s.path("work");
+    std::fs::create_dir(&work).unwrap();
+    let yaml = r#"flow: FLOW
+plugins:
+  h:
+    wasm: {plugins}/hostile.wasm
+    dirs: [{ host: "WORK", guest: /work, writable: true }]
+steps:
+  - { name: first, do: h.checkpoint }
+  - { name: slow, do: h.checkpoint }
+  - { name: last, do: h.checkpoint }
+"#
+    .replace("WORK", &work.display().to_string())
+    .replace("FLOW", flow);
+    let path = s.flow("blocked.yaml", &yaml);
+    let input = format!(r#"{{"block_in": "{flow}/slow"}}"#);
+    let mut child = spawn(
+        s,
+        &["run", path.to_str().unwrap(), "--input", &input],
+        "info",
+    );
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let run = out
+        .next()
+        .unwrap()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        if line.unwrap().contains("waiting for release") {
+            break;
+        }
+    }
+    BlockedRun {
+        child,
+        run,
+        work,
+        out,
+    }
+}
+
+impl BlockedRun {
+    /// Lets `slow` finish and collects the rest of stdout and the exit code.
+    pub fn release(mut self) -> (Option<i32>, Vec<String>) {
+        std::fs::write(self.work.join("release"), "go").unwrap();
+        let rest: Vec<String> = self.out.by_ref().map(|l| l.unwrap()).collect();
+        (self.child.wait().unwrap().code(), rest)
+    }
 }

@@ -331,3 +331,172 @@ fn input_has_a_size_limit_that_a_user_can_raise() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(json(&out)["data"]["blob"], blob.as_str());
 }
+
+#[test]
+fn a_plugin_log_line_names_its_step_once() {
+    let s = Sandbox::new();
+    let flow = s.flow(
+        "log.yaml",
+        "flow: log.v1\nplugins:\n  h: { wasm: \"{plugins}/hostile.wasm\" }\nsteps:\n  - { name: tags, do: h.log-tags }\n",
+    );
+    let out = s
+        .cmd()
+        .env("STEPFLOW_LOG", "info")
+        .args(["run", flow.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.contains("tagged line"))
+        .unwrap_or_else(|| panic!("no log line: {err}"));
+    assert_eq!(line.matches("step=").count(), 1, "{line}");
+    assert_eq!(line.matches("run=").count(), 1, "{line}");
+    assert!(line.contains("extra=1"), "{line}");
+}
+
+#[test]
+fn one_process_drives_a_run_whatever_path_reaches_its_database() {
+    let s = Sandbox::new();
+    let blocked = common::blocked_run(&s, "lease.v1");
+    let run = blocked.run.clone();
+    // The same database through a symlink, and with the old lock directory gone: a second
+    // driver is refused by the lease in the database itself.
+    let link = s.path("link.db");
+    std::os::unix::fs::symlink(s.db(), &link).unwrap();
+    let _ = std::fs::remove_dir_all(format!("{}.locks", s.db().display()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepflow"))
+        .arg("--db")
+        .arg(&link)
+        .args(["resume", &run])
+        .env("STEPFLOW_LOG", "warn")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is being driven by"),
+        "{}",
+        stderr(&out)
+    );
+    let listed = json(&s.run(&["runs", "--json"]));
+    assert!(
+        listed[0]["owner"].as_str().is_some_and(|o| !o.is_empty()),
+        "{listed}"
+    );
+    let (code, rest) = blocked.release();
+    assert_eq!(code, Some(0), "{rest:?}");
+    // Each step ran once, and no lock files were left behind.
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let steps: Vec<&str> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["lease.v1/first", "lease.v1/slow", "lease.v1/last"]);
+    assert!(!std::path::Path::new(&format!("{}.locks", s.db().display())).exists());
+}
+
+#[test]
+fn a_run_whose_driver_was_killed_resumes_at_once() {
+    let s = Sandbox::new();
+    let mut blocked = common::blocked_run(&s, "killed.v1");
+    let run = blocked.run.clone();
+    blocked.child.kill().unwrap();
+    blocked.child.wait().unwrap();
+    // The lease has not expired, but its owner is gone: the resume takes it over.
+    let out = s.run(&["resume", &run, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let listed = json(&s.run(&["runs", "--json"]));
+    assert!(
+        listed[0]["owner"].is_null(),
+        "a finished drive releases its lease: {listed}"
+    );
+}
+
+#[test]
+fn a_step_that_changed_kind_where_the_run_waits_is_refused_on_resume() {
+    let s = Sandbox::new();
+    let flow = s.flow("wait.yaml", WAITS);
+    let out = s.run(&[
+        "run",
+        flow.to_str().unwrap(),
+        "--no-wait",
+        "--input",
+        r#"{"pages": 2}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let run = only_run(&s);
+    // `done` keeps its name but becomes an action: it would run where a condition was awaited.
+    let edited = WAITS.replace(
+        "  - name: done\n    wait-for: d.last-page\n    every: 1h\n",
+        "  - { name: done, do: d.fetch-page }\n",
+    );
+    assert_ne!(edited, WAITS);
+    s.flow("wait.yaml", &edited);
+    let out = s.run(&["resume", &run, "--now"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("wait.v1/done"), "{err}");
+    assert!(err.contains("wait-for") && err.contains("step"), "{err}");
+    // Nothing ran: the history still ends at the first check.
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    assert_eq!(
+        shown["history"].as_array().map(Vec::len),
+        Some(2),
+        "{shown}"
+    );
+}
+
+#[test]
+fn a_wait_timeout_shorter_than_its_interval_is_checked_at_the_deadline() {
+    let s = Sandbox::new();
+    let flow = s.flow(
+        "timeout.yaml",
+        &WAITS.replace("    every: 1h\n", "    every: 1h\n    timeout: 2s\n"),
+    );
+    let out = s.run(&[
+        "run",
+        flow.to_str().unwrap(),
+        "--no-wait",
+        "--input",
+        r#"{"pages": 2}"#,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let run = only_run(&s);
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let next = shown["next_check_ms"].as_u64().expect("a next check");
+    let first_check = shown["history"][1]["started_ms"].as_u64().expect("a check");
+    // The next check is at the deadline (2 s after the wait began), not an hour later.
+    assert!(
+        next <= first_check + 2_000,
+        "next check {next} is after the deadline {}",
+        first_check + 2_000
+    );
+}
+
+#[test]
+fn a_wasm_file_that_is_not_a_component_is_refused_at_its_place_in_the_flow_file() {
+    let s = Sandbox::new();
+    let core = s.path("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let text = s.path("text.wasm");
+    std::fs::write(&text, b"hello, not wasm").unwrap();
+    for (file, says) in [
+        (&core, "core WebAssembly module"),
+        (&text, "not WebAssembly"),
+    ] {
+        let yaml = format!(
+            "flow: f.v1\nplugins:\n  p:\n    wasm: {}\nsteps:\n  - do: p.x\n",
+            file.display()
+        );
+        let flow = s.flow("f.yaml", &yaml);
+        let out = s.run(&["validate", flow.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("f.yaml:4:"), "{err}");
+        assert!(err.contains(says), "{err}");
+        assert!(!err.contains("[0, 97, 115"), "a byte dump: {err}");
+    }
+}

@@ -73,6 +73,13 @@ impl From<StoreError> for Exit {
                 code: CANCELLED,
                 message: e.to_string(),
             },
+            StoreError::Leased { .. } | StoreError::Finished { .. } => Exit::usage(e),
+            StoreError::LeaseLost { .. } => Exit {
+                code: INTERRUPTED,
+                message: format!(
+                    "{e}\n  hint: another stepflow process took this run over; it goes on there (`stepflow runs` shows who holds it)"
+                ),
+            },
             StoreError::Busy { .. } | StoreError::BadRecord { .. } | StoreError::Backend { .. } => {
                 Exit {
                     code: STORAGE,
@@ -101,10 +108,6 @@ impl From<EngineError> for Exit {
             EngineError::BuildStopped { .. } => Exit {
                 code: INTERRUPTED,
                 message: format!("{e}; no run was started"),
-            },
-            EngineError::Lock { .. } => Exit {
-                code: STORAGE,
-                message: e.to_string(),
             },
             _ => Exit::usage(e),
         }

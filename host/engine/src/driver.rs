@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stepflow_model::{Applied, Clock, RunContext, State, Status, StepFlow, SystemClock};
-use stepflow_store::{HistoryEntry, RunStatus, StepSave, Store, StoreError};
+use stepflow_store::{HistoryEntry, Lease, RunStatus, StepSave, Store, StoreError};
 
 use crate::error::EngineError;
 use crate::observer::{Observer, Stopped, Waiting};
@@ -42,6 +42,7 @@ pub struct Driver<'a> {
     observer: &'a mut dyn Observer,
     stop: StopRequests,
     clock: Arc<dyn Clock>,
+    lease: Option<(Lease, Duration)>,
 }
 
 /// How often a wait reports to the observer (its countdown's resolution).
@@ -61,7 +62,17 @@ impl<'a> Driver<'a> {
             observer,
             stop,
             clock: Arc::new(SystemClock),
+            lease: None,
         }
+    }
+
+    /// Drives under `lease` (see [`claim`](crate::claim)): every save is fenced by it, the
+    /// driver renews it for `ttl` whenever less than half of that is left, and releases it when
+    /// the drive ends. A driver that lost its lease saves nothing more: the drive ends with
+    /// [`StoreError::LeaseLost`].
+    pub fn with_lease(mut self, lease: Lease, ttl: Duration) -> Self {
+        self.lease = Some((lease, ttl));
+        self
     }
 
     /// Drives run `run_id` from `state` until it completes, fails, is stopped or cancelled.
@@ -81,7 +92,9 @@ impl<'a> Driver<'a> {
             run_id,
             calls: 0,
         };
-        let finish = run.from(state, options).await?;
+        let finish = run.from(state, options).await;
+        run.release();
+        let finish = finish?;
         if let Some(why) = match &finish {
             Finish::Stopped(_, why) => Some(*why),
             Finish::Cancelled(_) => Some(Stopped::Cancelled),
@@ -127,7 +140,7 @@ impl Drive<'_, '_> {
                         self.save_stopped(&state)?;
                         return Ok(Finish::Stopped(state, Stopped::AtWait));
                     }
-                    if !self.sleep_until(&state, until).await {
+                    if !self.sleep_until(&state, until).await? {
                         self.save_stopped(&state)?;
                         return Ok(Finish::Stopped(state, Stopped::Requested));
                     }
@@ -136,11 +149,12 @@ impl Drive<'_, '_> {
                 }
                 Status::Ready => {}
             }
-            let d = &mut self.driver;
-            if d.stop.count() >= 1 {
+            if self.driver.stop.count() >= 1 {
                 self.save_stopped(&state)?;
                 return Ok(Finish::Stopped(state, Stopped::Requested));
             }
+            self.renew()?;
+            let d = &mut self.driver;
             if let Some((path, kind)) = d.flow.next_call(&state) {
                 d.observer.step_started(self.calls + 1, path, kind);
             }
@@ -169,16 +183,18 @@ impl Drive<'_, '_> {
         }
     }
 
-    /// Sleeps until `until` (Unix ms), reporting the wait; false if a stop was requested.
-    async fn sleep_until(&mut self, state: &State, until: u64) -> bool {
-        let d = &mut self.driver;
-        let step = d
+    /// Sleeps until `until` (Unix ms), reporting the wait and keeping the lease; false if a stop
+    /// was requested.
+    async fn sleep_until(&mut self, state: &State, until: u64) -> Result<bool, StoreError> {
+        let step = self
+            .driver
             .flow
             .next_call(state)
             .map(|(p, _)| p.to_string())
             .unwrap_or_default();
         let mut first = true;
         loop {
+            let d = &mut self.driver;
             let now = d.clock.now_ms();
             d.observer.waiting(&Waiting {
                 step: &step,
@@ -188,13 +204,39 @@ impl Drive<'_, '_> {
             });
             let left = until.saturating_sub(now);
             if left == 0 {
-                return true;
+                return Ok(true);
             }
             let slice = Duration::from_millis(left).min(WAIT_REPORT);
             tokio::select! {
                 _ = tokio::time::sleep(slice) => {}
-                _ = d.stop.reached(1) => return false,
+                _ = d.stop.reached(1) => return Ok(false),
             }
+            self.renew()?;
+        }
+    }
+
+    /// Extends the lease when less than half of its time is left.
+    fn renew(&mut self) -> Result<(), StoreError> {
+        let d = &mut self.driver;
+        let Some((lease, ttl)) = &mut d.lease else {
+            return Ok(());
+        };
+        let now = d.clock.now_ms();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        if lease.expires_ms.saturating_sub(now) < ttl_ms / 2 {
+            *lease = d.store.renew(lease, ttl_ms, now)?;
+        }
+        Ok(())
+    }
+
+    /// Gives the lease back, so the next driver need not wait for it to expire. A lease that
+    /// was lost meanwhile is someone else's now: nothing to give back.
+    fn release(&mut self) {
+        let d = &mut self.driver;
+        if let Some((lease, _)) = d.lease.take()
+            && let Err(e) = d.store.release(&lease)
+        {
+            tracing::debug!(run = self.run_id, "could not release the lease: {e}");
         }
     }
 
@@ -219,6 +261,7 @@ impl Drive<'_, '_> {
             next_check_ms,
             last_error: last_error.as_deref(),
             history: history.as_ref(),
+            lease: d.lease.as_ref().map(|(lease, _)| lease),
         })
     }
 
@@ -237,6 +280,7 @@ impl Drive<'_, '_> {
             next_check_ms,
             last_error: None,
             history: None,
+            lease: d.lease.as_ref().map(|(lease, _)| lease),
         }) {
             Ok(()) | Err(StoreError::Cancelled { .. }) => Ok(()),
             Err(e) => Err(e.into()),

@@ -66,21 +66,17 @@ pub enum EngineError {
         /// The run.
         run: String,
     },
-    /// Another process is driving the run.
-    #[error("run {run} is being driven by another stepflow process")]
+    /// Another driver (a live process, here or on another host) holds the run's lease.
+    #[error(
+        "run {run} is being driven by {owner} (its lease runs until {expires_ms} ms since the epoch)"
+    )]
     Busy {
         /// The run.
         run: String,
-    },
-    /// The run lock next to the database could not be taken.
-    #[error("cannot take the lock of run {run} at {path}: {source}")]
-    Lock {
-        /// The run.
-        run: String,
-        /// The lock file.
-        path: PathBuf,
-        /// The operating system's error.
-        source: std::io::Error,
+        /// The lease holder (`host:pid:start`).
+        owner: String,
+        /// When its lease ends unless renewed (Unix milliseconds).
+        expires_ms: u64,
     },
     /// The store failed or refused.
     #[error("{0}")]

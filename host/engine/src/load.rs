@@ -32,6 +32,20 @@ pub struct LoadedFlow {
     pub plugins: BTreeMap<String, Plugin>,
 }
 
+impl LoadedFlow {
+    /// The longest a single call of this flow's plugins may run (their `timeout` grants): what
+    /// a driver's lease must outlast (see [`lease_ttl`](crate::lease_ttl)).
+    pub fn longest_call(&self) -> Duration {
+        let default = stepflow_plugin::Grants::default().timeout;
+        self.file
+            .plugins
+            .values()
+            .map(|decl| decl.timeout.unwrap_or(default))
+            .max()
+            .unwrap_or(default)
+    }
+}
+
 impl Engine {
     /// Sets up the WebAssembly engine; compiled components are cached in `cache_dir` (see
     /// [`default_cache_dir`](crate::default_cache_dir)), or not at all with `None`.

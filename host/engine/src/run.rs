@@ -34,6 +34,7 @@ pub fn start_run(
         last_error: None,
         created_ms: now,
         updated_ms: now,
+        lease: None,
     })?;
     Ok((run_id, state))
 }

@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stepflow_engine::{
-    DriveOptions, Driver, Finish, LoadedFlow, RunLock, StopRequests, prepare_resume, start_run,
+    DriveOptions, Driver, EngineError, Finish, LoadedFlow, claim, lease_ttl, prepare_resume,
+    start_run, this_owner,
 };
-use stepflow_model::State;
-use stepflow_store::{RunStatus, SqliteStore, Store};
+use stepflow_model::{Clock, SystemClock};
+use stepflow_store::{Lease, RunStatus, SqliteStore, Store};
 
 use super::{engine, open_store};
 use crate::error::{CANCELLED, Exit, FAILED, INTERRUPTED};
@@ -39,16 +40,18 @@ pub async fn run(
     };
     let mut store = open_store(db)?;
     let (run_id, state) = start_run(&mut store, &loaded, input.as_ref())?;
-    let _lock = RunLock::take(db, &run_id)?;
+    let (lease, ttl) = claim_lease(&mut store, &loaded, &run_id)?;
     progress.line(&format!("run {run_id} of {} started", loaded.flow.name()));
     let options = DriveOptions {
         redelivered: false,
         stop_at_wait: no_wait,
     };
-    drive(
-        &loaded, &mut store, &run_id, state, options, stop, progress, json,
-    )
-    .await
+    let finish = Driver::new(&loaded.flow, &mut store, &mut progress, stop)
+        .with_lease(lease, ttl)
+        .drive(&run_id, state, options)
+        .await;
+    progress.finish();
+    report(finish, &run_id, json)
 }
 
 /// `stepflow resume RUN`.
@@ -68,7 +71,6 @@ pub async fn resume(
     if record.status == RunStatus::Cancelled {
         return Err(stepflow_engine::EngineError::Cancelled { run: record.id }.into());
     }
-    let lock = RunLock::take(db, run_id)?;
     let engine = engine()?;
     let loaded = engine.load(Path::new(&record.flow_file)).map_err(|e| {
         Exit::usage(format!(
@@ -77,11 +79,14 @@ pub async fn resume(
             Exit::from(e).message
         ))
     })?;
+    let (lease, ttl) = claim_lease(&mut store, &loaded, run_id)?;
+    // Read again under the lease: what the previous driver saved last is what goes on.
+    let record = store.run(run_id)?;
     let mut resumable = prepare_resume(&record, &loaded.flow)?;
     if now {
         resumable.state.not_before = None;
     }
-    let progress = Progress::new(json);
+    let mut progress = Progress::new(json);
     if resumable.definition_changed {
         progress.line(
             "note: the flow changed since this run started; every step it is at still exists, so it continues",
@@ -96,38 +101,27 @@ pub async fn resume(
         stop_at_wait: no_wait,
     };
     let stop = crate::signals::stop_requests();
-    let result = drive(
-        &loaded,
-        &mut store,
-        run_id,
-        resumable.state,
-        options,
-        stop,
-        progress,
-        json,
-    )
-    .await;
-    drop(lock);
-    result
-}
-
-/// Drives the run and reports how it ended.
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    loaded: &LoadedFlow,
-    store: &mut SqliteStore,
-    run_id: &str,
-    state: State,
-    options: DriveOptions,
-    stop: StopRequests,
-    mut progress: Progress,
-    json: bool,
-) -> Result<(), Exit> {
-    let store: &mut dyn Store = store;
-    let finish = Driver::new(&loaded.flow, store, &mut progress, stop)
-        .drive(run_id, state, options)
+    let finish = Driver::new(&loaded.flow, &mut store, &mut progress, stop)
+        .with_lease(lease, ttl)
+        .drive(run_id, resumable.state, options)
         .await;
     progress.finish();
+    report(finish, run_id, json)
+}
+
+/// Claims the run for this process, for long enough to outlast the flow's longest call.
+fn claim_lease(
+    store: &mut SqliteStore,
+    loaded: &LoadedFlow,
+    run_id: &str,
+) -> Result<(Lease, Duration), Exit> {
+    let ttl = lease_ttl(loaded.longest_call());
+    let lease = claim(store, run_id, &this_owner(), ttl, SystemClock.now_ms())?;
+    Ok((lease, ttl))
+}
+
+/// How a drive ended, for the user: the outcome view, a hint, the exit code.
+fn report(finish: Result<Finish, EngineError>, run_id: &str, json: bool) -> Result<(), Exit> {
     match finish? {
         Finish::Completed(state) => {
             outcome::print(run_id, "completed", &state, json);

@@ -16,6 +16,8 @@ pub fn print(runs: &[RunRecord], status: Option<RunStatus>, json: bool) {
                     "run": r.id, "flow": r.flow, "status": r.status,
                     "created_ms": r.created_ms, "updated_ms": r.updated_ms,
                     "next_check_ms": r.next_check_ms, "error": r.last_error,
+                    "owner": r.lease.as_ref().map(|l| &l.owner),
+                    "lease_expires_ms": r.lease.as_ref().map(|l| l.expires_ms),
                 })
             })
             .collect();

@@ -23,6 +23,7 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
             "run": run.id, "flow": run.flow, "flow_file": run.flow_file, "status": run.status,
             "definition": run.definition, "cursor": run.state.cursor, "data": &*run.state.data,
             "error": run.last_error, "next_check_ms": run.next_check_ms, "history": steps,
+            "owner": run.lease.as_ref().map(|l| &l.owner),
         })));
         return;
     }
@@ -31,6 +32,9 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
         run.id, run.flow, run.status
     ));
     output::line(format!("flow file {}", run.flow_file));
+    if let Some(lease) = &run.lease {
+        output::line(format!("driven by {}", lease.owner));
+    }
     if let Some(due) = super::due(run, SystemClock.now_ms()) {
         output::line(format!(
             "next due {due}; `stepflow resume {}` drives it (add --now to check at once)",
