@@ -6,7 +6,12 @@
 //!
 //! The [`Store`] trait and the record types here are the boundary every backend implements;
 //! [`SqliteStore`] (one file, WAL, durable commits) is the embedded default, and a PostgreSQL
-//! store for many hosts will implement the same trait.
+//! store for many hosts will implement the same trait. [`SqliteStore::open_read_only`] is for
+//! commands that only look: it creates and writes nothing, and works on a read-only mount.
+//!
+//! A run is driven by one driver at a time: the driver [`Store::claim`]s it (a lease with an
+//! expiry and a fencing counter), renews the lease while it works, and passes it with every
+//! save, which the store refuses once another driver has claimed the run.
 //!
 //! ```
 //! use stepflow_store::{Claim, RunRecord, RunStatus, SqliteStore, StepSave, Store};

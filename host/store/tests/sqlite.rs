@@ -1049,3 +1049,5 @@ fn a_version_1_database_is_migrated_with_its_runs() -> TestResult {
 // More tests of this binary, one file per subject (one binary: one link, shared helpers).
 #[path = "sqlite/leases.rs"]
 mod leases;
+#[path = "sqlite/read_only.rs"]
+mod read_only;

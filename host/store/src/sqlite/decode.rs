@@ -8,25 +8,59 @@ use rusqlite::Row;
 use rusqlite::types::FromSql;
 use stepflow_model::{CallKind, State};
 
+use super::schema;
 use crate::{HistoryEntry, LeaseInfo, RunRecord, RunStatus, StepOutcome, StoreError};
 
-/// The columns [`run`] reads, in its order (a macro so the queries stay `const`).
-macro_rules! run_columns {
-    () => {
-        "id, flow, flow_file, definition, status, state, next_check_ms, last_error, created_ms, \
-         updated_ms, lease_owner, lease_expires_ms, lease_fence"
-    };
-}
-pub(super) use run_columns;
+/// The columns of `runs` that [`run`] reads, in its order.
+const RUN_COLUMNS: &[&str] = &[
+    "id",
+    "flow",
+    "flow_file",
+    "definition",
+    "status",
+    "state",
+    "next_check_ms",
+    "last_error",
+    "created_ms",
+    "updated_ms",
+    "lease_owner",
+    "lease_expires_ms",
+    "lease_fence",
+];
 
-/// The columns [`history`] reads, in its order.
-macro_rules! history_columns {
-    () => {
-        "run_id, seq, step, kind, attempt, outcome, started_ms, duration_ms, error, patch, \
-         redelivered"
-    };
+/// The columns of `history` that [`history`] reads, in its order.
+const HISTORY_COLUMNS: &[&str] = &[
+    "run_id",
+    "seq",
+    "step",
+    "kind",
+    "attempt",
+    "outcome",
+    "started_ms",
+    "duration_ms",
+    "error",
+    "patch",
+    "redelivered",
+];
+
+/// The select list for [`run`] in a database at schema `version`.
+pub(super) fn run_columns(version: i64) -> String {
+    select_list(version, "runs", RUN_COLUMNS)
 }
-pub(super) use history_columns;
+
+/// The select list for [`history`] in a database at schema `version`.
+pub(super) fn history_columns(version: i64) -> String {
+    select_list(version, "history", HISTORY_COLUMNS)
+}
+
+/// `columns` of `table` as a select list, each read as [`schema::read_expr`] says.
+fn select_list(version: i64, table: &str, columns: &[&str]) -> String {
+    columns
+        .iter()
+        .map(|column| schema::read_expr(version, table, column))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A row of `run_columns!()` as a record.
 pub(super) fn run(row: &Row<'_>, path: &Path) -> Result<RunRecord, StoreError> {

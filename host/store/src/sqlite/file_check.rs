@@ -300,7 +300,7 @@ fn foreign(path: &Path, app_id: i32, version: i64, objects: &[(String, String)])
 }
 
 /// `<path><suffix>`, e.g. the `-wal` file beside a database.
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+pub(super) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = OsString::from(path.as_os_str());
     name.push(suffix);
     PathBuf::from(name)
@@ -308,7 +308,7 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 
 /// A `file:` URI that opens the absolute `path` with `immutable=1`; every byte but unreserved
 /// ones is percent-encoded, so SQLite reads the path back exactly.
-fn immutable_uri(path: &Path) -> String {
+pub(super) fn immutable_uri(path: &Path) -> String {
     // `file://` + an absolute path `/...` gives an empty authority, as SQLite wants.
     let mut uri = String::from("file://");
     for &b in path.as_os_str().as_encoded_bytes() {

@@ -14,6 +14,7 @@
 //! - `decode`: rows back into records, bad data as [`crate::StoreError::BadRecord`];
 //! - `queries`: the SQL statements behind each [`Store`] method;
 //! - `lease`: claiming, renewing and releasing runs (compare-and-swap on the run's lease);
+//! - `read_only`: opening a database only to read it, creating and writing nothing;
 //! - `error`: SQLite's errors as the [`crate::StoreError`] a caller can act on.
 
 mod decode;
@@ -22,15 +23,20 @@ mod error;
 mod file_check;
 mod lease;
 mod queries;
+mod read_only;
 mod schema;
 mod setup;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::cell::RefCell;
+
 use rusqlite::Connection;
 
 use crate::{Claim, HistoryEntry, Lease, RunRecord, RunStatus, StepSave, Store, StoreError};
+use queries::Reads;
+use read_only::Reader;
 
 /// How long a call waits for another process's write lock before giving up with
 /// [`StoreError::Busy`].
@@ -39,11 +45,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The embedded store: one SQLite file, WAL mode, `synchronous=FULL` (one fsync per commit).
 ///
 /// Open it with [`SqliteStore::open`] on a path the caller chooses (the library has no default
-/// file). Several processes may open the same file (a runner and `stepflow cancel`): writes
-/// wait up to a few seconds for each other.
+/// file), or with [`SqliteStore::open_read_only`] to only read. Several processes may open the
+/// same file (a runner and `stepflow cancel`): writes wait up to a few seconds for each other.
 pub struct SqliteStore {
-    conn: Connection,
+    access: Access,
     path: PathBuf,
+}
+
+/// How a store reaches its file.
+enum Access {
+    /// A writing connection on a database at this build's schema version.
+    Write { conn: Connection, reads: Reads },
+    /// A read-only connection, reopened when it may have missed a change (`RefCell`: reads
+    /// take `&self`).
+    Read(RefCell<Reader>),
 }
 
 impl SqliteStore {
@@ -53,50 +68,116 @@ impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         let conn = setup::open(&path)?;
-        Ok(SqliteStore { conn, path })
+        let reads = Reads::for_version(schema::SCHEMA_VERSION);
+        Ok(SqliteStore {
+            access: Access::Write { conn, reads },
+            path,
+        })
+    }
+
+    /// Opens the database at `path` only to read it, for listings and inspection: creates no
+    /// file (a missing one is [`StoreError::Missing`]), never writes or migrates (a database
+    /// of an older schema is read as it is), and works on a read-only mount. Every write
+    /// through it is refused with [`StoreError::ReadOnly`]. An empty file reads as no runs.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let reader = read_only::open(&path)?;
+        Ok(SqliteStore {
+            access: Access::Read(RefCell::new(reader)),
+            path,
+        })
     }
 
     /// The database file this store uses (absolute), so callers can name it in messages.
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Whether the store was opened with [`SqliteStore::open_read_only`], so callers can say
+    /// why a write is not offered.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.access, Access::Read(_))
+    }
+
+    /// Runs `read` on a connection that sees the latest saves, with the statements for its
+    /// schema version.
+    fn read<T>(
+        &self,
+        read: impl FnOnce(&Connection, &Reads) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        match &self.access {
+            Access::Write { conn, reads } => read(conn, reads),
+            Access::Read(reader) => {
+                if reader.borrow().is_stale(&self.path) {
+                    let fresh = read_only::open(&self.path)?;
+                    *reader.borrow_mut() = fresh;
+                }
+                let reader = reader.borrow();
+                read(&reader.conn, &reader.reads)
+            }
+        }
+    }
+
+    /// The writing connection and the file's path, or [`StoreError::ReadOnly`] saying that
+    /// `action` is not possible.
+    fn write(
+        &mut self,
+        action: impl FnOnce() -> String,
+    ) -> Result<(&mut Connection, &Path), StoreError> {
+        match &mut self.access {
+            Access::Write { conn, .. } => Ok((conn, &self.path)),
+            Access::Read(_) => Err(StoreError::ReadOnly {
+                path: self.path.clone(),
+                action: action(),
+            }),
+        }
+    }
 }
 
 impl Store for SqliteStore {
     fn create_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
-        queries::create_run(&self.conn, &self.path, run)
+        let (conn, path) = self.write(|| format!("creating run `{}`", run.id))?;
+        queries::create_run(conn, path, run)
     }
 
     fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError> {
-        queries::save_step(&mut self.conn, &self.path, step)
+        let (conn, path) = self.write(|| format!("saving a step of run `{}`", step.run_id))?;
+        queries::save_step(conn, path, step)
     }
 
     fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
-        queries::run(&self.conn, &self.path, id)
+        self.read(|conn, reads| queries::run(conn, reads, &self.path, id))
     }
 
     fn runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        queries::runs(&self.conn, &self.path, status, limit)
+        self.read(|conn, reads| queries::runs(conn, reads, &self.path, status, limit))
     }
 
     fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        queries::history(&self.conn, &self.path, run_id)
+        self.read(|conn, reads| queries::history(conn, reads, &self.path, run_id))
     }
 
     fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
-        queries::set_status(&self.conn, &self.path, run_id, status)
+        let (conn, path) =
+            self.write(|| format!("setting the status of run `{run_id}` to {status}"))?;
+        queries::set_status(conn, path, run_id, status)
     }
 
     fn claim(&mut self, claim: &Claim<'_>) -> Result<Lease, StoreError> {
-        lease::claim(&mut self.conn, &self.path, claim)
+        let (conn, path) = self.write(|| format!("claiming run `{}`", claim.run_id))?;
+        lease::claim(conn, path, claim)
     }
 
     fn renew(&mut self, lease: &Lease, ttl_ms: u64, now_ms: u64) -> Result<Lease, StoreError> {
-        lease::renew(&mut self.conn, &self.path, lease, ttl_ms, now_ms)
+        let (conn, path) =
+            self.write(|| format!("renewing the lease on run `{}`", lease.run_id))?;
+        lease::renew(conn, path, lease, ttl_ms, now_ms)
     }
 
     fn release(&mut self, lease: &Lease) -> Result<(), StoreError> {
-        lease::release(&mut self.conn, &self.path, lease)
+        let (conn, path) =
+            self.write(|| format!("releasing the lease on run `{}`", lease.run_id))?;
+        lease::release(conn, path, lease)
     }
 }
 
@@ -126,6 +207,14 @@ mod tests {
         }
     }
 
+    /// The writing connection of a store opened with `open`.
+    fn conn(store: &mut SqliteStore) -> &mut Connection {
+        match &mut store.access {
+            Access::Write { conn, .. } => conn,
+            Access::Read(_) => panic!("opened read-only"),
+        }
+    }
+
     fn entry() -> HistoryEntry {
         HistoryEntry {
             run_id: "r".into(),
@@ -146,8 +235,8 @@ mod tests {
     fn pragmas_are_wal_full_foreign_keys_and_our_application_id()
     -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
-        let store = SqliteStore::open(&dir.path().join("s.db"))?;
-        let conn = &store.conn;
+        let mut store = SqliteStore::open(&dir.path().join("s.db"))?;
+        let conn = conn(&mut store);
         let text = |name: &str| conn.pragma_query_value(None, name, |r| r.get::<_, String>(0));
         let int = |name: &str| conn.pragma_query_value(None, name, |r| r.get::<_, i64>(0));
         assert_eq!(text("journal_mode")?, "wal");
@@ -167,7 +256,7 @@ mod tests {
         store.create_run(&record("r"))?;
         let commits = Arc::new(AtomicUsize::new(0));
         let counter = commits.clone();
-        store.conn.commit_hook(Some(move || {
+        conn(&mut store).commit_hook(Some(move || {
             counter.fetch_add(1, Ordering::SeqCst);
             false
         }))?;

@@ -5,25 +5,50 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::decode::{self, Held, held_columns, history_columns, run_columns};
+use super::decode::{self, Held, held_columns};
 use super::encode::{self, RunRow, StepRow};
 use super::error::{SQLITE_CONSTRAINT_CHECK, SQLITE_CONSTRAINT_PRIMARYKEY, classify, not_found};
 use crate::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, StoreError};
 
-const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM runs WHERE id = ?1");
+/// The statements that read runs and history, for the schema version of the database: a
+/// read-only store may read a database older than this build, which it cannot migrate.
+pub(super) struct Reads {
+    /// The database's schema version; 0 is an empty file (no tables yet, so no runs).
+    version: i64,
+    select_run: String,
+    list_runs: String,
+    list_runs_by_status: String,
+    history: String,
+}
 
-/// `rowid` breaks ties between runs created in the same millisecond: the later insert first.
-const LIST_RUNS: &str = concat!(
-    "SELECT ",
-    run_columns!(),
-    " FROM runs ORDER BY created_ms DESC, rowid DESC LIMIT ?1"
-);
+impl Reads {
+    /// The statements for a database at schema `version`.
+    pub(super) fn for_version(version: i64) -> Self {
+        let runs = decode::run_columns(version);
+        Reads {
+            version,
+            select_run: format!("SELECT {runs} FROM runs WHERE id = ?1"),
+            // `rowid` breaks ties between runs created in the same millisecond: the later
+            // insert first.
+            list_runs: format!(
+                "SELECT {runs} FROM runs ORDER BY created_ms DESC, rowid DESC LIMIT ?1"
+            ),
+            list_runs_by_status: format!(
+                "SELECT {runs} FROM runs WHERE status = ?1 \
+                 ORDER BY created_ms DESC, rowid DESC LIMIT ?2"
+            ),
+            history: format!(
+                "SELECT {} FROM history WHERE run_id = ?1 ORDER BY seq",
+                decode::history_columns(version)
+            ),
+        }
+    }
 
-const LIST_RUNS_BY_STATUS: &str = concat!(
-    "SELECT ",
-    run_columns!(),
-    " FROM runs WHERE status = ?1 ORDER BY created_ms DESC, rowid DESC LIMIT ?2"
-);
+    /// Whether the database has no tables yet (an empty file): it holds no runs.
+    fn is_empty(&self) -> bool {
+        self.version == 0
+    }
+}
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, status, state, \
                           next_check_ms, last_error, created_ms, updated_ms) \
@@ -44,12 +69,6 @@ const INSERT_HISTORY: &str = "INSERT INTO history (run_id, seq, step, kind, atte
 const RUN_STATUS: &str = "SELECT status FROM runs WHERE id = ?1";
 
 const SET_STATUS: &str = "UPDATE runs SET status = ?2, updated_ms = ?3 WHERE id = ?1";
-
-const HISTORY: &str = concat!(
-    "SELECT ",
-    history_columns!(),
-    " FROM history WHERE run_id = ?1 ORDER BY seq"
-);
 
 /// [`crate::Store::create_run`]: one insert; a taken id is [`StoreError::AlreadyExists`].
 pub(super) fn create_run(
@@ -168,10 +187,18 @@ pub(super) fn save_step(
 }
 
 /// [`crate::Store::run`]: one run by id.
-pub(super) fn run(conn: &Connection, path: &Path, id: &str) -> Result<RunRecord, StoreError> {
+pub(super) fn run(
+    conn: &Connection,
+    reads: &Reads,
+    path: &Path,
+    id: &str,
+) -> Result<RunRecord, StoreError> {
+    if reads.is_empty() {
+        return Err(not_found(path, id));
+    }
     let action = || format!("loading run `{id}`");
     let mut stmt = conn
-        .prepare_cached(SELECT_RUN)
+        .prepare_cached(&reads.select_run)
         .map_err(|e| classify(path, action(), e))?;
     let mut rows = stmt.query([id]).map_err(|e| classify(path, action(), e))?;
     match rows.next().map_err(|e| classify(path, action(), e))? {
@@ -183,16 +210,20 @@ pub(super) fn run(conn: &Connection, path: &Path, id: &str) -> Result<RunRecord,
 /// [`crate::Store::runs`]: newest first, at most `limit`, optionally of one status.
 pub(super) fn runs(
     conn: &Connection,
+    reads: &Reads,
     path: &Path,
     status: Option<RunStatus>,
     limit: usize,
 ) -> Result<Vec<RunRecord>, StoreError> {
+    if reads.is_empty() {
+        return Ok(Vec::new());
+    }
     let action = || "listing runs".to_string();
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let sql = if status.is_some() {
-        LIST_RUNS_BY_STATUS
+        &reads.list_runs_by_status
     } else {
-        LIST_RUNS
+        &reads.list_runs
     };
     let mut stmt = conn
         .prepare_cached(sql)
@@ -212,12 +243,16 @@ pub(super) fn runs(
 /// [`crate::Store::history`]: the entries of one run, oldest first.
 pub(super) fn history(
     conn: &Connection,
+    reads: &Reads,
     path: &Path,
     run_id: &str,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
+    if reads.is_empty() {
+        return Err(not_found(path, run_id));
+    }
     let action = || format!("loading the history of run `{run_id}`");
     let mut stmt = conn
-        .prepare_cached(HISTORY)
+        .prepare_cached(&reads.history)
         .map_err(|e| classify(path, action(), e))?;
     let mut rows = stmt
         .query([run_id])

@@ -75,6 +75,28 @@ ALTER TABLE runs ADD COLUMN lease_expires_ms INTEGER;
 ALTER TABLE runs ADD COLUMN lease_fence INTEGER NOT NULL DEFAULT 0 CHECK (lease_fence >= 0);
 ";
 
+/// The columns migrations added after version 1: `(table, column, version that added it, what
+/// rows of an older database read as)`. A read-only store cannot migrate, so it reads an older
+/// database through [`read_expr`] instead.
+const ADDED_COLUMNS: &[(&str, &str, i64, &str)] = &[
+    ("runs", "lease_owner", 2, "NULL"),
+    ("runs", "lease_expires_ms", 2, "NULL"),
+    ("runs", "lease_fence", 2, "0"),
+];
+
+/// The SQL that reads `column` of `table` in a database at schema `version`: the column
+/// itself, or, when the migration that added it has not run there, the value its rows had
+/// before (`NULL AS lease_owner`).
+pub(super) fn read_expr(version: i64, table: &str, column: &str) -> String {
+    ADDED_COLUMNS
+        .iter()
+        .find(|(t, c, since, _)| *t == table && *c == column && version < *since)
+        .map_or_else(
+            || column.to_string(),
+            |(_, _, _, before)| format!("{before} AS {column}"),
+        )
+}
+
 /// Applies pending migrations, each in its own write transaction that re-reads the version
 /// first, so two processes opening a new file at once migrate it once.
 pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
@@ -149,6 +171,23 @@ mod tests {
             check_list("outcome"),
             quoted(StepOutcome::ALL.map(StepOutcome::as_str))
         );
+    }
+
+    #[test]
+    fn added_columns_are_added_by_the_migration_named() {
+        for (table, column, since, _) in ADDED_COLUMNS {
+            let sql = usize::try_from(*since - 1)
+                .ok()
+                .and_then(|at| MIGRATIONS.get(at))
+                .copied()
+                .unwrap_or_default();
+            assert!(
+                sql.contains(&format!("ALTER TABLE {table} ADD COLUMN {column} ")),
+                "migration {since} adds {table}.{column}"
+            );
+            assert_eq!(read_expr(*since, table, column), *column);
+            assert!(read_expr(*since - 1, table, column).ends_with(&format!(" AS {column}")));
+        }
     }
 
     #[test]

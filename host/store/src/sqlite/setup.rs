@@ -2,10 +2,11 @@
 //! connection, starting over while another process is setting up the same new file.
 
 use std::fs;
+use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, MAIN_DB, OpenFlags};
 
 use super::BUSY_TIMEOUT;
 use super::error::{classify, is_busy, millis};
@@ -46,6 +47,17 @@ pub(super) fn open(path: &Path) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = Connection::open_with_flags(path, flags)
             .map_err(|e| classify(path, "opening the database", e))?;
+        // SQLite quietly opens read-only what it cannot open for writing (a read-only file,
+        // directory or mount); say so now rather than fail at the first pragma.
+        if conn.is_readonly(MAIN_DB).unwrap_or(false) {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "it can be opened only for reading (a read-only file, directory or mount)",
+                ),
+            });
+        }
         match configure(&mut conn, path)? {
             Setup::Done => return Ok(conn),
             // Another process is setting up the same new file: let it finish, then look again.
