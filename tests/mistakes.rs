@@ -500,3 +500,75 @@ fn a_wasm_file_that_is_not_a_component_is_refused_at_its_place_in_the_flow_file(
         assert!(!err.contains("[0, 97, 115"), "a byte dump: {err}");
     }
 }
+
+#[test]
+fn read_only_commands_create_nothing_and_read_a_database_on_a_read_only_mount() {
+    let s = Sandbox::new();
+    // A mistyped --db: `runs` and `show` say so and create no file.
+    let missing = s.path("typo/runs.db");
+    for args in [vec!["runs"], vec!["show", "some-run"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepflow"))
+            .arg("--db")
+            .arg(&missing)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{args:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no run database at"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(
+            !missing.exists() && !s.path("typo").exists(),
+            "{args:?} created a file"
+        );
+    }
+
+    // A real database, then the same directory bind-mounted read-only.
+    let flow = s.flow("q.yaml", QUICKSTART);
+    assert_eq!(
+        s.run(&["run", flow.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
+    let run = only_run(&s);
+    let ro = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["--bind", "-o", "ro"])
+        .arg(s.dir.path())
+        .arg(ro.path())
+        .status()
+        .is_ok_and(|st| st.success());
+    if !mounted {
+        let why = "skipped: read-only mount: `mount --bind -o ro` is not permitted here";
+        eprintln!("{why}");
+        assert!(!stepflow_testkit::in_ci(), "{why}");
+        return;
+    }
+    // Some kernels need a remount for `ro` to take on a bind mount.
+    let _ = std::process::Command::new("mount")
+        .args(["-o", "remount,bind,ro"])
+        .arg(ro.path())
+        .status();
+    let db = ro.path().join("runs.db");
+    let result = std::panic::catch_unwind(|| {
+        assert!(
+            std::fs::write(ro.path().join("probe"), "x").is_err(),
+            "the mount is writable"
+        );
+        for args in [vec!["runs", "--json"], vec!["show", run.as_str(), "--json"]] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepflow"))
+                .arg("--db")
+                .arg(&db)
+                .args(&args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+            assert!(stdout(&out).contains(&run), "{args:?}: {}", stdout(&out));
+        }
+    });
+    let _ = std::process::Command::new("umount").arg(ro.path()).status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}

@@ -74,6 +74,12 @@ impl From<StoreError> for Exit {
                 message: e.to_string(),
             },
             StoreError::Leased { .. } | StoreError::Finished { .. } => Exit::usage(e),
+            StoreError::Missing { .. } => Exit {
+                code: STORAGE,
+                message: format!(
+                    "{e}\n  hint: check the path, or use `--db FILE` (or STEPFLOW_DB); `stepflow run` creates a database"
+                ),
+            },
             StoreError::LeaseLost { .. } => Exit {
                 code: INTERRUPTED,
                 message: format!(

@@ -16,9 +16,15 @@ use stepflow_store::SqliteStore;
 
 use crate::error::Exit;
 
-/// The run database at `db`.
+/// The run database at `db`, created if it does not exist.
 fn open_store(db: &Path) -> Result<SqliteStore, Exit> {
     Ok(SqliteStore::open(db)?)
+}
+
+/// The run database at `db` for reading only: a mistyped path creates nothing, and a database
+/// on a read-only mount can be read.
+fn read_store(db: &Path) -> Result<SqliteStore, Exit> {
+    Ok(SqliteStore::open_read_only(db)?)
 }
 
 /// The plugin engine, caching compiled components where the user's environment says.

@@ -4,13 +4,13 @@ use std::path::Path;
 
 use stepflow_store::{RunStatus, Store};
 
-use super::open_store;
+use super::read_store;
 use crate::error::Exit;
 use crate::views;
 
 /// `stepflow runs [--status S] [--limit N]`.
 pub fn runs(db: &Path, status: Option<RunStatus>, limit: usize, json: bool) -> Result<(), Exit> {
-    let store = open_store(db)?;
+    let store = read_store(db)?;
     let runs = store.runs(status, limit)?;
     views::runs::print(&runs, status, json);
     Ok(())
