@@ -3,7 +3,8 @@
 //! A flow file declares the plugins a flow uses and the flow's tree of items; [`load`] reads and
 //! checks one into a [`FlowFile`], and [`FlowFile::to_steps`] turns it into the model's
 //! [`stepflow_model::Steps`] once a [`Functions`] implementation (the CLI's, backed by real
-//! plugins) can resolve its function references. Every mistake comes back as a [`Diagnostic`]:
+//! plugins) can resolve its function references. [`load`] reads at most
+//! [`MAX_FLOW_FILE_BYTES`] (4 MiB); [`load_with_limit`] takes another limit. Every mistake comes back as a [`Diagnostic`]:
 //! `file:line:column: message`, and a hint that says what to do.
 //!
 //! This crate knows nothing of WebAssembly or storage: it reads text (and checks that files
@@ -101,7 +102,7 @@ mod yaml;
 
 pub use build::{Function, FunctionKind, Functions, Reference};
 pub use diagnostic::{Diagnostic, Position};
-pub use parse::{load, parse};
+pub use parse::{MAX_FLOW_FILE_BYTES, load, load_with_limit, parse};
 pub use schema::schema;
 pub use types::{DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl};
 pub use units::{parse_duration, parse_size};

@@ -808,3 +808,81 @@ fn a_function_of_the_wrong_kind_is_located_at_its_reference() {
         "`do` needs an action",
     );
 }
+
+// ---- B6: the size limit on flow files ----
+
+/// A flow file of `len` bytes or a little more: a valid head, then comment lines.
+fn padded_flow(len: usize) -> String {
+    let mut text = String::from("flow: big.v1\nsteps: []\n");
+    while text.len() < len {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    text
+}
+
+#[test]
+fn a_flow_file_over_the_limit_is_refused_naming_the_file_and_the_limit() {
+    let dir = scratch_dir("size");
+    let path = dir.join("big.yaml");
+    let text = padded_flow(stepflow_flowfile::MAX_FLOW_FILE_BYTES as usize + 1);
+    std::fs::write(&path, &text).unwrap();
+    let d = stepflow_flowfile::load(&path).unwrap_err();
+    assert_eq!(d.file, path);
+    assert_eq!((d.line, d.column), (0, 0));
+    assert_eq!(
+        d.message,
+        format!(
+            "the flow file is 4 MiB ({} bytes), more than the limit of 4 MiB (4194304 bytes)",
+            text.len()
+        )
+    );
+    let hint = d.hint.clone().unwrap_or_default();
+    assert!(
+        hint.contains("`stepflow_flowfile::load_with_limit`"),
+        "{hint}"
+    );
+    assert!(
+        d.to_string()
+            .starts_with(&format!("{}: the flow file is", path.display()))
+    );
+
+    // A caller may allow more; the limit is inclusive.
+    let file = stepflow_flowfile::load_with_limit(&path, text.len() as u64).unwrap();
+    assert_eq!(file.flow, "big.v1");
+    let d = stepflow_flowfile::load_with_limit(&path, text.len() as u64 - 1).unwrap_err();
+    assert!(d.message.contains("more than the limit of"), "{d}");
+
+    // A small file is read as before.
+    let small = dir.join("small.yaml");
+    std::fs::write(&small, padded_flow(1000)).unwrap();
+    stepflow_flowfile::load(&small).unwrap();
+}
+
+/// `validate /dev/zero` grew without limit; now the read stops at the limit, at once.
+#[cfg(unix)]
+#[test]
+fn a_device_that_never_ends_is_refused_quickly() {
+    let started = std::time::Instant::now();
+    let d = stepflow_flowfile::load(Path::new("/dev/zero")).unwrap_err();
+    assert_eq!(d.file, PathBuf::from("/dev/zero"));
+    assert_eq!(
+        d.message,
+        "the flow file is not a regular file, and it gave more than the limit of 4 MiB (4194304 bytes) without ending"
+    );
+    assert!(
+        d.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("not a device or a pipe"),
+        "{d}"
+    );
+    // A generous bound: reading 4 MiB takes milliseconds, an unbounded read never ends.
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+
+    let d = stepflow_flowfile::load_with_limit(Path::new("/dev/zero"), 10).unwrap_err();
+    assert!(
+        d.message
+            .contains("more than the limit of 10 bytes without"),
+        "{d}"
+    );
+}
