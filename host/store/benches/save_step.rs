@@ -48,6 +48,7 @@ fn entry(i: u64) -> HistoryEntry {
         error: None,
         patch: Some(json!({ "counter": i })),
         redelivered: false,
+        handlers: Vec::new(),
     }
 }
 

@@ -62,7 +62,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use stepflow_model::{CallKind, CallRecord, Outcome, State};
+use stepflow_model::{CallKind, CallRecord, HandlerCall, Outcome, State};
 
 pub use sqlite::SqliteStore;
 
@@ -290,6 +290,10 @@ pub struct HistoryEntry {
     pub patch: Option<serde_json::Value>,
     /// Whether the call was a re-execution after a crash (at-least-once delivery).
     pub redelivered: bool,
+    /// The error handlers the call's failure was offered to, innermost retry group first, with
+    /// each one's answer, so a failed run shows who was asked and what each said.
+    #[serde(default)]
+    pub handlers: Vec<HandlerCall>,
 }
 
 impl HistoryEntry {
@@ -317,6 +321,7 @@ impl HistoryEntry {
             error,
             patch,
             redelivered: call.redelivered,
+            handlers: call.handlers.clone(),
         }
     }
 }

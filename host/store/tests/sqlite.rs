@@ -18,7 +18,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// `SFLW`, the application id of stepflow databases.
 const APPLICATION_ID: i64 = 0x5346_4C57;
 /// The schema version this build creates.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// The schema exactly as the first release created it (schema version 1), to test that older
 /// databases are migrated (or read read-only) with their runs intact.
@@ -118,6 +118,7 @@ fn entry(run_id: &str, step: &str) -> HistoryEntry {
         error: None,
         patch: Some(json!({ "n": 1, "gone": null })),
         redelivered: false,
+        handlers: Vec::new(),
     }
 }
 
@@ -1047,6 +1048,8 @@ fn a_version_1_database_is_migrated_with_its_runs() -> TestResult {
 }
 
 // More tests of this binary, one file per subject (one binary: one link, shared helpers).
+#[path = "sqlite/handlers.rs"]
+mod handlers;
 #[path = "sqlite/leases.rs"]
 mod leases;
 #[path = "sqlite/read_only.rs"]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::Row;
 use rusqlite::types::FromSql;
-use stepflow_model::{CallKind, State};
+use stepflow_model::{CallKind, HandlerCall, State};
 
 use super::schema;
 use crate::{HistoryEntry, LeaseInfo, RunRecord, RunStatus, StepOutcome, StoreError};
@@ -41,6 +41,7 @@ const HISTORY_COLUMNS: &[&str] = &[
     "error",
     "patch",
     "redelivered",
+    "handlers",
 ];
 
 /// The select list for [`run`] in a database at schema `version`.
@@ -158,6 +159,11 @@ pub(super) fn history(
         .map(|p| serde_json::from_str(&p).map_err(|e| f.bad(column("patch"), e)))
         .transpose()?;
     let redelivered: i64 = f.get(10, &column("redelivered"))?;
+    let handlers: Option<String> = f.get(11, &column("handlers"))?;
+    let handlers: Vec<HandlerCall> = handlers
+        .map(|h| serde_json::from_str(&h).map_err(|e| f.bad(column("handlers"), e)))
+        .transpose()?
+        .unwrap_or_default();
     let entry_run_id = f.get(0, &column("run_id"))?;
     let step = f.get(2, &column("step"))?;
     let kind: String = f.get(3, &column("kind"))?;
@@ -176,6 +182,7 @@ pub(super) fn history(
         error: f.get(8, &column("error"))?,
         patch,
         redelivered: redelivered != 0,
+        handlers,
     })
 }
 

@@ -75,6 +75,8 @@ pub(super) struct HistoryRow<'a> {
     pub error: Option<&'a str>,
     pub patch: Option<String>,
     pub redelivered: bool,
+    /// The handler calls as JSON; `None` when there were none.
+    pub handlers: Option<String>,
 }
 
 impl<'a> HistoryRow<'a> {
@@ -92,6 +94,11 @@ impl<'a> HistoryRow<'a> {
             .map(serde_json::to_string)
             .transpose()
             .map_err(|e| invalid(run_id, e))?;
+        let handlers = if entry.handlers.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&entry.handlers).map_err(|e| invalid(run_id, e))?)
+        };
         Ok(HistoryRow {
             step: &entry.step,
             kind: entry.kind.as_str(),
@@ -102,6 +109,7 @@ impl<'a> HistoryRow<'a> {
             error: entry.error.as_deref(),
             patch,
             redelivered: entry.redelivered,
+            handlers,
         })
     }
 }

@@ -228,6 +228,7 @@ mod tests {
             error: None,
             patch: None,
             redelivered: false,
+            handlers: Vec::new(),
         }
     }
 

@@ -62,9 +62,9 @@ const HELD: &str = concat!("SELECT ", held_columns!(), " FROM runs WHERE id = ?1
 
 /// The store numbers history entries: one more than the run's last (an index lookup).
 const INSERT_HISTORY: &str = "INSERT INTO history (run_id, seq, step, kind, attempt, outcome, \
-                              started_ms, duration_ms, error, patch, redelivered) \
+                              started_ms, duration_ms, error, patch, redelivered, handlers) \
                               SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-                              ?9, ?10 FROM history WHERE run_id = ?1";
+                              ?9, ?10, ?11 FROM history WHERE run_id = ?1";
 
 const RUN_STATUS: &str = "SELECT status FROM runs WHERE id = ?1";
 
@@ -161,6 +161,7 @@ pub(super) fn save_step(
                 entry.error,
                 entry.patch,
                 entry.redelivered,
+                entry.handlers,
             ])
         });
         if let Err(e) = inserted {

@@ -15,7 +15,7 @@ pub(super) const APPLICATION_ID: i32 = 0x5346_4C57;
 
 /// Schema migrations, oldest first: entry `i` takes `user_version` from `i` to `i + 1`.
 /// Released entries are never edited, only appended to.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
 
 /// The newest schema version this build knows; a database with a newer one is refused.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -75,6 +75,12 @@ ALTER TABLE runs ADD COLUMN lease_expires_ms INTEGER;
 ALTER TABLE runs ADD COLUMN lease_fence INTEGER NOT NULL DEFAULT 0 CHECK (lease_fence >= 0);
 ";
 
+/// Version 3: the error handlers a failed call was offered to, as a JSON array of the model's
+/// `HandlerCall`s (`NULL` when there were none, as in every entry saved before).
+const MIGRATION_3: &str = "
+ALTER TABLE history ADD COLUMN handlers TEXT;
+";
+
 /// The columns migrations added after version 1: `(table, column, version that added it, what
 /// rows of an older database read as)`. A read-only store cannot migrate, so it reads an older
 /// database through [`read_expr`] instead.
@@ -82,6 +88,7 @@ const ADDED_COLUMNS: &[(&str, &str, i64, &str)] = &[
     ("runs", "lease_owner", 2, "NULL"),
     ("runs", "lease_expires_ms", 2, "NULL"),
     ("runs", "lease_fence", 2, "0"),
+    ("history", "handlers", 3, "NULL"),
 ];
 
 /// The SQL that reads `column` of `table` in a database at schema `version`: the column

@@ -202,7 +202,12 @@ fn a_version_1_database_is_read_without_migrating_it() -> TestResult {
         (RunStatus::Waiting, Some(42), None)
     );
     assert_eq!(*old.state.data, json!({ "n": 7 }));
-    assert_eq!(store.history("old")?.len(), 1);
+    let history = store.history("old")?;
+    assert_eq!(history.len(), 1);
+    assert!(
+        history[0].handlers.is_empty(),
+        "no handlers column in version 1"
+    );
     drop(store);
     assert_untouched(&path, &before)?;
     let version: i64 =

@@ -1,0 +1,98 @@
+//! The error handlers a failed call was offered to, saved with its history entry (a JSON column
+//! that is `NULL` when there were none) and read back; bad data there is a bad record.
+
+use super::*;
+use stepflow_model::{CallRecord, HandlerCall, Outcome, StepError};
+
+/// A failed call that a nested retry offered to two handlers: the inner one failed itself, the
+/// outer one declined.
+fn failed_call() -> CallRecord {
+    CallRecord {
+        step: "f.v1/deploy".into(),
+        kind: CallKind::Step,
+        attempt: 2,
+        sequence: 4,
+        redelivered: false,
+        outcome: Outcome::Failed(StepError::fatal("inner handler broke")),
+        handlers: vec![
+            HandlerCall {
+                group: "f.v1/inner".into(),
+                error: "connection refused (retryable)".into(),
+                answer: Err("inner handler broke (fatal)".into()),
+            },
+            HandlerCall {
+                group: "f.v1/outer".into(),
+                error: "inner handler broke (fatal)".into(),
+                answer: Ok(false),
+            },
+        ],
+    }
+}
+
+#[test]
+fn handler_calls_are_saved_and_read_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let call = failed_call();
+    let failed = HistoryEntry::from_call("r", &call, 10, 3);
+    assert_eq!(failed.handlers, call.handlers, "from_call keeps them");
+    let plain = entry("r", "a");
+    for e in [&failed, &plain] {
+        store.save_step(&StepSave {
+            history: Some(e),
+            ..step("r", RunStatus::Running, &State::default())
+        })?;
+    }
+    let history = store.history("r")?;
+    assert_eq!(history[0].handlers, call.handlers);
+    assert_eq!(
+        history[0].handlers[0].answer,
+        Err("inner handler broke (fatal)".into())
+    );
+    assert!(history[1].handlers.is_empty());
+
+    // In the file: a JSON array any SQL tool can read, and NULL for an entry without any.
+    let raw = Connection::open(&path)?;
+    let stored: Vec<Option<String>> = raw
+        .prepare("SELECT handlers FROM history ORDER BY seq")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let first: serde_json::Value = serde_json::from_str(stored[0].as_deref().unwrap_or("null"))?;
+    assert_eq!(first[1]["group"], json!("f.v1/outer"));
+    assert_eq!(stored[1], None);
+
+    // A read-only store reads them too.
+    let reader = SqliteStore::open_read_only(&path)?;
+    assert_eq!(reader.history("r")?, history);
+    Ok(())
+}
+
+#[test]
+fn bad_json_in_the_handlers_column_is_a_bad_record() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = SqliteStore::open(&path)?;
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    for _ in 0..2 {
+        store.save_step(&StepSave {
+            history: Some(&HistoryEntry::from_call("r", &failed_call(), 10, 3)),
+            ..step("r", RunStatus::Running, &State::default())
+        })?;
+    }
+    let raw = Connection::open(&path)?;
+    for text in ["{oops", "[1, 2]", "{\"group\": \"g\"}"] {
+        raw.execute("UPDATE history SET handlers = ?1 WHERE seq = 2", [text])?;
+        let err = store.history("r").map(drop).expect_err("bad handlers");
+        match &err {
+            StoreError::BadRecord { id, column, .. } => {
+                assert_eq!(id, "r");
+                assert_eq!(column, "history entry 2 (handlers)");
+            }
+            other => panic!("not a bad record: {other:?}"),
+        }
+        assert!(err.to_string().contains("stepflow.db"), "{err}");
+    }
+    Ok(())
+}
