@@ -3,6 +3,7 @@
 //! at the reference in the file.
 
 use std::fmt;
+use std::io::Read;
 use std::sync::Arc;
 
 use stepflow_model::{Action, Condition, ErrorHandler, RetryPolicy, Steps, Wait};
@@ -97,21 +98,37 @@ impl FlowFile {
         resolver.items(Steps::named(self.flow.clone()), &self.steps)
     }
 
-    /// Checks that every plugin's `.wasm` file exists, pointing at its `wasm:` key when not,
-    /// with a hint to build it (`--build` and the plugin's `build` command, when it has one).
+    /// Checks that every plugin's `.wasm` file exists and is a WebAssembly component, pointing
+    /// at its `wasm:` value when not: a missing file gets a hint to build it (`--build` and the
+    /// plugin's `build` command, when it has one); a core module, a file that is not
+    /// WebAssembly, or a component in another binary format say what the file is and how to
+    /// build a component. Only the first 8 bytes (magic and version) are read.
     pub fn check_wasm_files(&self) -> Result<(), Diagnostic> {
         for plugin in self.plugins.values() {
+            let what = format!(
+                "the plugin `{}`'s component `{}`",
+                plugin.name,
+                plugin.wasm.display()
+            );
             let problem = match std::fs::metadata(&plugin.wasm) {
-                Ok(meta) if meta.is_file() => continue,
+                Ok(meta) if meta.is_file() => match header_problem(&plugin.wasm) {
+                    None => continue,
+                    Some((problem, hint)) => {
+                        let message = format!(
+                            "`{}` (the plugin `{}`) {problem}",
+                            plugin.wasm.display(),
+                            plugin.name
+                        );
+                        return Err(
+                            Diagnostic::new(&self.path, plugin.wasm_at, message).with_hint(hint)
+                        );
+                    }
+                },
                 Ok(_) => "is not a file",
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
                 Err(_) => "cannot be read",
             };
-            let message = format!(
-                "the plugin `{}`'s component `{}` {problem}",
-                plugin.name,
-                plugin.wasm.display()
-            );
+            let message = format!("{what} {problem}");
             let hint = match &plugin.build {
                 Some(build) => format!(
                     "build it with `stepflow run --build`, which runs `{build}` in {}; or run that command yourself",
@@ -270,6 +287,82 @@ impl Resolver<'_> {
             other => Err(self.wrong_kind(f, FunctionKind::ErrorHandler, &other, used_as)),
         }
     }
+}
+
+/// The WebAssembly magic number, which every module and component starts with.
+const WASM_MAGIC: [u8; 4] = *b"\0asm";
+/// The version and layer after the magic in a core module (version 1, layer 0).
+const CORE_MODULE_VERSION: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+/// The version and layer after the magic in a component (version 0x0d, layer 1), the binary
+/// format of the component model that the plugin runtime reads.
+const COMPONENT_VERSION: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+
+/// How to build a component, for the hints of the header checks.
+const BUILD_A_COMPONENT: &str = "build it as a component (e.g. `cargo build --target wasm32-wasip2`, or `wasm-tools component new`)";
+
+/// What is wrong with the file's first 8 bytes, and what to do, when it is not a component.
+fn header_problem(path: &std::path::Path) -> Option<(String, String)> {
+    let mut header = Vec::with_capacity(8);
+    let read = std::fs::File::open(path).and_then(|f| f.take(8).read_to_end(&mut header));
+    if let Err(e) = read {
+        return Some((
+            format!("cannot be read: {e}"),
+            "check the file's permissions".to_string(),
+        ));
+    }
+    if header.len() < 4 || header[..4] != WASM_MAGIC {
+        let starts = match header.as_slice() {
+            [] => "it is empty".to_string(),
+            bytes => format!("it starts with {}", describe_bytes(bytes)),
+        };
+        return Some((
+            format!("is not WebAssembly ({starts}, not `\\0asm`)"),
+            format!(
+                "point `wasm:` at the `.wasm` file the plugin's build writes, and {BUILD_A_COMPONENT}"
+            ),
+        ));
+    }
+    let version = &header[4..];
+    if version == CORE_MODULE_VERSION {
+        return Some((
+            "is a core WebAssembly module, not a component".to_string(),
+            BUILD_A_COMPONENT.to_string(),
+        ));
+    }
+    if version == COMPONENT_VERSION {
+        return None;
+    }
+    let problem = if version.len() < 4 {
+        format!(
+            "is cut short: it ends {} bytes after the WebAssembly magic number",
+            version.len()
+        )
+    } else {
+        format!(
+            "is WebAssembly of a binary format this stepflow does not read (version and layer {}; a component has {})",
+            hex(version),
+            hex(&COMPONENT_VERSION)
+        )
+    };
+    Some((
+        problem,
+        format!("rebuild it with current tools: {BUILD_A_COMPONENT}"),
+    ))
+}
+
+/// Bytes for a message: as text when they are printable ASCII, else in hex.
+fn describe_bytes(bytes: &[u8]) -> String {
+    if bytes.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(bytes))
+    } else {
+        format!("the bytes {}", hex(bytes))
+    }
+}
+
+/// `00 61 73 6d`.
+fn hex(bytes: &[u8]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    hex.join(" ")
 }
 
 /// What the use needs, in WIT terms: the hint for every resolution failure.

@@ -4,11 +4,13 @@
 //! checks one into a [`FlowFile`], and [`FlowFile::to_steps`] turns it into the model's
 //! [`stepflow_model::Steps`] once a [`Functions`] implementation (the CLI's, backed by real
 //! plugins) can resolve its function references. [`load`] reads at most
-//! [`MAX_FLOW_FILE_BYTES`] (4 MiB); [`load_with_limit`] takes another limit. Every mistake comes back as a [`Diagnostic`]:
-//! `file:line:column: message`, and a hint that says what to do.
+//! [`MAX_FLOW_FILE_BYTES`] (4 MiB); [`load_with_limit`] takes another limit. Every mistake comes
+//! back as a [`Diagnostic`]: `file:line:column: message`, and a hint that says what to do.
 //!
-//! This crate knows nothing of WebAssembly or storage: it reads text (and checks that files
-//! exist); loading plugins and running flows are other crates' business.
+//! This crate knows nothing of WebAssembly or storage: it reads text, and checks that plugin
+//! files exist and start like a component (the first 8 bytes, so that a core module or a file
+//! that is not WebAssembly is reported at its `wasm:` line); loading plugins and running flows
+//! are other crates' business.
 //!
 //! # The format
 //!

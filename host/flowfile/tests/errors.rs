@@ -703,7 +703,7 @@ fn a_missing_wasm_file_points_at_its_key_and_hints_the_build() {
     let dir = scratch_dir("wasm");
     let path = dir.join("flow.yaml");
     let text = "flow: f\nplugins:\n  built:\n    wasm: built.wasm\n  deploy:\n    wasm: out/deploy.wasm\n    build: ./build.sh\nsteps: []\n";
-    std::fs::write(dir.join("built.wasm"), b"").unwrap();
+    std::fs::write(dir.join("built.wasm"), COMPONENT_HEADER).unwrap();
     std::fs::write(&path, text).unwrap();
     let file = stepflow_flowfile::load(&path).unwrap();
     let d = file.check_wasm_files().unwrap_err();
@@ -728,6 +728,111 @@ fn a_missing_wasm_file_points_at_its_key_and_hints_the_build() {
 
     let text = "flow: f\nplugins:\n  built: { wasm: built.wasm }\nsteps: []\n";
     parse(text, &path).unwrap().check_wasm_files().unwrap();
+}
+
+/// The first 8 bytes of a component: the magic `\0asm`, version 0x0d, layer 1.
+const COMPONENT_HEADER: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+/// Writes `bytes` as `p.wasm` next to a flow file that declares it on line 4, column 11, and
+/// returns what `check_wasm_files` says.
+fn check_wasm(name: &str, bytes: &[u8]) -> (PathBuf, Result<(), Diagnostic>) {
+    let dir = scratch_dir(name);
+    let wasm = dir.join("p.wasm");
+    std::fs::write(&wasm, bytes).unwrap();
+    let text = "flow: f\nplugins:\n  p:\n    wasm: p.wasm\nsteps: []\n";
+    let file = parse(text, &dir.join("flow.yaml")).unwrap();
+    (wasm, file.check_wasm_files())
+}
+
+#[test]
+fn a_core_module_is_reported_at_its_wasm_key_with_how_to_build_a_component() {
+    // A core module's header, then the start of a real module's sections.
+    let (wasm, result) = check_wasm("core", b"\0asm\x01\x00\x00\x00\x01\x04\x01\x60\x00\x00");
+    let d = result.unwrap_err();
+    assert_eq!((d.line, d.column), (4, 11), "{d}");
+    assert_eq!(
+        d.message,
+        format!(
+            "`{}` (the plugin `p`) is a core WebAssembly module, not a component",
+            wasm.display()
+        )
+    );
+    assert_eq!(
+        d.hint.as_deref(),
+        Some(
+            "build it as a component (e.g. `cargo build --target wasm32-wasip2`, or `wasm-tools component new`)"
+        )
+    );
+}
+
+#[test]
+fn a_file_that_is_not_webassembly_says_what_it_starts_with() {
+    let cases: [(&str, &[u8], &str); 4] = [
+        (
+            "text",
+            b"#!/bin/sh\necho hi\n",
+            "it starts with \"#!/bin/s\"",
+        ),
+        (
+            "elf",
+            b"\x7fELF\x02\x01\x01\x00\x00\x00",
+            "it starts with the bytes 7f 45 4c 46 02 01 01 00",
+        ),
+        ("empty", b"", "it is empty"),
+        ("short", b"\0as", "it starts with the bytes 00 61 73"),
+    ];
+    for (name, bytes, starts) in cases {
+        let (wasm, result) = check_wasm(name, bytes);
+        let d = result.unwrap_err();
+        assert_eq!((d.line, d.column), (4, 11), "{d}");
+        assert_eq!(
+            d.message,
+            format!(
+                "`{}` (the plugin `p`) is not WebAssembly ({starts}, not `\\0asm`)",
+                wasm.display()
+            )
+        );
+        assert!(
+            d.hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("build it as a component"),
+            "{d}"
+        );
+    }
+}
+
+#[test]
+fn a_component_passes_and_other_webassembly_versions_are_named() {
+    let (_, result) = check_wasm("component", COMPONENT_HEADER);
+    result.unwrap();
+    let (_, result) = check_wasm(
+        "component-body",
+        &[COMPONENT_HEADER, b"\x07\x01\x00"].concat(),
+    );
+    result.unwrap();
+
+    let (_, result) = check_wasm("old-component", b"\0asm\x0c\x00\x01\x00");
+    let d = result.unwrap_err();
+    assert!(
+        d.message.ends_with("is WebAssembly of a binary format this stepflow does not read (version and layer 0c 00 01 00; a component has 0d 00 01 00)"),
+        "{d}"
+    );
+    assert!(
+        d.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("rebuild it with current tools"),
+        "{d}"
+    );
+
+    let (_, result) = check_wasm("cut", b"\0asm\x0d\x00");
+    let d = result.unwrap_err();
+    assert!(
+        d.message
+            .ends_with("is cut short: it ends 2 bytes after the WebAssembly magic number"),
+        "{d}"
+    );
 }
 
 /// A resolver that knows one condition `deploy.ready` and refuses everything else the way the
