@@ -18,6 +18,10 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// The largest flow file read (a size like 4MiB).
+    #[arg(long, global = true, value_name = "SIZE", default_value = "4MiB", value_parser = size)]
+    pub max_flow_size: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), Exit> {
     let json = cli.json;
     let db = cli.db.unwrap_or_else(stepflow_engine::default_db_path);
+    commands::set_max_flow_bytes(cli.max_flow_size);
     match cli.command {
         Command::Run {
             flow,

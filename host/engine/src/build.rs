@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process_group};
+use rustix::process::{Pid, Signal, kill_process_group, test_kill_process_group};
 use stepflow_flowfile::FlowFile;
 use tokio::process::Command;
 
@@ -87,15 +87,18 @@ async fn stop_group(group: Option<Pid>, child: &mut tokio::process::Child) {
         return;
     };
     let _ = kill_process_group(group, Signal::TERM);
-    if tokio::time::timeout(TERM_GRACE, child.wait())
-        .await
-        .is_err()
-    {
-        let _ = kill_process_group(group, Signal::KILL);
-        let _ = child.wait().await;
-    } else {
-        // The shell is gone; anything it left running in the group goes too.
-        let _ = kill_process_group(group, Signal::KILL);
+    let _ = tokio::time::timeout(TERM_GRACE, child.wait()).await;
+    // Whatever is left of the group (the shell, or children that ignored SIGTERM) is killed,
+    // and the build is over only once the group is gone, so nothing it started outlives it.
+    let _ = kill_process_group(group, Signal::KILL);
+    let _ = child.wait().await;
+    let gone = async {
+        while test_kill_process_group(group).is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    if tokio::time::timeout(TERM_GRACE, gone).await.is_err() {
+        tracing::warn!("processes of a stopped build command are still exiting");
     }
 }
 

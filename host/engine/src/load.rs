@@ -20,6 +20,7 @@ use crate::stop::StopRequests;
 #[derive(Clone)]
 pub struct Engine {
     runtime: Runtime,
+    max_flow_bytes: u64,
 }
 
 /// A flow file with its plugins loaded and its flow compiled: ready to start or resume runs.
@@ -54,7 +55,18 @@ impl Engine {
             cache_dir,
             ..RuntimeConfig::default()
         })?;
-        Ok(Engine { runtime })
+        Ok(Engine {
+            runtime,
+            max_flow_bytes: stepflow_flowfile::MAX_FLOW_FILE_BYTES,
+        })
+    }
+
+    /// Reads flow files of up to `max_bytes` (default
+    /// [`MAX_FLOW_FILE_BYTES`](stepflow_flowfile::MAX_FLOW_FILE_BYTES)); a larger one is refused
+    /// before it is read in full.
+    pub fn with_max_flow_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_flow_bytes = max_bytes;
+        self
     }
 
     /// The plugin runtime, for callers that load a component on its own (`stepflow inspect`).
@@ -64,7 +76,10 @@ impl Engine {
 
     /// Reads the flow file at `path`, loads its plugins and compiles the flow.
     pub fn load(&self, path: &Path) -> Result<LoadedFlow, EngineError> {
-        self.load_file(stepflow_flowfile::load(path)?)
+        self.load_file(stepflow_flowfile::load_with_limit(
+            path,
+            self.max_flow_bytes,
+        )?)
     }
 
     /// Like [`Engine::load`], but runs the plugins' `build` commands first, each for at most
@@ -77,7 +92,7 @@ impl Engine {
         stop: &StopRequests,
         observer: &mut dyn Observer,
     ) -> Result<LoadedFlow, EngineError> {
-        let file = stepflow_flowfile::load(path)?;
+        let file = stepflow_flowfile::load_with_limit(path, self.max_flow_bytes)?;
         build_plugins(&file, timeout, stop, observer).await?;
         self.load_file(file)
     }

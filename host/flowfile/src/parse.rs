@@ -81,8 +81,9 @@ fn read_limited(path: &Path, max_bytes: u64) -> Result<Vec<u8>, Diagnostic> {
 }
 
 /// How to read a larger flow file, for the hints of the size errors.
-const RAISE_THE_LIMIT: &str =
-    "a program that needs larger flow files reads them with `stepflow_flowfile::load_with_limit`";
+const RAISE_THE_LIMIT: &str = "flow files are rarely more than a few KiB; if this one really is \
+     this large, raise the limit (`stepflow --max-flow-size SIZE`; in Rust, \
+     `stepflow_flowfile::load_with_limit`)";
 
 fn too_large(path: &Path, max_bytes: u64, size: Option<u64>) -> Diagnostic {
     let limit = format!("the limit of {}", size_text(max_bytes));

@@ -8,7 +8,7 @@ use crate::output;
 
 /// `stepflow graph FLOW [--format mermaid|dot]`; with `--json`, the transitions as data.
 pub fn graph(flow_path: &Path, format: GraphFormat, json: bool) -> Result<(), Exit> {
-    let file = stepflow_flowfile::load(flow_path)?;
+    let file = super::read_flow(flow_path)?;
     let flow = stepflow_engine::shape(&file)?;
     if json {
         output::line(serde_json::json!({

@@ -27,7 +27,27 @@ fn read_store(db: &Path) -> Result<SqliteStore, Exit> {
     Ok(SqliteStore::open_read_only(db)?)
 }
 
+/// `--max-flow-size`, set once by dispatch for every command that reads a flow file.
+static MAX_FLOW_BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Sets the largest flow file the commands read (the global `--max-flow-size`).
+pub fn set_max_flow_bytes(max_bytes: u64) {
+    let _ = MAX_FLOW_BYTES.set(max_bytes);
+}
+
+fn max_flow_bytes() -> u64 {
+    MAX_FLOW_BYTES
+        .get()
+        .copied()
+        .unwrap_or(stepflow_flowfile::MAX_FLOW_FILE_BYTES)
+}
+
+/// A flow file, read within `--max-flow-size`, without loading its plugins.
+fn read_flow(path: &Path) -> Result<stepflow_flowfile::FlowFile, Exit> {
+    Ok(stepflow_flowfile::load_with_limit(path, max_flow_bytes())?)
+}
+
 /// The plugin engine, caching compiled components where the user's environment says.
 fn engine() -> Result<Engine, Exit> {
-    Ok(Engine::new(stepflow_engine::default_cache_dir())?)
+    Ok(Engine::new(stepflow_engine::default_cache_dir())?.with_max_flow_bytes(max_flow_bytes()))
 }
