@@ -607,3 +607,64 @@ fn a_flow_file_has_a_size_limit_that_a_user_can_raise() {
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[test]
+fn every_error_handler_asked_about_a_failure_is_shown_under_the_failing_step() {
+    let s = Sandbox::new();
+    let flow = s.flow(
+        "nested.yaml",
+        r#"flow: nested.v1
+plugins:
+  h: { wasm: "{plugins}/hostile.wasm" }
+steps:
+  - name: outer
+    retry: { handler: h.declines }
+    steps:
+      - name: inner
+        retry: { handler: h.handler-fails }
+        steps:
+          - { name: work, do: h.fails }
+"#,
+    );
+    let out = s.run(&["run", flow.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run = only_run(&s);
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let history = shown["history"].as_array().expect("history");
+    assert_eq!(history.len(), 1, "{shown}");
+    let row = &history[0];
+    assert_eq!(row["step"], "nested.v1/outer/inner/work");
+    assert_eq!(row["outcome"], "failed");
+    // The step's own error is kept, not replaced by a handler's.
+    assert!(
+        row["error"].as_str().unwrap_or("").contains("boom"),
+        "{row}"
+    );
+    let handlers = row["handlers"].as_array().expect("handlers");
+    assert_eq!(handlers.len(), 2, "{row}");
+    assert_eq!(handlers[0]["group"], "nested.v1/outer/inner");
+    assert!(
+        handlers[0]["given"].as_str().unwrap_or("").contains("boom"),
+        "{row}"
+    );
+    assert!(
+        handlers[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the handler broke"),
+        "{row}"
+    );
+    assert_eq!(handlers[1]["group"], "nested.v1/outer");
+    assert_eq!(handlers[1]["answer"], false, "{row}");
+
+    let text = stdout(&s.run(&["show", &run]));
+    assert!(text.contains("boom"), "{text}");
+    assert!(
+        text.contains("handler of nested.v1/outer/inner was asked: failed:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("└ handler of nested.v1/outer was asked: do not retry"),
+        "{text}"
+    );
+}

@@ -16,6 +16,10 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
                     "seq": h.seq, "step": h.step, "kind": h.kind, "attempt": h.attempt,
                     "outcome": h.outcome, "started_ms": h.started_ms, "duration_ms": h.duration_ms,
                     "error": h.error, "patch": h.patch, "redelivered": h.redelivered,
+                    "handlers": h.handlers.iter().map(|c| json!({
+                        "group": c.group, "given": c.error,
+                        "answer": c.answer.as_ref().ok(), "error": c.answer.as_ref().err(),
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -72,8 +76,26 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
             h.outcome.as_str(),
             h.duration_ms
         ));
+        let nested = h.handlers.len() + usize::from(h.error.is_some());
+        let mut printed = 0;
+        let mut branch = || {
+            printed += 1;
+            if printed == nested { "└" } else { "├" }
+        };
         if let Some(e) = &h.error {
-            output::line(format!("      └ {e}"));
+            output::line(format!("      {} {e}", branch()));
+        }
+        for call in &h.handlers {
+            let answer = match &call.answer {
+                Ok(true) => "retry the group".to_string(),
+                Ok(false) => "do not retry".to_string(),
+                Err(e) => format!("failed: {e}"),
+            };
+            output::line(format!(
+                "      {} handler of {} was asked: {answer}",
+                branch(),
+                call.group
+            ));
         }
     }
     if let Some(e) = &run.last_error {

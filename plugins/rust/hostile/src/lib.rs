@@ -145,6 +145,18 @@ impl Guest for Hostile {
         Ok(None)
     }
 
+    fn fails(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        Err(StepError::Retryable("boom".into()))
+    }
+
+    fn handler_fails(_ctx: StepContext, _error: String) -> Result<bool, StepError> {
+        Err(StepError::Fatal("the handler broke".into()))
+    }
+
+    fn declines(_ctx: StepContext, _error: String) -> Result<bool, StepError> {
+        Ok(false)
+    }
+
     fn add(a: u32, b: u32) -> u32 {
         a.wrapping_add(b)
     }
