@@ -1,9 +1,6 @@
-//! The `classify` target's generator makes components that load, and whose exports include
-//! every kind of step function and functions that are none, so that fuzzing reaches the
-//! classifier rather than stopping at the parser.
-#![cfg(feature = "plugin")]
-
-use stepflow_plugin::{FunctionKind, Plugin, PluginOptions, Runtime, RuntimeConfig};
+//! The targets reach the code they are for: the `classify` generator makes components that
+//! load, with every kind of step function and functions that are none; `store_rows` inputs
+//! decode into records and entries as well as errors.
 
 /// Deterministic pseudo-random inputs (xorshift).
 fn inputs(count: usize, len: usize) -> Vec<Vec<u8>> {
@@ -22,8 +19,11 @@ fn inputs(count: usize, len: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+#[cfg(feature = "plugin")]
 #[test]
 fn generated_components_load_and_cover_every_kind() {
+    use stepflow_plugin::{FunctionKind, Plugin, PluginOptions, Runtime, RuntimeConfig};
+
     let runtime = Runtime::new(RuntimeConfig {
         pooling: false,
         ..RuntimeConfig::default()
@@ -75,4 +75,25 @@ fn generated_components_load_and_cover_every_kind() {
         assert!(kinds.contains(&kind), "no generated {kind}: {kinds:?}");
     }
     assert!(not_step_functions > 0);
+}
+
+#[cfg(feature = "store")]
+#[test]
+fn store_rows_inputs_reach_the_decoder() {
+    use stepflow_fuzz::store_rows::read_back;
+
+    let mut total = stepflow_fuzz::store_rows::ReadBack::default();
+    for input in inputs(300, 64)
+        .iter()
+        .chain([&vec![0u8; 64], &vec![1u8; 64]])
+    {
+        let seen = read_back(input);
+        total.runs += seen.runs;
+        total.entries += seen.entries;
+        total.errors += seen.errors;
+    }
+    stepflow_fuzz::store_rows::remove_files();
+    assert!(total.runs > 0, "{total:?}");
+    assert!(total.entries > 0, "{total:?}");
+    assert!(total.errors > 0, "{total:?}");
 }
