@@ -363,16 +363,20 @@ pub trait Store: Send {
     /// is not overwritten: that gives [`StoreError::Cancelled`], so a runner learns of a cancel
     /// made while its step ran. With [`StepSave::lease`], a lease that is no longer the run's
     /// current one gives [`StoreError::LeaseLost`], checked in the same transaction as the
-    /// write, so a driver that lost its run cannot save even one more step.
+    /// write, so a driver that lost its run cannot save even one more step. A run whose stored
+    /// row no longer matches its checksum is not overwritten ([`StoreError::Checksum`]): a
+    /// damaged state is never replaced silently; an operator restores it or cancels the run.
     fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError>;
 
-    /// Loads one run; an unknown id gives [`StoreError::NotFound`].
+    /// Loads one run; an unknown id gives [`StoreError::NotFound`], a damaged row
+    /// [`StoreError::Checksum`] or [`StoreError::BadRecord`].
     fn run(&self, id: &str) -> Result<RunRecord, StoreError>;
 
     /// Lists at most `limit` runs, newest first, optionally only those with `status`.
     fn runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
 
-    /// The history of a run, oldest first; an unknown id gives [`StoreError::NotFound`].
+    /// The history of a run, oldest first; an unknown id gives [`StoreError::NotFound`], a
+    /// damaged entry [`StoreError::Checksum`] or [`StoreError::BadRecord`] naming it.
     fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
 
     /// Sets a run's status without touching its state: how `stepflow cancel` works. Needs no

@@ -18,7 +18,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// `SFLW`, the application id of stepflow databases.
 const APPLICATION_ID: i64 = 0x5346_4C57;
 /// The schema version this build creates.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// The schema exactly as the first release created it (schema version 1), to test that older
 /// databases are migrated (or read read-only) with their runs intact.
@@ -64,6 +64,11 @@ VALUES ('old', 'f.v1', '/flows/f.yaml', 'def-hash', 'waiting',
         '{\"cursor\":[\"start:f.v1/a\"],\"data\":{\"n\":7}}', 42, 'not ready', 10, 20);
 INSERT INTO history VALUES ('old', 1, 'f.v1/a', 'step', 0, 'done', 11, 2, NULL, '{\"n\":7}', 0);
 ";
+
+/// Drops every row's checksum, as in rows saved before schema version 4: tests of what the
+/// decoding does with bad values edit rows by hand, which the checksums would report first.
+const WITHOUT_CHECKSUMS: &str =
+    "UPDATE runs SET checksum = NULL; UPDATE history SET checksum = NULL;";
 
 /// A database as the first release left it (schema version 1), with run `old` and one entry.
 fn version_1_database(path: &Path) -> TestResult {
@@ -905,6 +910,8 @@ fn bad_data_in_the_database_is_an_error_naming_the_run() -> TestResult {
         ..step("fine", RunStatus::Running, &State::default())
     })?;
     let raw = Connection::open(&path)?;
+    // Rows without checksums (as saved before them), so that the decoding itself is tested.
+    raw.execute_batch(WITHOUT_CHECKSUMS)?;
     // SQLite itself refuses a state that is not JSON at all (the `data` column parses it)...
     let refused = raw.execute(
         "UPDATE runs SET state = '{not json' WHERE id = 'broken'",
@@ -979,6 +986,7 @@ fn an_unknown_kind_or_outcome_in_the_database_is_a_bad_record() -> TestResult {
         })?;
     }
     let raw = Connection::open(&path)?;
+    raw.execute_batch(WITHOUT_CHECKSUMS)?;
     raw.execute_batch("PRAGMA ignore_check_constraints = ON;")?;
     for (column, text) in [("kind", "teleport"), ("outcome", "exploded")] {
         raw.execute(
@@ -1048,6 +1056,8 @@ fn a_version_1_database_is_migrated_with_its_runs() -> TestResult {
 }
 
 // More tests of this binary, one file per subject (one binary: one link, shared helpers).
+#[path = "sqlite/checksums.rs"]
+mod checksums;
 #[path = "sqlite/handlers.rs"]
 mod handlers;
 #[path = "sqlite/leases.rs"]

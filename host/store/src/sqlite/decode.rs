@@ -5,10 +5,10 @@
 use std::path::Path;
 
 use rusqlite::Row;
-use rusqlite::types::FromSql;
+use rusqlite::types::{FromSql, ValueRef};
 use stepflow_model::{CallKind, HandlerCall, State};
 
-use super::schema;
+use super::{checksum, schema};
 use crate::{HistoryEntry, LeaseInfo, RunRecord, RunStatus, StepOutcome, StoreError};
 
 /// The columns of `runs` that [`run`] reads, in its order.
@@ -26,7 +26,13 @@ const RUN_COLUMNS: &[&str] = &[
     "lease_owner",
     "lease_expires_ms",
     "lease_fence",
+    "checksum",
 ];
+
+/// Where [`RUN_COLUMNS`] has the values a run's checksum covers, in the checksum's order.
+const RUN_CHECKED: [usize; 8] = [0, 1, 2, 3, 5, 6, 7, 8];
+/// Where [`RUN_COLUMNS`] has the checksum.
+const RUN_CHECKSUM: usize = 13;
 
 /// The columns of `history` that [`history`] reads, in its order.
 const HISTORY_COLUMNS: &[&str] = &[
@@ -42,7 +48,13 @@ const HISTORY_COLUMNS: &[&str] = &[
     "patch",
     "redelivered",
     "handlers",
+    "checksum",
 ];
+
+/// Where [`HISTORY_COLUMNS`] has the values a history row's checksum covers: all but the last.
+const HISTORY_CHECKED: [usize; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+/// Where [`HISTORY_COLUMNS`] has the checksum.
+const HISTORY_CHECKSUM: usize = 12;
 
 /// The select list for [`run`] in a database at schema `version`.
 pub(super) fn run_columns(version: i64) -> String {
@@ -63,10 +75,13 @@ fn select_list(version: i64, table: &str, columns: &[&str]) -> String {
         .join(", ")
 }
 
-/// A row of `run_columns!()` as a record.
-pub(super) fn run(row: &Row<'_>, path: &Path) -> Result<RunRecord, StoreError> {
+/// A row of [`run_columns`] as a record, its checksum checked first if `verify`.
+pub(super) fn run(row: &Row<'_>, path: &Path, verify: bool) -> Result<RunRecord, StoreError> {
     let id: String = Fields::new(row, path, "?").get(0, "id")?;
     let f = Fields::new(row, path, &id);
+    if verify {
+        f.verify(&RUN_CHECKED, RUN_CHECKSUM, || "the run's row".into())?;
+    }
     let status: String = f.get(4, "status")?;
     let status = run_status(path, &id, &status)?;
     let state: String = f.get(5, "state")?;
@@ -86,13 +101,48 @@ pub(super) fn run(row: &Row<'_>, path: &Path) -> Result<RunRecord, StoreError> {
     })
 }
 
-/// The columns [`held`] reads, in its order.
+/// The columns [`held`] reads, in its order; [`held_for_save`] reads more after them.
 macro_rules! held_columns {
     () => {
         "status, lease_owner, lease_expires_ms, lease_fence"
     };
 }
 pub(super) use held_columns;
+
+/// The columns [`held_for_save`] reads after `held_columns!()`: those a run's checksum covers
+/// (in its order, the state in the middle) and the checksum.
+macro_rules! checked_run_columns {
+    () => {
+        "id, flow, flow_file, definition, state, next_check_ms, last_error, created_ms, checksum"
+    };
+}
+pub(super) use checked_run_columns;
+
+/// A row of `held_columns!(), checked_run_columns!()` of run `id`, its checksum checked: where
+/// the run stands, and the checksum of the run's row once `state`, `next_check_ms` and
+/// `last_error` (the values a save changes) replace the stored ones.
+pub(super) fn held_for_save(
+    row: &Row<'_>,
+    path: &Path,
+    id: &str,
+    saved: [ValueRef<'_>; 3],
+) -> Result<(Held, u32), StoreError> {
+    let f = Fields::new(row, path, id);
+    f.verify(&[4, 5, 6, 7, 8, 9, 10, 11], 12, || "the run's row".into())?;
+    let kept = |index: usize, column: &str| row.get_ref(index).map_err(|e| f.bad(column, e));
+    let [state, next_check_ms, last_error] = saved;
+    let checksum = checksum::of(&[
+        kept(4, "id")?,
+        kept(5, "flow")?,
+        kept(6, "flow_file")?,
+        kept(7, "definition")?,
+        state,
+        next_check_ms,
+        last_error,
+        kept(11, "created_ms")?,
+    ]);
+    Ok((held(row, path, id)?, checksum))
+}
 
 /// Where a run stands for a writer: its status and who holds it.
 pub(super) struct Held {
@@ -142,13 +192,23 @@ fn lease(f: &Fields<'_, '_>, at: usize) -> Result<(Option<LeaseInfo>, u64), Stor
     Ok((lease, fence))
 }
 
-/// A row of `history_columns!()` of run `run_id` as an entry.
+/// A row of [`history_columns`] of run `run_id` as an entry, its checksum checked first if
+/// `verify`.
 pub(super) fn history(
     row: &Row<'_>,
     path: &Path,
     run_id: &str,
+    verify: bool,
 ) -> Result<HistoryEntry, StoreError> {
     let f = Fields::new(row, path, run_id);
+    if verify {
+        f.verify(&HISTORY_CHECKED, HISTORY_CHECKSUM, || {
+            match row.get_ref(1).ok().and_then(|v| v.as_i64().ok()) {
+                Some(seq) => format!("history entry {seq}"),
+                None => "a history entry".into(),
+            }
+        })?;
+    }
     let seq = f.get_u64(1, "history seq")?;
     let column = |name: &str| format!("history entry {seq} ({name})");
     let attempt: i64 = f.get(4, &column("attempt"))?;
@@ -221,6 +281,34 @@ impl<'a, 'r> Fields<'a, 'r> {
     /// A [`StoreError::BadRecord`] for `column` of this row.
     fn bad(&self, column: impl Into<String>, detail: impl ToString) -> StoreError {
         bad_record(self.path, self.id, column, detail)
+    }
+
+    /// Checks the checksum at `checksum` (if the row has one) against the columns `checked`;
+    /// a mismatch is a [`StoreError::Checksum`] naming the row as `row` says.
+    pub(super) fn verify(
+        &self,
+        checked: &[usize],
+        checksum: usize,
+        row: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        let stored: Option<i64> = self.get(checksum, "checksum")?;
+        let Some(stored) = stored else {
+            return Ok(()); // saved before checksums: read unchecked
+        };
+        let stored = u32::try_from(stored)
+            .map_err(|_| self.bad("checksum", format!("out of range: {stored}")))?;
+        let computed = checksum::of_columns(self.row, checked)
+            .ok_or_else(|| self.bad("checksum", "the row lacks the columns it covers"))?;
+        if computed == stored {
+            return Ok(());
+        }
+        Err(StoreError::Checksum {
+            id: self.id.to_string(),
+            location: self.path.display().to_string(),
+            row: row(),
+            stored,
+            computed,
+        })
     }
 
     /// One column, any type mismatch reported as a bad record.

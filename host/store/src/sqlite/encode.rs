@@ -1,7 +1,10 @@
 //! Records into the values SQLite binds, converted before any transaction starts, so a value
 //! that does not fit (a time past 2^63, an entry of another run) is refused before writing.
 
+use rusqlite::types::ValueRef;
 use stepflow_model::{Clock, State, SystemClock};
+
+use super::checksum;
 
 use crate::{HistoryEntry, RunRecord, StepSave, StoreError};
 
@@ -11,6 +14,8 @@ pub(super) struct RunRow {
     pub next_check_ms: Option<i64>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The checksum of the row's values (see `checksum.rs`).
+    pub checksum: i64,
 }
 
 impl RunRow {
@@ -23,11 +28,25 @@ impl RunRow {
                 "a new run cannot have a lease: create it, then claim it",
             ));
         }
+        let state = state_json(id, &run.state)?;
+        let next_check_ms = opt_i64(id, "next_check_ms", run.next_check_ms)?;
+        let created_ms = to_i64(id, "created_ms", run.created_ms)?;
+        let checksum = checksum::of(&[
+            checksum::text(id),
+            checksum::text(&run.flow),
+            checksum::text(&run.flow_file),
+            checksum::text(&run.definition),
+            checksum::text(&state),
+            checksum::opt_int(next_check_ms),
+            checksum::opt_text(run.last_error.as_deref()),
+            ValueRef::Integer(created_ms),
+        ]);
         Ok(RunRow {
-            state: state_json(id, &run.state)?,
-            next_check_ms: opt_i64(id, "next_check_ms", run.next_check_ms)?,
-            created_ms: to_i64(id, "created_ms", run.created_ms)?,
+            state,
+            next_check_ms,
+            created_ms,
             updated_ms: to_i64(id, "updated_ms", run.updated_ms)?,
+            checksum: checksum::to_stored(checksum),
         })
     }
 }
@@ -80,6 +99,25 @@ pub(super) struct HistoryRow<'a> {
 }
 
 impl<'a> HistoryRow<'a> {
+    /// The checksum of this entry saved as entry `seq` of run `run_id`: every column, in the
+    /// order of the table.
+    pub(super) fn checksum(&self, run_id: &str, seq: i64) -> i64 {
+        checksum::to_stored(checksum::of(&[
+            checksum::text(run_id),
+            ValueRef::Integer(seq),
+            checksum::text(self.step),
+            checksum::text(self.kind),
+            ValueRef::Integer(i64::from(self.attempt)),
+            checksum::text(self.outcome),
+            ValueRef::Integer(self.started_ms),
+            ValueRef::Integer(self.duration_ms),
+            checksum::opt_text(self.error),
+            checksum::opt_text(self.patch.as_deref()),
+            ValueRef::Integer(i64::from(self.redelivered)),
+            checksum::opt_text(self.handlers.as_deref()),
+        ]))
+    }
+
     /// Converts `entry`, refusing one that names another run than `run_id`.
     fn new(run_id: &str, entry: &'a HistoryEntry) -> Result<Self, StoreError> {
         if !entry.run_id.is_empty() && entry.run_id != run_id {

@@ -15,8 +15,10 @@
 //! - `queries`: the SQL statements behind each [`Store`] method;
 //! - `lease`: claiming, renewing and releasing runs (compare-and-swap on the run's lease);
 //! - `read_only`: opening a database only to read it, creating and writing nothing;
+//! - `checksum`: the CRC-32 saved with every row and checked on every read;
 //! - `error`: SQLite's errors as the [`crate::StoreError`] a caller can act on.
 
+mod checksum;
 mod decode;
 mod encode;
 mod error;
@@ -118,6 +120,25 @@ impl SqliteStore {
         }
     }
 
+    /// Turns checksums off: rows are saved without one and read unchecked. Only for measuring
+    /// what checksums cost (`benches/save_step.rs`); never in a program that keeps runs.
+    #[doc(hidden)]
+    pub fn without_checksums_for_benchmarks(mut self) -> Self {
+        match &mut self.access {
+            Access::Write { reads, .. } => reads.verify = false,
+            Access::Read(reader) => reader.get_mut().reads.verify = false,
+        }
+        self
+    }
+
+    /// Whether rows are saved with checksums and checked against them.
+    fn checksums(&self) -> bool {
+        match &self.access {
+            Access::Write { reads, .. } => reads.verify,
+            Access::Read(reader) => reader.borrow().reads.verify,
+        }
+    }
+
     /// The writing connection and the file's path, or [`StoreError::ReadOnly`] saying that
     /// `action` is not possible.
     fn write(
@@ -136,13 +157,15 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn create_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        let checksums = self.checksums();
         let (conn, path) = self.write(|| format!("creating run `{}`", run.id))?;
-        queries::create_run(conn, path, run)
+        queries::create_run(conn, path, run, checksums)
     }
 
     fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError> {
+        let checksums = self.checksums();
         let (conn, path) = self.write(|| format!("saving a step of run `{}`", step.run_id))?;
-        queries::save_step(conn, path, step)
+        queries::save_step(conn, path, step, checksums)
     }
 
     fn run(&self, id: &str) -> Result<RunRecord, StoreError> {

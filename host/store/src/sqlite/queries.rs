@@ -5,7 +5,8 @@ use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use super::decode::{self, Held, held_columns};
+use super::checksum;
+use super::decode::{self, Held, checked_run_columns, held_columns};
 use super::encode::{self, RunRow, StepRow};
 use super::error::{SQLITE_CONSTRAINT_CHECK, SQLITE_CONSTRAINT_PRIMARYKEY, classify, not_found};
 use crate::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, StoreError};
@@ -15,6 +16,8 @@ use crate::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, StoreError};
 pub(super) struct Reads {
     /// The database's schema version; 0 is an empty file (no tables yet, so no runs).
     version: i64,
+    /// Whether rows are checked against their checksums (off only for benchmarks).
+    pub verify: bool,
     select_run: String,
     list_runs: String,
     list_runs_by_status: String,
@@ -27,6 +30,7 @@ impl Reads {
         let runs = decode::run_columns(version);
         Reads {
             version,
+            verify: true,
             select_run: format!("SELECT {runs} FROM runs WHERE id = ?1"),
             // `rowid` breaks ties between runs created in the same millisecond: the later
             // insert first.
@@ -51,20 +55,31 @@ impl Reads {
 }
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, status, state, \
-                          next_check_ms, last_error, created_ms, updated_ms) \
-                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+                          next_check_ms, last_error, created_ms, updated_ms, checksum) \
+                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 
-/// `save_step` checks the run (cancelled? leased to the caller?) under the write lock first.
+/// `save_step` checks the run (cancelled? leased to the caller? its checksum?) under the write
+/// lock first.
 const UPDATE_STEP: &str = "UPDATE runs SET status = ?2, state = ?3, next_check_ms = ?4, \
-                           last_error = ?5, updated_ms = ?6 WHERE id = ?1";
+                           last_error = ?5, updated_ms = ?6, checksum = ?7 WHERE id = ?1";
 
 const HELD: &str = concat!("SELECT ", held_columns!(), " FROM runs WHERE id = ?1");
 
+const HELD_FOR_SAVE: &str = concat!(
+    "SELECT ",
+    held_columns!(),
+    ", ",
+    checked_run_columns!(),
+    " FROM runs WHERE id = ?1"
+);
+
 /// The store numbers history entries: one more than the run's last (an index lookup).
+const NEXT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE run_id = ?1";
+
 const INSERT_HISTORY: &str = "INSERT INTO history (run_id, seq, step, kind, attempt, outcome, \
-                              started_ms, duration_ms, error, patch, redelivered, handlers) \
-                              SELECT ?1, COALESCE(MAX(seq), 0) + 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, \
-                              ?9, ?10, ?11 FROM history WHERE run_id = ?1";
+                              started_ms, duration_ms, error, patch, redelivered, handlers, \
+                              checksum) \
+                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 
 const RUN_STATUS: &str = "SELECT status FROM runs WHERE id = ?1";
 
@@ -75,6 +90,7 @@ pub(super) fn create_run(
     conn: &Connection,
     path: &Path,
     run: &RunRecord,
+    checksums: bool,
 ) -> Result<(), StoreError> {
     let id = run.id.as_str();
     let row = RunRow::new(run)?;
@@ -93,6 +109,7 @@ pub(super) fn create_run(
         run.last_error,
         row.created_ms,
         row.updated_ms,
+        checksums.then_some(row.checksum),
     ]);
     match result {
         Ok(_) => Ok(()),
@@ -106,11 +123,16 @@ pub(super) fn create_run(
     }
 }
 
-/// [`crate::Store::save_step`]: the run's update and its history entry in one transaction.
+/// [`crate::Store::save_step`]: the run's update and its history entry in one transaction,
+/// after checking, under the write lock, that the run may be written: it exists, is not
+/// cancelled, is held with the caller's lease (if one is given), and its row is undamaged (its
+/// checksum matches: a damaged state is not replaced silently, an operator must look at it).
+/// With `checksums` off (benchmarks only) the row is neither checked nor given a checksum.
 pub(super) fn save_step(
     conn: &mut Connection,
     path: &Path,
     step: &StepSave<'_>,
+    checksums: bool,
 ) -> Result<(), StoreError> {
     let run_id = step.run_id;
     // Everything that can be refused without the database is checked before the transaction.
@@ -123,7 +145,17 @@ pub(super) fn save_step(
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| classify(path, action(), e))?;
     // Under the write lock, so nobody can cancel or take the run over before the commit.
-    let Some(held) = held(&tx, path, run_id)? else {
+    let found = if checksums {
+        let saved = [
+            checksum::text(&row.state),
+            checksum::opt_int(row.next_check_ms),
+            checksum::opt_text(step.last_error),
+        ];
+        held_for_save(&tx, path, run_id, saved)?.map(|(held, sum)| (held, Some(sum)))
+    } else {
+        held(&tx, path, run_id)?.map(|held| (held, None))
+    };
+    let Some((held, run_checksum)) = found else {
         return Err(not_found(path, run_id));
     };
     if held.status == RunStatus::Cancelled {
@@ -145,25 +177,32 @@ pub(super) fn save_step(
                 row.next_check_ms,
                 step.last_error,
                 row.updated_ms,
+                run_checksum.map(checksum::to_stored),
             ])
         })
         .map_err(|e| classify(path, action(), e))?;
     if let Some(entry) = &row.history {
-        let inserted = tx.prepare_cached(INSERT_HISTORY).and_then(|mut stmt| {
-            stmt.execute(rusqlite::params![
-                run_id,
-                entry.step,
-                entry.kind,
-                entry.attempt,
-                entry.outcome,
-                entry.started_ms,
-                entry.duration_ms,
-                entry.error,
-                entry.patch,
-                entry.redelivered,
-                entry.handlers,
-            ])
-        });
+        let inserted = tx
+            .prepare_cached(NEXT_SEQ)
+            .and_then(|mut stmt| stmt.query_row([run_id], |r| r.get::<_, i64>(0)))
+            .and_then(|seq| {
+                let mut stmt = tx.prepare_cached(INSERT_HISTORY)?;
+                stmt.execute(rusqlite::params![
+                    run_id,
+                    seq,
+                    entry.step,
+                    entry.kind,
+                    entry.attempt,
+                    entry.outcome,
+                    entry.started_ms,
+                    entry.duration_ms,
+                    entry.error,
+                    entry.patch,
+                    entry.redelivered,
+                    entry.handlers,
+                    checksums.then(|| entry.checksum(run_id, seq)),
+                ])
+            });
         if let Err(e) = inserted {
             // Dropping `tx` rolls the state update back too.
             return Err(
@@ -203,7 +242,7 @@ pub(super) fn run(
         .map_err(|e| classify(path, action(), e))?;
     let mut rows = stmt.query([id]).map_err(|e| classify(path, action(), e))?;
     match rows.next().map_err(|e| classify(path, action(), e))? {
-        Some(row) => decode::run(row, path),
+        Some(row) => decode::run(row, path, reads.verify),
         None => Err(not_found(path, id)),
     }
 }
@@ -236,7 +275,7 @@ pub(super) fn runs(
     .map_err(|e| classify(path, action(), e))?;
     let mut runs = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
-        runs.push(decode::run(row, path)?);
+        runs.push(decode::run(row, path, reads.verify)?);
     }
     Ok(runs)
 }
@@ -260,7 +299,7 @@ pub(super) fn history(
         .map_err(|e| classify(path, action(), e))?;
     let mut entries = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
-        entries.push(decode::history(row, path, run_id)?);
+        entries.push(decode::history(row, path, run_id, reads.verify)?);
     }
     if entries.is_empty() && status_of(conn, path, run_id)?.is_none() {
         return Err(not_found(path, run_id));
@@ -299,6 +338,25 @@ pub(super) fn held(conn: &Connection, path: &Path, id: &str) -> Result<Option<He
     let mut rows = stmt.query([id]).map_err(|e| classify(path, action(), e))?;
     match rows.next().map_err(|e| classify(path, action(), e))? {
         Some(row) => decode::held(row, path, id).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// [`held`] with the checked columns of the run's row: its checksum verified, and the
+/// checksum the row gets when `saved` (state, next check, last error) replace those values.
+fn held_for_save(
+    conn: &Connection,
+    path: &Path,
+    id: &str,
+    saved: [rusqlite::types::ValueRef<'_>; 3],
+) -> Result<Option<(Held, u32)>, StoreError> {
+    let action = || format!("looking up run `{id}`");
+    let mut stmt = conn
+        .prepare_cached(HELD_FOR_SAVE)
+        .map_err(|e| classify(path, action(), e))?;
+    let mut rows = stmt.query([id]).map_err(|e| classify(path, action(), e))?;
+    match rows.next().map_err(|e| classify(path, action(), e))? {
+        Some(row) => decode::held_for_save(row, path, id, saved).map(Some),
         None => Ok(None),
     }
 }

@@ -15,7 +15,7 @@ pub(super) const APPLICATION_ID: i32 = 0x5346_4C57;
 
 /// Schema migrations, oldest first: entry `i` takes `user_version` from `i` to `i + 1`.
 /// Released entries are never edited, only appended to.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The newest schema version this build knows; a database with a newer one is refused.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -81,6 +81,13 @@ const MIGRATION_3: &str = "
 ALTER TABLE history ADD COLUMN handlers TEXT;
 ";
 
+/// Version 4: a CRC-32 of each run row and history row (see `checksum.rs` for what each
+/// covers), checked on every read; `NULL` in rows saved before, which are read unchecked.
+const MIGRATION_4: &str = "
+ALTER TABLE runs ADD COLUMN checksum INTEGER CHECK (checksum BETWEEN 0 AND 4294967295);
+ALTER TABLE history ADD COLUMN checksum INTEGER CHECK (checksum BETWEEN 0 AND 4294967295);
+";
+
 /// The columns migrations added after version 1: `(table, column, version that added it, what
 /// rows of an older database read as)`. A read-only store cannot migrate, so it reads an older
 /// database through [`read_expr`] instead.
@@ -89,6 +96,8 @@ const ADDED_COLUMNS: &[(&str, &str, i64, &str)] = &[
     ("runs", "lease_expires_ms", 2, "NULL"),
     ("runs", "lease_fence", 2, "0"),
     ("history", "handlers", 3, "NULL"),
+    ("runs", "checksum", 4, "NULL"),
+    ("history", "checksum", 4, "NULL"),
 ];
 
 /// The SQL that reads `column` of `table` in a database at schema `version`: the column

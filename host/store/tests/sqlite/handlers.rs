@@ -82,6 +82,7 @@ fn bad_json_in_the_handlers_column_is_a_bad_record() -> TestResult {
         })?;
     }
     let raw = Connection::open(&path)?;
+    raw.execute_batch(WITHOUT_CHECKSUMS)?;
     for text in ["{oops", "[1, 2]", "{\"group\": \"g\"}"] {
         raw.execute("UPDATE history SET handlers = ?1 WHERE seq = 2", [text])?;
         let err = store.history("r").map(drop).expect_err("bad handlers");
