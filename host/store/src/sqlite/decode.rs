@@ -118,30 +118,40 @@ macro_rules! checked_run_columns {
 }
 pub(super) use checked_run_columns;
 
-/// A row of `held_columns!(), checked_run_columns!()` of run `id`, its checksum checked: where
-/// the run stands, and the checksum of the run's row once `state`, `next_check_ms` and
-/// `last_error` (the values a save changes) replace the stored ones.
+/// The checksum a run's row gets at a save, or the error of its stored row failing its
+/// checksum (reported only after the save's other checks).
+pub(super) type Checked = Result<u32, StoreError>;
+
+/// A row of `held_columns!(), checked_run_columns!()` of run `id`: where the run stands, and
+/// (unless the row fails its checksum: the inner error, left for the caller to report after its
+/// other checks) the checksum of the run's row once `saved` (state, `next_check_ms`,
+/// `last_error`: the values a save changes) replace the stored ones.
 pub(super) fn held_for_save(
     row: &Row<'_>,
     path: &Path,
     id: &str,
     saved: [ValueRef<'_>; 3],
-) -> Result<(Held, u32), StoreError> {
+) -> Result<(Held, Checked), StoreError> {
+    let held = held(row, path, id)?;
     let f = Fields::new(row, path, id);
-    f.verify(&[4, 5, 6, 7, 8, 9, 10, 11], 12, || "the run's row".into())?;
-    let kept = |index: usize, column: &str| row.get_ref(index).map_err(|e| f.bad(column, e));
-    let [state, next_check_ms, last_error] = saved;
-    let checksum = checksum::of(&[
-        kept(4, "id")?,
-        kept(5, "flow")?,
-        kept(6, "flow_file")?,
-        kept(7, "definition")?,
-        state,
-        next_check_ms,
-        last_error,
-        kept(11, "created_ms")?,
-    ]);
-    Ok((held(row, path, id)?, checksum))
+    let checked = f
+        .verify(&[4, 5, 6, 7, 8, 9, 10, 11], 12, || "the run's row".into())
+        .and_then(|()| {
+            let kept =
+                |index: usize, column: &str| row.get_ref(index).map_err(|e| f.bad(column, e));
+            let [state, next_check_ms, last_error] = saved;
+            Ok(checksum::of(&[
+                kept(4, "id")?,
+                kept(5, "flow")?,
+                kept(6, "flow_file")?,
+                kept(7, "definition")?,
+                state,
+                next_check_ms,
+                last_error,
+                kept(11, "created_ms")?,
+            ]))
+        });
+    Ok((held, checked))
 }
 
 /// Where a run stands for a writer: its status and who holds it.

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
 use super::checksum;
-use super::decode::{self, Held, checked_run_columns, held_columns};
+use super::decode::{self, Checked, Held, checked_run_columns, held_columns};
 use super::encode::{self, RunRow, StepRow};
 use super::error::{SQLITE_CONSTRAINT_CHECK, SQLITE_CONSTRAINT_PRIMARYKEY, classify, not_found};
 use crate::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, StoreError};
@@ -155,7 +155,7 @@ pub(super) fn save_step(
     } else {
         held(&tx, path, run_id)?.map(|held| (held, None))
     };
-    let Some((held, run_checksum)) = found else {
+    let Some((held, checked)) = found else {
         return Err(not_found(path, run_id));
     };
     if held.status == RunStatus::Cancelled {
@@ -168,6 +168,8 @@ pub(super) fn save_step(
     {
         return Err(lease_lost(lease, &held));
     }
+    // After those: a driver of a damaged run that was cancelled or taken over hears that.
+    let run_checksum = checked.transpose()?;
     tx.prepare_cached(UPDATE_STEP)
         .and_then(|mut stmt| {
             stmt.execute(rusqlite::params![
@@ -342,14 +344,14 @@ pub(super) fn held(conn: &Connection, path: &Path, id: &str) -> Result<Option<He
     }
 }
 
-/// [`held`] with the checked columns of the run's row: its checksum verified, and the
-/// checksum the row gets when `saved` (state, next check, last error) replace those values.
+/// [`held`] with the checked columns of the run's row: the checksum the row gets when `saved`
+/// (state, next check, last error) replace those values, or the row's checksum error.
 fn held_for_save(
     conn: &Connection,
     path: &Path,
     id: &str,
     saved: [rusqlite::types::ValueRef<'_>; 3],
-) -> Result<Option<(Held, u32)>, StoreError> {
+) -> Result<Option<(Held, Checked)>, StoreError> {
     let action = || format!("looking up run `{id}`");
     let mut stmt = conn
         .prepare_cached(HELD_FOR_SAVE)

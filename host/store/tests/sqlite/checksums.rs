@@ -103,6 +103,11 @@ fn a_flipped_bit_in_a_saved_state_is_reported_and_not_overwritten() -> TestResul
     let status: String =
         raw.query_row("SELECT status FROM runs WHERE id = 'r'", [], |r| r.get(0))?;
     assert_eq!(status, "cancelled");
+    // And its driver then hears of the cancel, not only of the damage.
+    let err = store
+        .save_step(&step("r", RunStatus::Running, &State::default()))
+        .expect_err("cancelled");
+    assert!(matches!(err, StoreError::Cancelled { .. }), "{err:?}");
     Ok(())
 }
 
