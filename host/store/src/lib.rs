@@ -344,8 +344,10 @@ pub struct StepSave<'a> {
     pub history: Option<&'a HistoryEntry>,
     /// The lease the driver holds on the run: the save is refused with
     /// [`StoreError::LeaseLost`] (and nothing is written) unless it is still the run's current
-    /// lease. `None` saves without any lease check: only for tests and single-writer tools that
-    /// know no driver runs, never for a driver.
+    /// lease (same owner and fence). Expiry alone does not refuse a save: a lease that expired
+    /// while nobody claimed the run is still current, so a driver must renew in time, since
+    /// once it has expired anyone may claim the run. `None` saves without any lease check: only
+    /// for tests and single-writer tools that know no driver runs, never for a driver.
     pub lease: Option<&'a Lease>,
 }
 
