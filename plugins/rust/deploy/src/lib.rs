@@ -51,7 +51,10 @@ impl Guest for Deploy {
     fn deploy(ctx: StepContext) -> Result<Option<String>, StepError> {
         let d = data(&ctx)?;
         let version = d["version"].as_str().unwrap_or("unknown");
-        info(&format!("deploying {version} (key {})", ctx.idempotency_key));
+        info(&format!(
+            "deploying {version} (key {})",
+            ctx.idempotency_key
+        ));
         patch(json!({ "rollout": { "version": version, "started_ms": now_ms() } }))
     }
 
