@@ -305,9 +305,10 @@ fn wrong_calls_get_usage_errors() {
     let s = Sandbox::new();
     assert_eq!(s.run(&["frobnicate"]).status.code(), Some(2));
     assert_eq!(s.run(&["run"]).status.code(), Some(2));
+    // No database yet: `show` says so (and creates none).
     let out = s.run(&["show", "no-such-run"]);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("no-such-run"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no run database at"), "{}", stderr(&out));
     let flow = s.flow("q.yaml", QUICKSTART);
     let out = s.run(&["run", flow.to_str().unwrap(), "--input", "{not json"]);
     assert_eq!(out.status.code(), Some(2));

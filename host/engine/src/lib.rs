@@ -8,6 +8,8 @@
 //!   resolves every `plugin.function` use, reporting each mistake at its place in the file;
 //! - [`start_run`] and [`prepare_resume`] create a run in a [`Store`](stepflow_store::Store) or
 //!   check that a saved one can go on;
+//! - [`claim`] makes this process the run's one driver (a lease in the store that every save
+//!   checks; a dead local owner is taken over at once);
 //! - [`Driver::drive`] moves a run forward: apply, save the new state and its history entry in
 //!   one store call, sleep through waits, stop when asked ([`Stop`]). It reports what happens
 //!   to an [`Observer`].
@@ -17,15 +19,22 @@
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use stepflow_engine::{Engine, Driver, DriveOptions, Finish, Stop, start_run};
+//! use stepflow_engine::{
+//!     DriveOptions, Driver, Engine, Finish, Stop, claim, lease_ttl, start_run, this_owner,
+//! };
+//! use stepflow_model::{Clock, SystemClock};
 //! use stepflow_store::SqliteStore;
 //!
 //! let engine = Engine::new(stepflow_engine::default_cache_dir())?;
-//! let loaded = engine.load("examples/quickstart.yaml".as_ref(), &mut ())?;
+//! let loaded = engine.load("examples/quickstart.yaml".as_ref())?;
 //! let mut store = SqliteStore::open("runs.db".as_ref())?;
 //! let (run_id, state) = start_run(&mut store, &loaded, None)?;
+//! // One driver per run: claim it, so a second process cannot drive it too.
+//! let ttl = lease_ttl(loaded.longest_call());
+//! let lease = claim(&mut store, &run_id, &this_owner(), ttl, SystemClock.now_ms())?;
 //! let (_stop, requests) = Stop::new();
 //! let finish = Driver::new(&loaded.flow, &mut store, &mut (), requests)
+//!     .with_lease(lease, ttl)
 //!     .drive(&run_id, state, DriveOptions::default())
 //!     .await?;
 //! assert!(matches!(finish, Finish::Completed(_)));
