@@ -668,3 +668,35 @@ steps:
         "{text}"
     );
 }
+
+#[test]
+fn a_patch_that_would_grow_the_data_past_its_limit_fails_the_step_and_keeps_the_data() {
+    let s = Sandbox::new();
+    // big-output returns an 8 MiB patch; the plugin may return that much, the run may not hold it.
+    let flow = s.flow(
+        "big.yaml",
+        "flow: big.v1\nplugins:\n  h: { wasm: \"{plugins}/hostile.wasm\", max-output: 16MiB }\nsteps:\n  - { name: grow, do: h.big-output }\n",
+    );
+    let out = s.run(&["--max-data", "4MiB", "run", flow.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run = only_run(&s);
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    assert_eq!(shown["status"], "failed");
+    assert_eq!(
+        shown["data"],
+        serde_json::json!({}),
+        "the patch was not applied"
+    );
+    let row = &shown["history"][0];
+    assert_eq!(row["outcome"], "failed");
+    assert!(
+        row["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("over the limit of 4194304 bytes"),
+        "{row}"
+    );
+    // With room for it, a resume runs the step again and the run completes.
+    let out = s.run(&["--max-data", "16MiB", "resume", &run, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -22,6 +22,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SIZE", default_value = "4MiB", value_parser = size)]
     pub max_flow_size: u64,
 
+    /// The largest a run's data document may grow (as JSON): a step whose patch would make it
+    /// larger fails, and its patch is not applied.
+    #[arg(long, global = true, value_name = "SIZE", default_value = "64MiB", value_parser = size)]
+    pub max_data: u64,
+
     #[command(subcommand)]
     pub command: Command,
 }

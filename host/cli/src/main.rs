@@ -51,6 +51,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
     let json = cli.json;
     let db = cli.db.unwrap_or_else(stepflow_engine::default_db_path);
     commands::set_max_flow_bytes(cli.max_flow_size);
+    commands::set_max_data_bytes(cli.max_data);
     match cli.command {
         Command::Run {
             flow,

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stepflow_model::{Applied, Clock, RunContext, State, Status, StepFlow, SystemClock};
+use stepflow_model::{
+    Applied, Clock, ErrorKind, Failure, Outcome, RunContext, State, Status, StepError, StepFlow,
+    SystemClock,
+};
 use stepflow_store::{HistoryEntry, Lease, RunStatus, StepSave, Store, StoreError};
 
 use crate::error::EngineError;
@@ -26,13 +29,29 @@ pub enum Finish {
 }
 
 /// Choices for one drive.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct DriveOptions {
     /// The run's previous driver died without a clean stop: its first call may have run
     /// already, so it is marked redelivered (same idempotency key).
     pub redelivered: bool,
     /// Save and stop at the first wait instead of sleeping through it.
     pub stop_at_wait: bool,
+    /// The largest the data document may grow to, as JSON text: a step whose patch would make it
+    /// larger fails instead (its patch is not applied), so memory and the store stay bounded.
+    pub max_data_bytes: u64,
+}
+
+/// The default [`DriveOptions::max_data_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_DATA_BYTES: u64 = 64 << 20;
+
+impl Default for DriveOptions {
+    fn default() -> Self {
+        DriveOptions {
+            redelivered: false,
+            stop_at_wait: false,
+            max_data_bytes: DEFAULT_MAX_DATA_BYTES,
+        }
+    }
 }
 
 /// Moves one run forward against a store, reporting to an observer.
@@ -167,6 +186,7 @@ impl Drive<'_, '_> {
                 _ = d.stop.reached(2) => return Ok(Finish::Stopped(state, Stopped::Abandoned)),
             };
             ctx.redelivered = false;
+            let applied = bound_data(applied, &state, options.max_data_bytes);
             let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             match self.save(&applied, started_ms, duration_ms) {
                 Ok(()) => {}
@@ -285,5 +305,56 @@ impl Drive<'_, '_> {
             Ok(()) | Err(StoreError::Cancelled { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// An apply whose patch made the data document larger than `max_bytes` becomes a failure of
+/// that step: the run keeps the state from before the call, with the error recorded, so the
+/// data document never exceeds the limit and a resume (with a larger limit, or a fixed plugin)
+/// runs the step again. Only a patch can grow the document, so other applies are not measured.
+fn bound_data(mut applied: Applied, before: &State, max_bytes: u64) -> Applied {
+    let Some(call) = applied.call.as_mut() else {
+        return applied;
+    };
+    if !matches!(call.outcome, Outcome::Done(Some(_))) {
+        return applied;
+    }
+    let size = json_size(&applied.state.data);
+    if size <= max_bytes {
+        return applied;
+    }
+    let error = StepError::fatal(format!(
+        "its patch would make the data document {size} bytes, over the limit of {max_bytes} \
+         bytes; the patch was not applied (raise the limit if the run needs that much data)"
+    ));
+    let mut state = before.clone();
+    state.error = Some(Failure {
+        step: call.step.to_string(),
+        kind: ErrorKind::Fatal,
+        message: error.to_string(),
+    });
+    call.outcome = Outcome::Failed(error);
+    Applied {
+        state,
+        call: applied.call,
+    }
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+fn json_size(value: &serde_json::Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => u64::MAX,
     }
 }

@@ -55,7 +55,7 @@ mod run;
 mod stop;
 
 pub use build::DEFAULT_BUILD_TIMEOUT;
-pub use driver::{DriveOptions, Driver, Finish};
+pub use driver::{DEFAULT_MAX_DATA_BYTES, DriveOptions, Driver, Finish};
 pub use error::EngineError;
 pub use lease::{MIN_LEASE, claim, lease_ttl, owner_is_dead, this_owner};
 pub use load::{Engine, LoadedFlow, shape};

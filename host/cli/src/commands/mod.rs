@@ -35,6 +35,21 @@ pub fn set_max_flow_bytes(max_bytes: u64) {
     let _ = MAX_FLOW_BYTES.set(max_bytes);
 }
 
+/// `--max-data`, set once by dispatch for the commands that drive runs.
+static MAX_DATA_BYTES: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Sets how large a run's data document may grow (the global `--max-data`).
+pub fn set_max_data_bytes(max_bytes: u64) {
+    let _ = MAX_DATA_BYTES.set(max_bytes);
+}
+
+fn max_data_bytes() -> u64 {
+    MAX_DATA_BYTES
+        .get()
+        .copied()
+        .unwrap_or(stepflow_engine::DEFAULT_MAX_DATA_BYTES)
+}
+
 fn max_flow_bytes() -> u64 {
     MAX_FLOW_BYTES
         .get()

@@ -45,6 +45,7 @@ pub async fn run(
     let options = DriveOptions {
         redelivered: false,
         stop_at_wait: no_wait,
+        max_data_bytes: super::max_data_bytes(),
     };
     let finish = Driver::new(&loaded.flow, &mut store, &mut progress, stop)
         .with_lease(lease, ttl)
@@ -99,6 +100,7 @@ pub async fn resume(
     let options = DriveOptions {
         redelivered: resumable.redelivered,
         stop_at_wait: no_wait,
+        max_data_bytes: super::max_data_bytes(),
     };
     let stop = crate::signals::stop_requests();
     let finish = Driver::new(&loaded.flow, &mut store, &mut progress, stop)
