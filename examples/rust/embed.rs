@@ -12,9 +12,10 @@
 use std::path::{Path, PathBuf};
 
 use stepflow_engine::{
-    DEFAULT_BUILD_TIMEOUT, DriveOptions, Driver, Engine, Finish, Observer, Stop, start_run,
+    DEFAULT_BUILD_TIMEOUT, DriveOptions, Driver, Engine, Finish, Observer, Stop, claim, lease_ttl,
+    start_run, this_owner,
 };
-use stepflow_model::CallRecord;
+use stepflow_model::{CallRecord, Clock, SystemClock};
 use stepflow_store::{SqliteStore, Store};
 
 /// Prints each step as the engine reports it (after its result is saved).
@@ -58,8 +59,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut store = SqliteStore::open(&db)?;
     let (run_id, state) = start_run(&mut store, &loaded, None)?;
     println!("run {run_id} of {} started", loaded.flow.name());
+    // One driver per run: the lease makes a second process (or a second driver here) wait.
+    let ttl = lease_ttl(loaded.longest_call());
+    let lease = claim(
+        &mut store,
+        &run_id,
+        &this_owner(),
+        ttl,
+        SystemClock.now_ms(),
+    )?;
 
     let finish = Driver::new(&loaded.flow, &mut store, &mut PrintSteps, requests)
+        .with_lease(lease, ttl)
         .drive(&run_id, state, DriveOptions::default())
         .await?;
     match &finish {
@@ -71,7 +82,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for entry in store.history(&run_id)? {
         println!(
             "{:>3}  {:<40} {:<10} {}",
-            entry.seq, entry.step, entry.kind, entry.outcome
+            entry.seq,
+            entry.step,
+            entry.kind.as_str(),
+            entry.outcome.as_str()
         );
     }
     Ok(())
