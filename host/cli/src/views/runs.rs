@@ -43,7 +43,7 @@ pub fn print(runs: &[RunRecord], status: Option<RunStatus>, json: bool) {
             "{:<24} {:<20} {:<10} {:<14} {}",
             r.id,
             r.flow,
-            r.status,
+            r.status.as_str(),
             super::due(r, now).unwrap_or_default(),
             r.last_error.as_deref().unwrap_or_default()
         ));
