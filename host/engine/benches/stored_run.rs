@@ -3,7 +3,8 @@
 //! saves the state and its history entry in one SQLite transaction after every step, as
 //! `stepflow run` does), and the disk's floor two ways: a 4 KiB block overwritten in place plus
 //! `fdatasync` (`fsync`), and a 4 KiB record appended to a log plus `fdatasync`
-//! (`fsync_append`, what a write-ahead-log commit is). Read the ratios: stored time per step /
+//! (`fsync_append`, what a write-ahead-log commit is), and the stored run without row checksums
+//! (`sqlite_without_checksums`: its ratio to `sqlite` is what checksums cost). Read the ratios: stored time per step /
 //! fsync time is what a step costs in fsyncs; in-memory time per step should stay within 2x of
 //! the plugin-call benchmark (`cargo bench -p stepflow-plugin --bench plugin_call`).
 //!
@@ -49,6 +50,9 @@ fn runs(c: &mut Criterion) {
     let loaded = engine.load(&flow_file(dir.path())).expect("load the flow");
     let flow = &loaded.flow;
     let mut store = SqliteStore::open(&dir.path().join("bench.db")).expect("store");
+    let mut unchecked = SqliteStore::open(&dir.path().join("unchecked.db"))
+        .expect("store")
+        .without_checksums_for_benchmarks();
     let mut g = c.benchmark_group("thousand_step_run");
     g.sample_size(10);
     g.throughput(Throughput::Elements(STEPS as u64));
@@ -72,6 +76,23 @@ fn runs(c: &mut Criterion) {
             let finish = rt
                 .block_on(
                     Driver::new(flow, &mut store, &mut (), StopRequests::never()).drive(
+                        &run_id,
+                        state,
+                        DriveOptions::default(),
+                    ),
+                )
+                .expect("drive");
+            assert!(matches!(finish, Finish::Completed(_)));
+        })
+    });
+
+    // The same without row checksums: the ratio to `sqlite` is what the checksums cost a step.
+    g.bench_function("sqlite_without_checksums", |b| {
+        b.iter(|| {
+            let (run_id, state) = start_run(&mut unchecked, &loaded, None).expect("start");
+            let finish = rt
+                .block_on(
+                    Driver::new(flow, &mut unchecked, &mut (), StopRequests::never()).drive(
                         &run_id,
                         state,
                         DriveOptions::default(),
