@@ -74,6 +74,7 @@ fn store_with_run(path: &Path, checksums: bool) -> SqliteStore {
             flow: "bench.v1".into(),
             flow_file: "/flows/bench.yaml".into(),
             definition: "0123456789abcdef".into(),
+            deployment: None,
             status: RunStatus::Running,
             state: state(0),
             next_check_ms: None,

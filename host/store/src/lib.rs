@@ -13,6 +13,13 @@
 //! expiry and a fencing counter), renews the lease while it works, and passes it with every
 //! save, which the store refuses once another driver has claimed the run.
 //!
+//! A run can refer to a [`Deployment`]: the flow's source and the bytes of its plugins, stored
+//! content-addressed ([`Store::put_deployment`]), so a run does not depend on files on disk.
+//! A server finds work with [`Store::claim_due`] (runs whose timer is up or whose driver died,
+//! through an index), sleeps until [`Store::next_due_ms`], notices other processes' commits
+//! with [`Store::data_version`], and saves the steps of many runs with one commit
+//! ([`Store::save_steps`]).
+//!
 //! ```
 //! use stepflow_store::{Claim, RunRecord, RunStatus, SqliteStore, StepSave, Store};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -24,6 +31,7 @@
 //!     flow: "quickstart.v1".into(),
 //!     flow_file: "/flows/quickstart.yaml".into(),
 //!     definition: "abc123".into(),
+//!     deployment: None,
 //!     status: RunStatus::Running,
 //!     state: state.clone(),
 //!     next_check_ms: None,
@@ -147,6 +155,12 @@ pub struct RunRecord {
     /// The hash of the definition the run started with: resuming on another definition is
     /// allowed only when every event of the saved cursor still exists in it.
     pub definition: String,
+    /// The [`Deployment`] (its id) the run was started from, or moved to by
+    /// [`Store::move_run`], so it can be resumed without the files it was started from; `None`
+    /// for runs created before deployments. [`Store::create_run`] refuses an id the store
+    /// does not have.
+    #[serde(default)]
+    pub deployment: Option<String>,
     /// Where the run stands.
     pub status: RunStatus,
     /// The saved state: cursor, data document, attempts, deadlines, error.
@@ -208,6 +222,82 @@ pub struct Claim<'a> {
     /// over even before it expires, but only if that owner still holds it (compare and swap),
     /// so two takers of the same dead owner cannot both win.
     pub take_over: Option<&'a str>,
+}
+
+/// Which runs [`Store::runs_where`] lists: every filter that is set must match; one struct so
+/// listings can grow filters without new methods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only runs with this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this flow (its name, [`RunRecord::flow`]).
+    pub flow: Option<String>,
+    /// Only runs that use this deployment (its full id).
+    pub deployment: Option<String>,
+    /// At most this many runs, newest first.
+    pub limit: usize,
+}
+
+impl Default for RunFilter {
+    /// Every run, at most 50: a listing that fits a terminal.
+    fn default() -> Self {
+        RunFilter {
+            status: None,
+            flow: None,
+            deployment: None,
+            limit: 50,
+        }
+    }
+}
+
+/// A flow as it was started, content-addressed: its source and the bytes of every plugin it
+/// uses, so that its runs resume and show without the files (which may be moved, edited or
+/// rebuilt since). Saved by [`Store::put_deployment`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    /// The content's SHA-256 as 64 lower-case hex digits, computed by the caller (the store
+    /// only checks the form): equal content, equal id, so storing it again is a no-op.
+    pub id: String,
+    /// The flow's name (its root scope, e.g. `deploy.v1`), to list deployments of one flow.
+    pub flow: String,
+    /// The flow file's text.
+    pub source: String,
+    /// Where the flow file was when deployed (absolute), for messages and relative paths.
+    pub source_path: String,
+    /// The plugins the flow uses, in the caller's order (kept as given).
+    pub plugins: Vec<DeployedPlugin>,
+    /// When the deployment was first stored (Unix milliseconds); listings are newest first.
+    pub created_ms: u64,
+}
+
+/// One plugin of a [`Deployment`]: the name the flow gives it and its component's bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployedPlugin {
+    /// The plugin's name in the flow file.
+    pub name: String,
+    /// The SHA-256 of `bytes` as 64 lower-case hex digits: the bytes are stored once per
+    /// distinct value, however many deployments use them, and checked against it on every read.
+    pub sha256: String,
+    /// The component's bytes (`Arc`: shared, not copied, by whoever loads the plugin).
+    pub bytes: std::sync::Arc<[u8]>,
+}
+
+/// A deployment as a listing shows it ([`Store::deployments`]): without the source or the
+/// plugins' bytes, with how many runs use it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    /// The deployment's id.
+    pub id: String,
+    /// The flow's name.
+    pub flow: String,
+    /// Where the flow file was when deployed.
+    pub source_path: String,
+    /// The plugins as `(name, sha256)`, in the deployment's order.
+    pub plugins: Vec<(String, String)>,
+    /// When the deployment was first stored (Unix milliseconds).
+    pub created_ms: u64,
+    /// How many runs refer to it now.
+    pub runs: u64,
 }
 
 /// How a call ended, as history records it; stored as lower-case text (`done`, `true`, ...).
@@ -370,12 +460,36 @@ pub trait Store: Send {
     /// damaged state is never replaced silently; an operator restores it or cancels the run.
     fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError>;
 
+    /// Saves many steps (of different runs, or several of one run, in order) in ONE
+    /// transaction, so they share one commit (one fsync): the primitive of group commit. Each
+    /// step is checked and written as [`Store::save_step`] does, and its own refusal
+    /// ([`StoreError::Cancelled`], [`StoreError::LeaseLost`], [`StoreError::Checksum`],
+    /// [`StoreError::NotFound`], [`StoreError::Invalid`], ...) is reported in its slot of the
+    /// result, in the order of `steps`; such a step writes nothing (neither its state nor its
+    /// history entry), while the others are committed. An error of the transaction itself (the
+    /// database is busy, full or damaged) is the outer `Err`, and then nothing was saved.
+    fn save_steps(
+        &mut self,
+        steps: &[StepSave<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
     /// Loads one run; an unknown id gives [`StoreError::NotFound`], a damaged row
     /// [`StoreError::Checksum`] or [`StoreError::BadRecord`].
     fn run(&self, id: &str) -> Result<RunRecord, StoreError>;
 
-    /// Lists at most `limit` runs, newest first, optionally only those with `status`.
-    fn runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<RunRecord>, StoreError>;
+    /// Lists at most `limit` runs, newest first, optionally only those with `status`: the
+    /// same as [`Store::runs_where`] with only those two set.
+    fn runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_where(&RunFilter {
+            status,
+            limit,
+            ..RunFilter::default()
+        })
+    }
+
+    /// Lists the runs that match every filter set in `filter`, newest first, at most
+    /// `filter.limit`.
+    fn runs_where(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
 
     /// The history of a run, oldest first; an unknown id gives [`StoreError::NotFound`], a
     /// damaged entry [`StoreError::Checksum`] or [`StoreError::BadRecord`] naming it.
@@ -404,6 +518,74 @@ pub trait Store: Send {
     /// over, or released) is not an error and changes nothing: the new holder keeps the run.
     /// An unknown run gives [`StoreError::NotFound`].
     fn release(&mut self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` due runs for `owner` (each as [`Store::claim`] would: a lease until
+    /// `now_ms + ttl_ms` and a fence larger than any before), earliest due first, in one
+    /// transaction, so of several callers at once each due run goes to exactly one. A run is
+    /// due when it is running or waiting (not completed, failed or cancelled), nobody holds a
+    /// live lease on it (none, or one that expired at or before `now_ms`: its owner died or
+    /// gave up renewing), and its `next_check_ms` is unset or at or before `now_ms`. An empty
+    /// result means nothing is due; [`Store::next_due_ms`] says when something will be.
+    fn claim_due(
+        &mut self,
+        owner: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError>;
+
+    /// When the earliest run that is not due at `now_ms` becomes due by time alone (the
+    /// earliest of the waiting runs' `next_check_ms` and of the live leases' expiry, for a run
+    /// that is both leased and waiting the later of the two), so a scheduler can sleep until
+    /// then; `None` when no run will become due by time alone. Runs due already are not
+    /// counted: [`Store::claim_due`] takes them.
+    fn next_due_ms(&self, now_ms: u64) -> Result<Option<u64>, StoreError>;
+
+    /// A number that changes whenever another connection (another process, or another store
+    /// on the same file) has committed since it was last read, and stays the same otherwise;
+    /// this store's own commits do not change it. One cheap query, so a server can notice a
+    /// submission from another process on each wake-up without scanning runs. Only compare
+    /// values from the same store.
+    fn data_version(&self) -> Result<u64, StoreError>;
+
+    /// Stores a deployment and the bytes of its plugins, in one transaction: each distinct
+    /// plugin content (by SHA-256) is stored once, however many deployments use it. Idempotent
+    /// by id: `Ok(true)` when it was new, `Ok(false)` (and nothing written) when a deployment
+    /// with that id exists. Every plugin's bytes are hashed first: a `sha256` that does not
+    /// match them, or an id or hash that is not 64 lower-case hex digits, is refused with
+    /// [`StoreError::Invalid`] before anything is written.
+    fn put_deployment(&mut self, deployment: &Deployment) -> Result<bool, StoreError>;
+
+    /// Loads a deployment with its plugins' bytes, by id or by a prefix of at least 8 hex
+    /// digits that only one deployment's id starts with (several: [`StoreError::AmbiguousDeployment`]
+    /// listing them). Unknown: [`StoreError::NoDeployment`]. Every plugin's bytes are hashed
+    /// again; a mismatch (or a damaged row) is [`StoreError::DeploymentChecksum`] naming the
+    /// deployment and the plugin.
+    fn deployment(&self, id: &str) -> Result<Deployment, StoreError>;
+
+    /// Lists at most `limit` deployments, newest first, optionally only those of `flow`,
+    /// without their source or bytes, each with how many runs use it.
+    fn deployments(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeploymentInfo>, StoreError>;
+
+    /// Points a run at another deployment and definition hash (`stepflow upgrade`), leaving its
+    /// state as it is: the caller has checked that the new definition can go on from the
+    /// run's cursor. Fenced by `lease` as [`Store::save_step`] is ([`StoreError::LeaseLost`]
+    /// unless it is the run's current lease), refused for a completed or cancelled run
+    /// ([`StoreError::Finished`]), for a deployment the store does not have
+    /// ([`StoreError::NoDeployment`]) or of another flow ([`StoreError::Invalid`]), and for a
+    /// damaged row ([`StoreError::Checksum`]); one transaction, and the row's checksum is
+    /// recomputed, so it stays valid.
+    fn move_run(
+        &mut self,
+        run_id: &str,
+        deployment: &str,
+        definition: &str,
+        lease: &Lease,
+    ) -> Result<(), StoreError>;
 }
 
 /// Why a store operation failed; every message names the file or run and says, in the store's
@@ -499,11 +681,13 @@ pub enum StoreError {
         /// What is wrong.
         detail: String,
     },
-    /// A value to save does not fit the store (e.g. a time past 2^63, or a history entry of
-    /// another run); nothing was saved.
-    #[error("cannot save run `{id}`: {detail}")]
+    /// A value to save does not fit the store (e.g. a time past 2^63, a history entry of
+    /// another run, or plugin bytes that do not match their SHA-256); nothing was saved.
+    #[error("cannot save {subject} `{id}`: {detail}")]
     Invalid {
-        /// The run.
+        /// What was being saved: a run or a deployment.
+        subject: Subject,
+        /// Its id.
         id: String,
         /// What is wrong and what is allowed.
         detail: String,
@@ -564,8 +748,12 @@ pub enum StoreError {
         /// Who holds the run now, if anyone.
         owner: Option<String>,
     },
-    /// [`Store::claim`] of a completed or cancelled run: nothing is left to drive.
-    #[error("run `{run}` is {status}, so it cannot be claimed: there is nothing left to drive")]
+    /// [`Store::claim`] or [`Store::move_run`] of a completed or cancelled run: nothing is
+    /// left to drive; nothing changed.
+    #[error(
+        "run `{run}` is {status}, so there is nothing left to drive: it can be neither claimed \
+         nor moved to another deployment"
+    )]
     Finished {
         /// The run.
         run: String,
@@ -592,6 +780,61 @@ pub enum StoreError {
         /// The checksum of what the row holds now.
         computed: u32,
     },
+    /// No deployment has this id, or an id that starts with it.
+    #[error("no deployment `{id}` in {location}")]
+    NoDeployment {
+        /// The id (or prefix) asked for.
+        id: String,
+        /// The store (a file path for SQLite).
+        location: String,
+    },
+    /// A prefix of a deployment id that several deployments' ids start with.
+    #[error(
+        "deployment id prefix `{prefix}` in {location} matches {} deployments: {}",
+        matches.len(),
+        matches.join(", ")
+    )]
+    AmbiguousDeployment {
+        /// The prefix asked for.
+        prefix: String,
+        /// The store.
+        location: String,
+        /// The ids that start with it (at most ten; the full list is longer when there are
+        /// ten).
+        matches: Vec<String>,
+    },
+    /// A stored deployment no longer matches what was saved with it: a plugin's bytes that do
+    /// not hash to their SHA-256, or a row that does not match its checksum. It was changed
+    /// outside stepflow or damaged, so it is not used.
+    #[error(
+        "deployment `{id}` in {location}: {part} does not match the hash saved with it (stored \
+         {stored}, computed {computed}); it was changed outside stepflow or damaged"
+    )]
+    DeploymentChecksum {
+        /// The deployment.
+        id: String,
+        /// The store.
+        location: String,
+        /// What is at fault: `plugin `name`'s bytes` or `its row`.
+        part: String,
+        /// The hash saved (hex).
+        stored: String,
+        /// The hash of what is stored now (hex).
+        computed: String,
+    },
+    /// A stored deployment holds a value this build cannot read (edited by hand, or damaged),
+    /// or lacks the bytes of one of its plugins.
+    #[error("deployment `{id}` in {location} has an unreadable {column}: {detail}")]
+    BadDeployment {
+        /// The deployment.
+        id: String,
+        /// The store.
+        location: String,
+        /// The column (or plugin) at fault.
+        column: String,
+        /// What is wrong.
+        detail: String,
+    },
     /// Any other failure of the database engine.
     #[error("{location}: {action} failed: {source}")]
     Backend {
@@ -602,6 +845,25 @@ pub enum StoreError {
         /// The engine's error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// What a [`StoreError::Invalid`] refused to save, so its message says which kind of id it
+/// names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A run ([`Store::create_run`], [`Store::save_step`], ...).
+    Run,
+    /// A deployment ([`Store::put_deployment`]).
+    Deployment,
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Subject::Run => "run",
+            Subject::Deployment => "deployment",
+        })
+    }
 }
 
 /// Who holds a run now, for [`StoreError::LeaseLost`].

@@ -18,7 +18,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// `SFLW`, the application id of stepflow databases.
 const APPLICATION_ID: i64 = 0x5346_4C57;
 /// The schema version this build creates.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 6;
 
 /// The schema exactly as the first release created it (schema version 1), to test that older
 /// databases are migrated (or read read-only) with their runs intact.
@@ -100,6 +100,7 @@ fn record(id: &str, created_ms: u64, status: RunStatus) -> RunRecord {
         flow: "f.v1".into(),
         flow_file: "/flows/f.yaml".into(),
         definition: "def-hash".into(),
+        deployment: None,
         status,
         state: state("a", json!({ "n": 0 })),
         next_check_ms: None,

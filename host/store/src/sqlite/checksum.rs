@@ -13,19 +13,40 @@
 //! What a checksum covers: the typed values (SQLite type, and the bytes or integer) of the
 //! columns below, in order, so that a changed type or a value moved between columns is seen.
 //! A run's row: `id, flow, flow_file, definition, state, next_check_ms, last_error,
-//! created_ms` — every column that only `create_run` and `save_step` write; `status` and
-//! `updated_ms` (which a cancel changes without reading the state) and the lease (claims) are
-//! left out. A history row: every column. Rows saved before schema version 4 have no checksum
-//! (`NULL`) and are read unchecked; a run's row gets one at its next save.
+//! created_ms` and, when it is set, `deployment` — every column that only `create_run`,
+//! `save_step` and `move_run` write (the last two recompute the checksum from the checked row);
+//! `status` and `updated_ms` (which a cancel changes without reading the state) and the lease
+//! (claims) are left out. `deployment` is covered only when set so that rows saved before
+//! deployments (schema version 5) keep a valid checksum; setting or clearing it by hand still
+//! changes the list of values, so it is seen. A history row: every column. A deployment's row:
+//! `id, flow, source, source_path, created_ms` and then, in order, each plugin's `name` and
+//! `sha256` from `deployment_plugins` (so a plugin row removed, added, reordered or edited is
+//! seen too); the plugins' bytes are checked against their SHA-256 instead. Rows saved before
+//! schema version 4 have no checksum (`NULL`) and are read unchecked; a run's row gets one at
+//! its next save.
 
 use rusqlite::Row;
 use rusqlite::types::ValueRef;
 
 /// The checksum of `values`, in order.
 pub(super) fn of(values: &[ValueRef<'_>]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
+    let mut sum = Sum::default();
     for value in values {
-        match *value {
+        sum.add(*value);
+    }
+    sum.finish()
+}
+
+/// A checksum built value by value, for rows whose values are not in one slice (a deployment
+/// and its plugins); the same result as [`of`] over the same values.
+#[derive(Default)]
+pub(super) struct Sum(crc32fast::Hasher);
+
+impl Sum {
+    /// Adds one value, with its type and (for texts and blobs) its length.
+    pub(super) fn add(&mut self, value: ValueRef<'_>) {
+        let hasher = &mut self.0;
+        match value {
             ValueRef::Null => hasher.update(&[0]),
             ValueRef::Integer(i) => {
                 hasher.update(&[1]);
@@ -47,7 +68,24 @@ pub(super) fn of(values: &[ValueRef<'_>]) -> u32 {
             }
         }
     }
-    hasher.finalize()
+
+    /// The checksum of the values added.
+    pub(super) fn finish(self) -> u32 {
+        self.0.finalize()
+    }
+}
+
+/// The values a run's checksum covers, in its order: `id, flow, flow_file, definition, state,
+/// next_check_ms, last_error, created_ms, deployment`.
+pub(super) type RunValues<'a> = [ValueRef<'a>; 9];
+
+/// The checksum of a run's row: [`RunValues`], `deployment` only when it is set (see the
+/// module's documentation).
+pub(super) fn run(values: &RunValues<'_>) -> u32 {
+    match values {
+        [covered @ .., ValueRef::Null] => of(covered),
+        all => of(all),
+    }
 }
 
 /// The length prefix of a text or blob, so that values cannot run into each other.
@@ -100,5 +138,16 @@ mod tests {
         assert_ne!(of(&[ValueRef::Integer(1)]), of(&[text("1")]));
         assert_ne!(of(&[ValueRef::Null]), of(&[text("")]));
         assert_eq!(a, of(&[text("ab"), text("c")]));
+    }
+
+    #[test]
+    fn a_run_without_a_deployment_keeps_its_older_checksum() {
+        let mut values: RunValues<'_> = [ValueRef::Null; 9];
+        values[0] = text("r");
+        let older = of(&values[..8]);
+        assert_eq!(run(&values), older);
+        values[8] = text("abc");
+        assert_ne!(run(&values), older);
+        assert_ne!(run(&values), of(&values[..8]));
     }
 }

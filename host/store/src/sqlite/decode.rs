@@ -27,10 +27,12 @@ const RUN_COLUMNS: &[&str] = &[
     "lease_expires_ms",
     "lease_fence",
     "checksum",
+    "deployment",
 ];
 
-/// Where [`RUN_COLUMNS`] has the values a run's checksum covers, in the checksum's order.
-const RUN_CHECKED: [usize; 8] = [0, 1, 2, 3, 5, 6, 7, 8];
+/// Where [`RUN_COLUMNS`] has the values a run's checksum covers, in the checksum's order
+/// ([`checksum::RunValues`]).
+const RUN_CHECKED: [usize; 9] = [0, 1, 2, 3, 5, 6, 7, 8, 14];
 /// Where [`RUN_COLUMNS`] has the checksum.
 const RUN_CHECKSUM: usize = 13;
 
@@ -80,7 +82,10 @@ pub(super) fn run(row: &Row<'_>, path: &Path, verify: bool) -> Result<RunRecord,
     let id: String = Fields::new(row, path, "?").get(0, "id")?;
     let f = Fields::new(row, path, &id);
     if verify {
-        f.verify(&RUN_CHECKED, RUN_CHECKSUM, || "the run's row".into())?;
+        let values = f.run_values(RUN_CHECKED)?;
+        f.verify_sum(RUN_CHECKSUM, checksum::run(&values), || {
+            "the run's row".into()
+        })?;
     }
     let status: String = f.get(4, "status")?;
     let status = run_status(path, &id, &status)?;
@@ -90,6 +95,7 @@ pub(super) fn run(row: &Row<'_>, path: &Path, verify: bool) -> Result<RunRecord,
         flow: f.get(1, "flow")?,
         flow_file: f.get(2, "flow_file")?,
         definition: f.get(3, "definition")?,
+        deployment: f.get(14, "deployment")?,
         status,
         state,
         next_check_ms: f.get_opt_u64(6, "next_check_ms")?,
@@ -110,10 +116,11 @@ macro_rules! held_columns {
 pub(super) use held_columns;
 
 /// The columns [`held_for_save`] reads after `held_columns!()`: those a run's checksum covers
-/// (in its order, the state in the middle) and the checksum.
+/// (in its order, [`checksum::RunValues`]) and the checksum.
 macro_rules! checked_run_columns {
     () => {
-        "id, flow, flow_file, definition, state, next_check_ms, last_error, created_ms, checksum"
+        "id, flow, flow_file, definition, state, next_check_ms, last_error, created_ms, \
+         deployment, checksum"
     };
 }
 pub(super) use checked_run_columns;
@@ -122,35 +129,48 @@ pub(super) use checked_run_columns;
 /// checksum (reported only after the save's other checks).
 pub(super) type Checked = Result<u32, StoreError>;
 
+/// Where `held_columns!(), checked_run_columns!()` has the values a run's checksum covers.
+const HELD_CHECKED: [usize; 9] = [4, 5, 6, 7, 8, 9, 10, 11, 12];
+/// Where `held_columns!(), checked_run_columns!()` has the checksum.
+const HELD_CHECKSUM: usize = 13;
+
+/// Where [`checksum::RunValues`] has each value a write may replace, for [`held_for_save`].
+pub(super) mod at {
+    /// The definition hash (`move_run`).
+    pub const DEFINITION: usize = 3;
+    /// The state (`save_step`).
+    pub const STATE: usize = 4;
+    /// The next check time (`save_step`).
+    pub const NEXT_CHECK_MS: usize = 5;
+    /// The last error (`save_step`).
+    pub const LAST_ERROR: usize = 6;
+    /// The deployment (`move_run`).
+    pub const DEPLOYMENT: usize = 8;
+}
+
 /// A row of `held_columns!(), checked_run_columns!()` of run `id`: where the run stands, and
 /// (unless the row fails its checksum: the inner error, left for the caller to report after its
-/// other checks) the checksum of the run's row once `saved` (state, `next_check_ms`,
-/// `last_error`: the values a save changes) replace the stored ones.
-pub(super) fn held_for_save(
-    row: &Row<'_>,
+/// other checks) the checksum of the run's row once the values in `replaced` (positions in
+/// [`checksum::RunValues`], see [`at`]: what the write changes) replace the stored ones.
+pub(super) fn held_for_save<'a>(
+    row: &'a Row<'_>,
     path: &Path,
     id: &str,
-    saved: [ValueRef<'_>; 3],
+    replaced: &[(usize, ValueRef<'a>)],
 ) -> Result<(Held, Checked), StoreError> {
     let held = held(row, path, id)?;
     let f = Fields::new(row, path, id);
-    let checked = f
-        .verify(&[4, 5, 6, 7, 8, 9, 10, 11], 12, || "the run's row".into())
-        .and_then(|()| {
-            let kept =
-                |index: usize, column: &str| row.get_ref(index).map_err(|e| f.bad(column, e));
-            let [state, next_check_ms, last_error] = saved;
-            Ok(checksum::of(&[
-                kept(4, "id")?,
-                kept(5, "flow")?,
-                kept(6, "flow_file")?,
-                kept(7, "definition")?,
-                state,
-                next_check_ms,
-                last_error,
-                kept(11, "created_ms")?,
-            ]))
-        });
+    let checked = f.run_values(HELD_CHECKED).and_then(|mut values| {
+        f.verify_sum(HELD_CHECKSUM, checksum::run(&values), || {
+            "the run's row".into()
+        })?;
+        for &(index, value) in replaced {
+            if let Some(slot) = values.get_mut(index) {
+                *slot = value;
+            }
+        }
+        Ok(checksum::run(&values))
+    });
     Ok((held, checked))
 }
 
@@ -301,14 +321,38 @@ impl<'a, 'r> Fields<'a, 'r> {
         checksum: usize,
         row: impl FnOnce() -> String,
     ) -> Result<(), StoreError> {
+        let computed = checksum::of_columns(self.row, checked)
+            .ok_or_else(|| self.bad("checksum", "the row lacks the columns it covers"))?;
+        self.verify_sum(checksum, computed, row)
+    }
+
+    /// The values of a run's checksum, from the columns at `indexes`.
+    fn run_values(&self, indexes: [usize; 9]) -> Result<checksum::RunValues<'a>, StoreError> {
+        let mut values: checksum::RunValues<'a> = [ValueRef::Null; 9];
+        for (slot, index) in values.iter_mut().zip(indexes) {
+            *slot = self
+                .row
+                .get_ref(index)
+                .map_err(|_| self.bad("checksum", "the row lacks the columns it covers"))?;
+        }
+        Ok(values)
+    }
+
+    /// Checks the checksum at `checksum` (if the row has one) against `computed`, the checksum
+    /// of what the row holds; a mismatch is a [`StoreError::Checksum`] naming the row as `row`
+    /// says.
+    fn verify_sum(
+        &self,
+        checksum: usize,
+        computed: u32,
+        row: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
         let stored: Option<i64> = self.get(checksum, "checksum")?;
         let Some(stored) = stored else {
             return Ok(()); // saved before checksums: read unchecked
         };
         let stored = u32::try_from(stored)
             .map_err(|_| self.bad("checksum", format!("out of range: {stored}")))?;
-        let computed = checksum::of_columns(self.row, checked)
-            .ok_or_else(|| self.bad("checksum", "the row lacks the columns it covers"))?;
         if computed == stored {
             return Ok(());
         }

@@ -6,7 +6,7 @@ use stepflow_model::{Clock, State, SystemClock};
 
 use super::checksum;
 
-use crate::{HistoryEntry, RunRecord, StepSave, StoreError};
+use crate::{Deployment, HistoryEntry, RunRecord, StepSave, StoreError, Subject};
 
 /// A new run, ready to bind.
 pub(super) struct RunRow {
@@ -31,7 +31,7 @@ impl RunRow {
         let state = state_json(id, &run.state)?;
         let next_check_ms = opt_i64(id, "next_check_ms", run.next_check_ms)?;
         let created_ms = to_i64(id, "created_ms", run.created_ms)?;
-        let checksum = checksum::of(&[
+        let checksum = checksum::run(&[
             checksum::text(id),
             checksum::text(&run.flow),
             checksum::text(&run.flow_file),
@@ -40,6 +40,7 @@ impl RunRow {
             checksum::opt_int(next_check_ms),
             checksum::opt_text(run.last_error.as_deref()),
             ValueRef::Integer(created_ms),
+            checksum::opt_text(run.deployment.as_deref()),
         ]);
         Ok(RunRow {
             state,
@@ -174,9 +175,103 @@ fn opt_i64(id: &str, what: &str, value: Option<u64>) -> Result<Option<i64>, Stor
 }
 
 /// The error for a value of run `id` that the store cannot save.
-fn invalid(id: &str, detail: impl ToString) -> StoreError {
+pub(super) fn invalid(id: &str, detail: impl ToString) -> StoreError {
     StoreError::Invalid {
+        subject: Subject::Run,
         id: id.to_string(),
         detail: detail.to_string(),
+    }
+}
+
+/// The error for a deployment `id` that the store cannot save.
+fn invalid_deployment(id: &str, detail: impl ToString) -> StoreError {
+    StoreError::Invalid {
+        subject: Subject::Deployment,
+        id: id.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+/// The SHA-256 of `bytes` as 64 lower-case hex digits, the form of deployment ids and plugin
+/// hashes.
+pub(super) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// Whether `text` is a SHA-256 as the store keeps them: 64 lower-case hex digits.
+pub(super) fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A deployment, checked and ready to bind: its id and every plugin's hash have the stored
+/// form, and every plugin's bytes hash to its `sha256`.
+pub(super) struct DeploymentRow {
+    pub created_ms: i64,
+    /// The checksum of the deployment's row and plugin list (see `checksum.rs`).
+    pub checksum: i64,
+}
+
+impl DeploymentRow {
+    /// Checks `deployment` (hashing every plugin's bytes) before any transaction starts.
+    pub(super) fn new(deployment: &Deployment) -> Result<Self, StoreError> {
+        let id = deployment.id.as_str();
+        if !is_sha256_hex(id) {
+            return Err(invalid_deployment(
+                id,
+                "its id must be a SHA-256 of its content: 64 lower-case hex digits",
+            ));
+        }
+        for plugin in &deployment.plugins {
+            if !is_sha256_hex(&plugin.sha256) {
+                return Err(invalid_deployment(
+                    id,
+                    format!(
+                        "the sha256 of plugin `{}` must be 64 lower-case hex digits, not `{}`",
+                        plugin.name, plugin.sha256
+                    ),
+                ));
+            }
+            let computed = sha256_hex(&plugin.bytes);
+            if computed != plugin.sha256 {
+                return Err(invalid_deployment(
+                    id,
+                    format!(
+                        "the {} bytes of plugin `{}` have SHA-256 {computed}, not the {} given; \
+                         nothing was saved",
+                        plugin.bytes.len(),
+                        plugin.name,
+                        plugin.sha256
+                    ),
+                ));
+            }
+        }
+        let created_ms = i64::try_from(deployment.created_ms).map_err(|_| {
+            invalid_deployment(
+                id,
+                format!(
+                    "created_ms {} is too large (over 2^63)",
+                    deployment.created_ms
+                ),
+            )
+        })?;
+        let mut sum = checksum::Sum::default();
+        for value in [
+            checksum::text(id),
+            checksum::text(&deployment.flow),
+            checksum::text(&deployment.source),
+            checksum::text(&deployment.source_path),
+            ValueRef::Integer(created_ms),
+        ] {
+            sum.add(value);
+        }
+        for plugin in &deployment.plugins {
+            sum.add(checksum::text(&plugin.name));
+            sum.add(checksum::text(&plugin.sha256));
+        }
+        Ok(DeploymentRow {
+            created_ms,
+            checksum: checksum::to_stored(sum.finish()),
+        })
     }
 }

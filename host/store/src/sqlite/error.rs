@@ -13,6 +13,8 @@ use crate::StoreError;
 pub(super) const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = 1555;
 /// `SQLITE_CONSTRAINT_CHECK`: a CHECK constraint refused a value.
 pub(super) const SQLITE_CONSTRAINT_CHECK: i32 = 275;
+/// `SQLITE_CONSTRAINT_FOREIGNKEY`: a reference to a row that does not exist.
+pub(super) const SQLITE_CONSTRAINT_FOREIGNKEY: i32 = 787;
 
 /// Maps an engine error, met while doing `action` on the database at `path`: a lock held too
 /// long is [`StoreError::Busy`], SQLite's "not a database" and "malformed" are
@@ -56,4 +58,25 @@ pub(super) fn not_found(path: &Path, id: &str) -> StoreError {
         id: id.to_string(),
         location: path.display().to_string(),
     }
+}
+
+/// The error for a deployment id (or prefix) that the database at `path` does not have.
+pub(super) fn no_deployment(path: &Path, id: &str) -> StoreError {
+    StoreError::NoDeployment {
+        id: id.to_string(),
+        location: path.display().to_string(),
+    }
+}
+
+/// Whether `e` is a failure of the database or the transaction itself (busy, damaged, any
+/// engine error), rather than one record's refusal: a batch gives up on the first one.
+pub(super) fn is_fatal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Io { .. }
+            | StoreError::Busy { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Backend { .. }
+            | StoreError::ReadOnly { .. }
+    )
 }

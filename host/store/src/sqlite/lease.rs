@@ -7,7 +7,7 @@ use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::encode::to_i64;
+use super::encode::{invalid, to_i64};
 use super::error::{classify, not_found};
 use super::queries::{held, lease_lost};
 use crate::{Claim, Lease, RunStatus, StoreError};
@@ -59,10 +59,7 @@ pub(super) fn claim(
     let fence = held
         .fence
         .checked_add(1)
-        .ok_or_else(|| StoreError::Invalid {
-            id: id.to_string(),
-            detail: "its lease fence cannot be incremented any more".into(),
-        })?;
+        .ok_or_else(|| invalid(id, "its lease fence cannot be incremented any more"))?;
     let stored_fence = to_i64(id, "lease fence", fence)?;
     tx.prepare_cached(CLAIM)
         .and_then(|mut stmt| {

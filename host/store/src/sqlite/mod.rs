@@ -12,20 +12,26 @@
 //! - `schema`: the application id, the tables and the numbered migrations;
 //! - `encode`: records into the values SQLite binds, refusing what does not fit;
 //! - `decode`: rows back into records, bad data as [`crate::StoreError::BadRecord`];
-//! - `queries`: the SQL statements behind each [`Store`] method;
+//! - `queries`: the SQL that creates, reads and lists runs, and the look-ups writers share;
+//! - `save`: the fenced writes of a run: steps (one, or a batch in one transaction), moves;
 //! - `lease`: claiming, renewing and releasing runs (compare-and-swap on the run's lease);
+//! - `due`: due runs through their index: claiming the earliest, the next due time;
+//! - `deploy`: deployments, content-addressed: storing, loading (hashes checked), listing;
 //! - `read_only`: opening a database only to read it, creating and writing nothing;
 //! - `checksum`: the CRC-32 saved with every row and checked on every read;
 //! - `error`: SQLite's errors as the [`crate::StoreError`] a caller can act on.
 
 mod checksum;
 mod decode;
+mod deploy;
+mod due;
 mod encode;
 mod error;
 mod file_check;
 mod lease;
 mod queries;
 mod read_only;
+mod save;
 mod schema;
 mod setup;
 
@@ -36,7 +42,10 @@ use std::cell::RefCell;
 
 use rusqlite::Connection;
 
-use crate::{Claim, HistoryEntry, Lease, RunRecord, RunStatus, StepSave, Store, StoreError};
+use crate::{
+    Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunFilter, RunRecord, RunStatus,
+    StepSave, Store, StoreError,
+};
 use queries::Reads;
 use read_only::Reader;
 
@@ -111,8 +120,10 @@ impl SqliteStore {
             Access::Write { conn, reads } => read(conn, reads),
             Access::Read(reader) => {
                 if reader.borrow().is_stale(&self.path) {
-                    let fresh = read_only::open(&self.path)?;
-                    *reader.borrow_mut() = fresh;
+                    let mut fresh = read_only::open(&self.path)?;
+                    let mut reader = reader.borrow_mut();
+                    fresh.generation = reader.generation.wrapping_add(1);
+                    *reader = fresh;
                 }
                 let reader = reader.borrow();
                 read(&reader.conn, &reader.reads)
@@ -165,15 +176,26 @@ impl Store for SqliteStore {
     fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError> {
         let checksums = self.checksums();
         let (conn, path) = self.write(|| format!("saving a step of run `{}`", step.run_id))?;
-        queries::save_step(conn, path, step, checksums)
+        // A batch of one: the same checks and writes, one transaction.
+        let mut results = save::save_steps(conn, path, std::slice::from_ref(step), checksums)?;
+        results.pop().unwrap_or(Ok(()))
+    }
+
+    fn save_steps(
+        &mut self,
+        steps: &[StepSave<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let checksums = self.checksums();
+        let (conn, path) = self.write(|| format!("saving {} steps", steps.len()))?;
+        save::save_steps(conn, path, steps, checksums)
     }
 
     fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
         self.read(|conn, reads| queries::run(conn, reads, &self.path, id))
     }
 
-    fn runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
-        self.read(|conn, reads| queries::runs(conn, reads, &self.path, status, limit))
+    fn runs_where(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.read(|conn, reads| queries::runs(conn, reads, &self.path, filter))
     }
 
     fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -202,6 +224,71 @@ impl Store for SqliteStore {
             self.write(|| format!("releasing the lease on run `{}`", lease.run_id))?;
         lease::release(conn, path, lease)
     }
+
+    fn claim_due(
+        &mut self,
+        owner: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let (conn, path) = self.write(|| format!("claiming due runs for `{owner}`"))?;
+        due::claim_due(conn, path, owner, ttl_ms, now_ms, limit)
+    }
+
+    fn next_due_ms(&self, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.read(|conn, reads| {
+            if !reads.has_due_index() {
+                return Ok(None);
+            }
+            due::next_due_ms(conn, &self.path, now_ms)
+        })
+    }
+
+    fn data_version(&self) -> Result<u64, StoreError> {
+        let version = self.read(|conn, _| {
+            conn.pragma_query_value(None, "data_version", |r| r.get::<_, i64>(0))
+                .map_err(|e| error::classify(&self.path, "reading the data version", e))
+        })?;
+        // A read-only store may have opened a new connection (whose counter starts again) to
+        // see a change: its generation, which `read` has just updated, changes the value then.
+        let generation = match &self.access {
+            Access::Write { .. } => 0,
+            Access::Read(reader) => reader.borrow().generation,
+        };
+        Ok((generation << 32).wrapping_add(u64::try_from(version).unwrap_or_default()))
+    }
+
+    fn put_deployment(&mut self, deployment: &Deployment) -> Result<bool, StoreError> {
+        let checksums = self.checksums();
+        let (conn, path) = self.write(|| format!("storing deployment `{}`", deployment.id))?;
+        deploy::put(conn, path, deployment, checksums)
+    }
+
+    fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
+        self.read(|conn, reads| deploy::get(conn, reads, &self.path, id))
+    }
+
+    fn deployments(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeploymentInfo>, StoreError> {
+        self.read(|conn, reads| deploy::list(conn, reads, &self.path, flow, limit))
+    }
+
+    fn move_run(
+        &mut self,
+        run_id: &str,
+        deployment: &str,
+        definition: &str,
+        lease: &Lease,
+    ) -> Result<(), StoreError> {
+        let checksums = self.checksums();
+        let (conn, path) =
+            self.write(|| format!("moving run `{run_id}` to deployment `{deployment}`"))?;
+        save::move_run(conn, path, run_id, deployment, definition, lease, checksums)
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +307,7 @@ mod tests {
             flow: "f.v1".into(),
             flow_file: "/flows/f.yaml".into(),
             definition: "hash".into(),
+            deployment: None,
             status: RunStatus::Running,
             state: State::default(),
             next_check_ms: None,
@@ -306,6 +394,97 @@ mod tests {
             lease: None,
         })?;
         assert_eq!(commits.load(Ordering::SeqCst), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn save_steps_saves_fifty_runs_with_one_commit_and_refuses_in_their_slots()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let mut store = SqliteStore::open(&dir.path().join("s.db"))?;
+        let ids: Vec<String> = (0..50).map(|i| format!("r{i}")).collect();
+        let mut leases = Vec::new();
+        for id in &ids {
+            store.create_run(&record(id))?;
+            leases.push(store.claim(&Claim {
+                run_id: id,
+                owner: "host-a",
+                ttl_ms: 60_000,
+                now_ms: 1_000,
+                take_over: None,
+            })?);
+        }
+        // r7 is cancelled while its step runs; r9 was taken over, so host-a's lease is stale.
+        store.set_status("r7", RunStatus::Cancelled)?;
+        store.claim(&Claim {
+            run_id: "r9",
+            owner: "host-b",
+            ttl_ms: 60_000,
+            now_ms: 2_000,
+            take_over: Some("host-a"),
+        })?;
+        let commits = Arc::new(AtomicUsize::new(0));
+        let counter = commits.clone();
+        conn(&mut store).commit_hook(Some(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            false
+        }))?;
+
+        let state = State::default();
+        let entries: Vec<HistoryEntry> = ids
+            .iter()
+            .map(|id| HistoryEntry {
+                run_id: id.clone(),
+                ..entry()
+            })
+            .collect();
+        let steps: Vec<StepSave<'_>> = ids
+            .iter()
+            .zip(&entries)
+            .zip(&leases)
+            .map(|((id, entry), lease)| StepSave {
+                run_id: id,
+                status: RunStatus::Waiting,
+                state: &state,
+                next_check_ms: Some(99),
+                last_error: None,
+                history: Some(entry),
+                lease: Some(lease),
+            })
+            .collect();
+        let results = store.save_steps(&steps)?;
+        assert_eq!(commits.load(Ordering::SeqCst), 1, "one commit for 50 steps");
+        assert_eq!(results.len(), 50);
+        for (id, result) in ids.iter().zip(&results) {
+            match id.as_str() {
+                "r7" => assert!(
+                    matches!(result, Err(StoreError::Cancelled { id }) if id == "r7"),
+                    "{result:?}"
+                ),
+                "r9" => assert!(
+                    matches!(result, Err(StoreError::LeaseLost { run, .. }) if run == "r9"),
+                    "{result:?}"
+                ),
+                _ => assert!(result.is_ok(), "{id}: {result:?}"),
+            }
+        }
+        for id in &ids {
+            let (run, history) = (store.run(id)?, store.history(id)?);
+            if id == "r7" || id == "r9" {
+                assert_ne!(run.status, RunStatus::Waiting, "{id} is unchanged");
+                assert!(history.is_empty(), "{id} has no history");
+            } else {
+                assert_eq!(
+                    (run.status, run.next_check_ms),
+                    (RunStatus::Waiting, Some(99))
+                );
+                assert_eq!(history.len(), 1, "{id}");
+            }
+        }
+        // A batch whose every step is refused commits nothing.
+        let refused = store.save_steps(&steps[7..8])?;
+        assert!(matches!(refused[..], [Err(StoreError::Cancelled { .. })]));
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
         Ok(())
     }
 }

@@ -1,15 +1,18 @@
-//! The SQL behind each [`crate::Store`] method: the statements, and running them with one
-//! transaction per call (one commit, so one fsync of the WAL, per saved step).
+//! The SQL behind the [`crate::Store`] methods that create, read and list runs, and the
+//! look-ups under the write lock that the writers (`save`, `lease`, `due`) share.
 
 use std::path::Path;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension};
 
-use super::checksum;
 use super::decode::{self, Checked, Held, checked_run_columns, held_columns};
-use super::encode::{self, RunRow, StepRow};
-use super::error::{SQLITE_CONSTRAINT_CHECK, SQLITE_CONSTRAINT_PRIMARYKEY, classify, not_found};
-use crate::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, StoreError};
+use super::encode::{self, RunRow};
+use super::error::{
+    SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_CONSTRAINT_PRIMARYKEY, classify, no_deployment, not_found,
+};
+use super::schema;
+use crate::{HistoryEntry, Lease, RunFilter, RunRecord, RunStatus, StoreError};
 
 /// The statements that read runs and history, for the schema version of the database: a
 /// read-only store may read a database older than this build, which it cannot migrate.
@@ -18,9 +21,9 @@ pub(super) struct Reads {
     version: i64,
     /// Whether rows are checked against their checksums (off only for benchmarks).
     pub verify: bool,
+    /// The select list of a run.
+    run_columns: String,
     select_run: String,
-    list_runs: String,
-    list_runs_by_status: String,
     history: String,
 }
 
@@ -32,15 +35,7 @@ impl Reads {
             version,
             verify: true,
             select_run: format!("SELECT {runs} FROM runs WHERE id = ?1"),
-            // `rowid` breaks ties between runs created in the same millisecond: the later
-            // insert first.
-            list_runs: format!(
-                "SELECT {runs} FROM runs ORDER BY created_ms DESC, rowid DESC LIMIT ?1"
-            ),
-            list_runs_by_status: format!(
-                "SELECT {runs} FROM runs WHERE status = ?1 \
-                 ORDER BY created_ms DESC, rowid DESC LIMIT ?2"
-            ),
+            run_columns: runs,
             history: format!(
                 "SELECT {} FROM history WHERE run_id = ?1 ORDER BY seq",
                 decode::history_columns(version)
@@ -52,16 +47,58 @@ impl Reads {
     fn is_empty(&self) -> bool {
         self.version == 0
     }
+
+    /// Whether the database has the deployment tables (schema version 5 and later).
+    pub(super) fn has_deployments(&self) -> bool {
+        self.version >= schema::DEPLOYMENTS_SINCE
+    }
+
+    /// Whether the database has the `runs_by_due` index (schema version 6 and later); older
+    /// ones are read only by read-only stores, which do not schedule.
+    pub(super) fn has_due_index(&self) -> bool {
+        self.version >= schema::DUE_SINCE
+    }
+
+    /// The listing of runs that match `filter`: its SQL and the values to bind, in order.
+    fn list_runs(&self, filter: &RunFilter) -> (String, Vec<Value>) {
+        let mut conditions = Vec::new();
+        let mut values = Vec::new();
+        let mut condition = |sql: &str, value: Value| {
+            values.push(value);
+            conditions.push(format!("{sql} = ?{}", values.len()));
+        };
+        if let Some(status) = filter.status {
+            condition("status", Value::Text(status.as_str().into()));
+        }
+        if let Some(flow) = &filter.flow {
+            condition("flow", Value::Text(flow.clone()));
+        }
+        if let Some(deployment) = &filter.deployment {
+            condition("deployment", Value::Text(deployment.clone()));
+        }
+        let filter_sql = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        values.push(Value::Integer(
+            i64::try_from(filter.limit).unwrap_or(i64::MAX),
+        ));
+        // `rowid` breaks ties between runs created in the same millisecond: the later insert
+        // first.
+        let sql = format!(
+            "SELECT {} FROM runs{filter_sql} ORDER BY created_ms DESC, rowid DESC LIMIT ?{}",
+            self.run_columns,
+            values.len()
+        );
+        (sql, values)
+    }
 }
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, status, state, \
-                          next_check_ms, last_error, created_ms, updated_ms, checksum) \
-                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-/// `save_step` checks the run (cancelled? leased to the caller? its checksum?) under the write
-/// lock first.
-const UPDATE_STEP: &str = "UPDATE runs SET status = ?2, state = ?3, next_check_ms = ?4, \
-                           last_error = ?5, updated_ms = ?6, checksum = ?7 WHERE id = ?1";
+                          next_check_ms, last_error, created_ms, updated_ms, checksum, \
+                          deployment) \
+                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 
 const HELD: &str = concat!("SELECT ", held_columns!(), " FROM runs WHERE id = ?1");
 
@@ -73,19 +110,12 @@ const HELD_FOR_SAVE: &str = concat!(
     " FROM runs WHERE id = ?1"
 );
 
-/// The store numbers history entries: one more than the run's last (an index lookup).
-const NEXT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE run_id = ?1";
-
-const INSERT_HISTORY: &str = "INSERT INTO history (run_id, seq, step, kind, attempt, outcome, \
-                              started_ms, duration_ms, error, patch, redelivered, handlers, \
-                              checksum) \
-                              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
-
 const RUN_STATUS: &str = "SELECT status FROM runs WHERE id = ?1";
 
 const SET_STATUS: &str = "UPDATE runs SET status = ?2, updated_ms = ?3 WHERE id = ?1";
 
-/// [`crate::Store::create_run`]: one insert; a taken id is [`StoreError::AlreadyExists`].
+/// [`crate::Store::create_run`]: one insert; a taken id is [`StoreError::AlreadyExists`], a
+/// deployment the store does not have [`StoreError::NoDeployment`] (the foreign key).
 pub(super) fn create_run(
     conn: &Connection,
     path: &Path,
@@ -110,6 +140,7 @@ pub(super) fn create_run(
         row.created_ms,
         row.updated_ms,
         checksums.then_some(row.checksum),
+        run.deployment,
     ]);
     match result {
         Ok(_) => Ok(()),
@@ -119,113 +150,12 @@ pub(super) fn create_run(
                 location: path.display().to_string(),
             })
         }
+        // The only foreign key of `runs` is its deployment.
+        Err(e) if e.sqlite_extended_error_code() == Some(SQLITE_CONSTRAINT_FOREIGNKEY) => Err(
+            no_deployment(path, run.deployment.as_deref().unwrap_or_default()),
+        ),
         Err(e) => Err(classify(path, action(), e)),
     }
-}
-
-/// [`crate::Store::save_step`]: the run's update and its history entry in one transaction,
-/// after checking, under the write lock, that the run may be written: it exists, is not
-/// cancelled, is held with the caller's lease (if one is given), and its row is undamaged (its
-/// checksum matches: a damaged state is not replaced silently, an operator must look at it).
-/// With `checksums` off (benchmarks only) the row is neither checked nor given a checksum.
-pub(super) fn save_step(
-    conn: &mut Connection,
-    path: &Path,
-    step: &StepSave<'_>,
-    checksums: bool,
-) -> Result<(), StoreError> {
-    let run_id = step.run_id;
-    // Everything that can be refused without the database is checked before the transaction.
-    let row = StepRow::new(step)?;
-
-    let action = || format!("saving a step of run `{run_id}`");
-    // IMMEDIATE takes the write lock up front, so the busy timeout applies to it rather
-    // than failing when a read transaction is upgraded. One COMMIT: one fsync of the WAL.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(|e| classify(path, action(), e))?;
-    // Under the write lock, so nobody can cancel or take the run over before the commit.
-    let found = if checksums {
-        let saved = [
-            checksum::text(&row.state),
-            checksum::opt_int(row.next_check_ms),
-            checksum::opt_text(step.last_error),
-        ];
-        held_for_save(&tx, path, run_id, saved)?.map(|(held, sum)| (held, Some(sum)))
-    } else {
-        held(&tx, path, run_id)?.map(|held| (held, None))
-    };
-    let Some((held, checked)) = found else {
-        return Err(not_found(path, run_id));
-    };
-    if held.status == RunStatus::Cancelled {
-        return Err(StoreError::Cancelled {
-            id: run_id.to_string(),
-        });
-    }
-    if let Some(lease) = step.lease
-        && !held.is_held_by(&lease.owner, lease.fence)
-    {
-        return Err(lease_lost(lease, &held));
-    }
-    // After those: a driver of a damaged run that was cancelled or taken over hears that.
-    let run_checksum = checked.transpose()?;
-    tx.prepare_cached(UPDATE_STEP)
-        .and_then(|mut stmt| {
-            stmt.execute(rusqlite::params![
-                run_id,
-                step.status.as_str(),
-                row.state,
-                row.next_check_ms,
-                step.last_error,
-                row.updated_ms,
-                run_checksum.map(checksum::to_stored),
-            ])
-        })
-        .map_err(|e| classify(path, action(), e))?;
-    if let Some(entry) = &row.history {
-        let inserted = tx
-            .prepare_cached(NEXT_SEQ)
-            .and_then(|mut stmt| stmt.query_row([run_id], |r| r.get::<_, i64>(0)))
-            .and_then(|seq| {
-                let mut stmt = tx.prepare_cached(INSERT_HISTORY)?;
-                stmt.execute(rusqlite::params![
-                    run_id,
-                    seq,
-                    entry.step,
-                    entry.kind,
-                    entry.attempt,
-                    entry.outcome,
-                    entry.started_ms,
-                    entry.duration_ms,
-                    entry.error,
-                    entry.patch,
-                    entry.redelivered,
-                    entry.handlers,
-                    checksums.then(|| entry.checksum(run_id, seq)),
-                ])
-            });
-        if let Err(e) = inserted {
-            // Dropping `tx` rolls the state update back too.
-            return Err(
-                if e.sqlite_extended_error_code() == Some(SQLITE_CONSTRAINT_CHECK) {
-                    // The typed kind and outcome always fit the schema this build creates;
-                    // a refusal means the file's CHECK lists differ from this build's types.
-                    StoreError::Invalid {
-                        id: run_id.to_string(),
-                        detail: format!(
-                            "the database refused the history entry for step `{}` (kind `{}`, \
-                             outcome `{}`): {e}; nothing was saved",
-                            entry.step, entry.kind, entry.outcome,
-                        ),
-                    }
-                } else {
-                    classify(path, action(), e)
-                },
-            );
-        }
-    }
-    tx.commit().map_err(|e| classify(path, action(), e))
 }
 
 /// [`crate::Store::run`]: one run by id.
@@ -249,32 +179,26 @@ pub(super) fn run(
     }
 }
 
-/// [`crate::Store::runs`]: newest first, at most `limit`, optionally of one status.
+/// [`crate::Store::runs_where`]: newest first, at most `filter.limit`, those that match every
+/// filter set.
 pub(super) fn runs(
     conn: &Connection,
     reads: &Reads,
     path: &Path,
-    status: Option<RunStatus>,
-    limit: usize,
+    filter: &RunFilter,
 ) -> Result<Vec<RunRecord>, StoreError> {
-    if reads.is_empty() {
+    // Before deployments no run referred to one.
+    if reads.is_empty() || (filter.deployment.is_some() && !reads.has_deployments()) {
         return Ok(Vec::new());
     }
     let action = || "listing runs".to_string();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let sql = if status.is_some() {
-        &reads.list_runs_by_status
-    } else {
-        &reads.list_runs
-    };
+    let (sql, values) = reads.list_runs(filter);
     let mut stmt = conn
-        .prepare_cached(sql)
+        .prepare_cached(&sql)
         .map_err(|e| classify(path, action(), e))?;
-    let mut rows = match status {
-        Some(status) => stmt.query(rusqlite::params![status.as_str(), limit]),
-        None => stmt.query(rusqlite::params![limit]),
-    }
-    .map_err(|e| classify(path, action(), e))?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(values))
+        .map_err(|e| classify(path, action(), e))?;
     let mut runs = Vec::new();
     while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
         runs.push(decode::run(row, path, reads.verify)?);
@@ -344,13 +268,14 @@ pub(super) fn held(conn: &Connection, path: &Path, id: &str) -> Result<Option<He
     }
 }
 
-/// [`held`] with the checked columns of the run's row: the checksum the row gets when `saved`
-/// (state, next check, last error) replace those values, or the row's checksum error.
-fn held_for_save(
+/// [`held`] with the checked columns of the run's row: the checksum the row gets when the
+/// values in `replaced` (see [`decode::held_for_save`]) replace the stored ones, or the row's
+/// checksum error.
+pub(super) fn held_for_save(
     conn: &Connection,
     path: &Path,
     id: &str,
-    saved: [rusqlite::types::ValueRef<'_>; 3],
+    replaced: &[(usize, rusqlite::types::ValueRef<'_>)],
 ) -> Result<Option<(Held, Checked)>, StoreError> {
     let action = || format!("looking up run `{id}`");
     let mut stmt = conn
@@ -358,7 +283,7 @@ fn held_for_save(
         .map_err(|e| classify(path, action(), e))?;
     let mut rows = stmt.query([id]).map_err(|e| classify(path, action(), e))?;
     match rows.next().map_err(|e| classify(path, action(), e))? {
-        Some(row) => decode::held_for_save(row, path, id, saved).map(Some),
+        Some(row) => decode::held_for_save(row, path, id, replaced).map(Some),
         None => Ok(None),
     }
 }

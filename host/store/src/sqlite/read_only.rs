@@ -31,6 +31,9 @@ pub(super) struct Reader {
     pub reads: Reads,
     /// For an `immutable` connection, how the files looked when it was opened.
     seen: Option<Files>,
+    /// How many times the store has opened the database again (to see a change), so that
+    /// `data_version` changes when the connection does.
+    pub generation: u64,
 }
 
 impl Reader {
@@ -118,5 +121,6 @@ pub(super) fn open(path: &Path) -> Result<Reader, StoreError> {
         conn,
         reads: Reads::for_version(version),
         seen: (!files.wal).then_some(files),
+        generation: 0,
     })
 }

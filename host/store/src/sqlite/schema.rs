@@ -15,7 +15,14 @@ pub(super) const APPLICATION_ID: i32 = 0x5346_4C57;
 
 /// Schema migrations, oldest first: entry `i` takes `user_version` from `i` to `i + 1`.
 /// Released entries are never edited, only appended to.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+    MIGRATION_6,
+];
 
 /// The newest schema version this build knows; a database with a newer one is refused.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -88,6 +95,61 @@ ALTER TABLE runs ADD COLUMN checksum INTEGER CHECK (checksum BETWEEN 0 AND 42949
 ALTER TABLE history ADD COLUMN checksum INTEGER CHECK (checksum BETWEEN 0 AND 4294967295);
 ";
 
+/// Version 5: deployments (issue 10), content-addressed. `blobs` holds each distinct plugin
+/// content once, keyed by its SHA-256 (a rowid table: WITHOUT ROWID suits only small rows);
+/// `deployments` a flow's source, with a CRC-32 over the row and its plugin list;
+/// `deployment_plugins` the plugins of each, in order. A run refers to its deployment
+/// (`NULL` for runs created before); `runs_by_deployment` serves listings by deployment and
+/// the count of runs per deployment.
+const MIGRATION_5: &str = "
+CREATE TABLE blobs (
+    sha256 TEXT NOT NULL PRIMARY KEY CHECK (length(sha256) = 64),
+    bytes  BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE deployments (
+    id          TEXT NOT NULL PRIMARY KEY CHECK (length(id) = 64),
+    flow        TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    source_path TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    checksum    INTEGER CHECK (checksum BETWEEN 0 AND 4294967295)
+) STRICT;
+
+CREATE INDEX deployments_by_created ON deployments (created_ms);
+CREATE INDEX deployments_by_flow ON deployments (flow, created_ms);
+
+CREATE TABLE deployment_plugins (
+    deployment TEXT NOT NULL REFERENCES deployments (id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL CHECK (position >= 0),
+    name       TEXT NOT NULL,
+    sha256     TEXT NOT NULL REFERENCES blobs (sha256),
+    PRIMARY KEY (deployment, position)
+) STRICT, WITHOUT ROWID;
+
+ALTER TABLE runs ADD COLUMN deployment TEXT REFERENCES deployments (id);
+CREATE INDEX runs_by_deployment ON runs (deployment, created_ms) WHERE deployment IS NOT NULL;
+";
+
+/// Version 6: runs by when they are next due (issue 10: timers without polling). A running or
+/// waiting run is due at the later of its next check (none: at once) and its lease's expiry
+/// (none: at once); the partial index holds only those runs, ordered by that time, so the
+/// earliest due runs and the next due time are one index search however many runs wait.
+/// Its expression and WHERE clause must match `due.rs` word for word, or SQLite will not use
+/// it. It supersedes `runs_by_next_check`, which nothing queries and every save had to update.
+const MIGRATION_6: &str = "
+CREATE INDEX runs_by_due
+    ON runs (MAX(COALESCE(next_check_ms, 0), COALESCE(lease_expires_ms, 0)))
+    WHERE status IN ('running', 'waiting');
+DROP INDEX IF EXISTS runs_by_next_check;
+";
+
+/// The migration that creates `runs_by_due`, for the test that `due.rs` repeats it.
+#[cfg(test)]
+pub(super) fn due_index_sql() -> &'static str {
+    MIGRATION_6
+}
+
 /// The columns migrations added after version 1: `(table, column, version that added it, what
 /// rows of an older database read as)`. A read-only store cannot migrate, so it reads an older
 /// database through [`read_expr`] instead.
@@ -98,7 +160,15 @@ const ADDED_COLUMNS: &[(&str, &str, i64, &str)] = &[
     ("history", "handlers", 3, "NULL"),
     ("runs", "checksum", 4, "NULL"),
     ("history", "checksum", 4, "NULL"),
+    ("runs", "deployment", 5, "NULL"),
 ];
+
+/// The first schema version with deployments: a read-only store on an older database has no
+/// deployments (and no run refers to one).
+pub(super) const DEPLOYMENTS_SINCE: i64 = 5;
+
+/// The first schema version with the `runs_by_due` index.
+pub(super) const DUE_SINCE: i64 = 6;
 
 /// The SQL that reads `column` of `table` in a database at schema `version`: the column
 /// itself, or, when the migration that added it has not run there, the value its rows had
