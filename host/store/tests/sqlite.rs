@@ -1057,8 +1057,14 @@ fn a_version_1_database_is_migrated_with_its_runs() -> TestResult {
 }
 
 // More tests of this binary, one file per subject (one binary: one link, shared helpers).
+#[path = "sqlite/batch.rs"]
+mod batch;
 #[path = "sqlite/checksums.rs"]
 mod checksums;
+#[path = "sqlite/deployments.rs"]
+mod deployments;
+#[path = "sqlite/due.rs"]
+mod due;
 #[path = "sqlite/handlers.rs"]
 mod handlers;
 #[path = "sqlite/leases.rs"]
