@@ -1,0 +1,306 @@
+//! The drivers: a bounded pool of OS threads, each with its own current-thread runtime and
+//! read connection, driving one claimed run at a time with the engine's [`Driver`] through a
+//! [`GroupCommitStore`]. A run's flow is loaded once and cached; a run whose flow cannot be
+//! loaded is marked failed with the reason; a plugin that hangs or traps ends only its run's
+//! drive (the sandbox's limits turn it into a step error).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use stepflow_engine::{
+    DriveOptions, Driver, Engine, EngineError, Finish, LoadedFlow, Observer, StopRequests, Stopped,
+    lease_ttl, prepare_resume,
+};
+use stepflow_store::{Lease, RunRecord, RunStatus, SqliteStore, StepSave, Store, StoreError};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::error::ServerError;
+use crate::group_store::GroupCommitStore;
+use crate::writer::WriterHandle;
+
+/// Makes the observer of one run's drive (the server's default logs each step).
+pub type ObserverFactory = Arc<dyn Fn(&str) -> Box<dyn Observer> + Send + Sync>;
+
+/// How one drive ended, as the scheduler counts it.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The run completed.
+    Completed,
+    /// A step error no retry took failed the run.
+    Failed,
+    /// The run reached a wait or back-off and went back to the store until it is due.
+    Parked,
+    /// A stop request ended the drive (the run is resumable).
+    Stopped,
+    /// An operator cancelled the run.
+    Cancelled,
+    /// The run's flow could not be loaded (or no longer fits the run): it was marked failed.
+    Unloadable,
+    /// The drive failed for a reason outside the run (e.g. the store); it is driven again
+    /// once its lease is free.
+    Error,
+}
+
+/// A drive that ended, sent to the scheduler.
+#[derive(Debug)]
+pub(crate) struct Done {
+    pub ended: Ended,
+}
+
+/// What every driver thread shares.
+struct Shared {
+    engine: Engine,
+    flows: FlowCache,
+    stop: StopRequests,
+    observer: ObserverFactory,
+    lease_ttl: Duration,
+    done: UnboundedSender<Done>,
+}
+
+/// The pool of driver threads and the queue of claimed runs they take from.
+pub(crate) struct Drivers {
+    jobs: Option<mpsc::Sender<Lease>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// What a driver thread is given when it starts.
+pub(crate) struct DriverSetup {
+    pub engine: Engine,
+    pub stop: StopRequests,
+    pub observer: ObserverFactory,
+    pub lease_ttl: Duration,
+    pub done: UnboundedSender<Done>,
+    pub writer: WriterHandle,
+    pub db: PathBuf,
+    pub threads: usize,
+}
+
+impl Drivers {
+    /// Starts `setup.threads` driver threads, each with its own read connection to the
+    /// database.
+    pub(crate) fn start(setup: DriverSetup) -> Result<Drivers, ServerError> {
+        let shared = Arc::new(Shared {
+            engine: setup.engine,
+            flows: FlowCache::default(),
+            stop: setup.stop,
+            observer: setup.observer,
+            lease_ttl: setup.lease_ttl,
+            done: setup.done,
+        });
+        let (jobs, rx) = mpsc::channel::<Lease>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut threads = Vec::with_capacity(setup.threads);
+        for i in 0..setup.threads {
+            let read = SqliteStore::open(&setup.db)?;
+            let store = GroupCommitStore::new(setup.writer.clone(), read);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| ServerError::Thread {
+                    what: "a driver's runtime for a",
+                    source: e,
+                })?;
+            let (shared, rx) = (shared.clone(), rx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("stepflow-driver-{i}"))
+                .spawn(move || driver_thread(&shared, &runtime, store, &rx))
+                .map_err(|e| ServerError::Thread {
+                    what: "a driver",
+                    source: e,
+                })?;
+            threads.push(thread);
+        }
+        Ok(Drivers {
+            jobs: Some(jobs),
+            threads,
+        })
+    }
+
+    /// Hands a claimed run to the next free driver thread; false if none is left.
+    pub(crate) fn submit(&self, lease: Lease) -> bool {
+        self.jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(lease).is_ok())
+    }
+
+    /// Lets the threads end once the queue is empty, and waits for them.
+    pub(crate) fn join(mut self) {
+        self.jobs = None;
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::error!("a driver thread panicked; its run will be redelivered");
+            }
+        }
+    }
+}
+
+/// One driver thread: take a claimed run, drive it, report, repeat until the queue closes.
+fn driver_thread(
+    shared: &Shared,
+    runtime: &tokio::runtime::Runtime,
+    mut store: GroupCommitStore,
+    jobs: &Mutex<mpsc::Receiver<Lease>>,
+) {
+    loop {
+        let next = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(lease) = next else { return };
+        let run = lease.run_id.clone();
+        let ended = runtime.block_on(drive_one(shared, &mut store, lease));
+        tracing::debug!(run = %run, ended = ?ended, "drive ended");
+        // The scheduler may have gone (it failed); nothing else waits for this answer.
+        let _ = shared.done.send(Done { ended });
+    }
+}
+
+/// Drives one claimed run to its end, its next wait, or a stop.
+async fn drive_one(shared: &Shared, store: &mut GroupCommitStore, lease: Lease) -> Ended {
+    let run_id = lease.run_id.clone();
+    let record = match store.run(&run_id) {
+        Ok(record) => record,
+        Err(e) => {
+            // The lease is kept until it expires: a damaged row is not re-read in a hot loop.
+            tracing::warn!(run = %run_id, "cannot read the run: {e}; it is retried when its lease expires");
+            return Ended::Error;
+        }
+    };
+    let loaded = match shared.flows.get(&shared.engine, store, &record) {
+        Ok(loaded) => loaded,
+        Err(reason) => return mark_failed(store, &record, &lease, &reason),
+    };
+    let resumable = match prepare_resume(&record, &loaded.flow) {
+        Ok(r) => r,
+        Err(EngineError::Cancelled { .. }) => {
+            release(store, &lease);
+            return Ended::Cancelled;
+        }
+        Err(e) => return mark_failed(store, &record, &lease, &e.to_string()),
+    };
+    // A run is in flight elsewhere only if someone claimed it before us (its fence was
+    // already at least 1) and left it `running`: a fresh run is not redelivered.
+    let redelivered = resumable.redelivered && lease.fence > 1;
+    let ttl = shared.lease_ttl.max(lease_ttl(loaded.longest_call()));
+    let mut observer = (shared.observer)(&run_id);
+    let finish = Driver::new(&loaded.flow, store, observer.as_mut(), shared.stop.clone())
+        .with_lease(lease, ttl)
+        .drive(
+            &run_id,
+            resumable.state,
+            DriveOptions {
+                redelivered,
+                stop_at_wait: true,
+                ..DriveOptions::default()
+            },
+        )
+        .await;
+    match finish {
+        Ok(Finish::Completed(_)) => Ended::Completed,
+        Ok(Finish::Failed(_)) => Ended::Failed,
+        Ok(Finish::Stopped(_, Stopped::AtWait)) => Ended::Parked,
+        Ok(Finish::Stopped(..)) => Ended::Stopped,
+        Ok(Finish::Cancelled(_)) => Ended::Cancelled,
+        Err(e) => {
+            tracing::warn!(run = %run_id, "the drive failed: {e}");
+            Ended::Error
+        }
+    }
+}
+
+/// Marks a run failed with `reason` (its state unchanged, so a fixed flow can resume it) and
+/// gives it up: it is not claimed again until someone resumes it.
+fn mark_failed(
+    store: &mut GroupCommitStore,
+    record: &RunRecord,
+    lease: &Lease,
+    reason: &str,
+) -> Ended {
+    tracing::error!(run = %record.id, "the run cannot be driven: {reason}");
+    let saved = store.save_step(&StepSave {
+        run_id: &record.id,
+        status: RunStatus::Failed,
+        state: &record.state,
+        next_check_ms: None,
+        last_error: Some(reason),
+        history: None,
+        lease: Some(lease),
+    });
+    match saved {
+        Ok(()) | Err(StoreError::Cancelled { .. }) => {}
+        Err(e) => tracing::warn!(run = %record.id, "cannot mark the run failed: {e}"),
+    }
+    release(store, lease);
+    Ended::Unloadable
+}
+
+fn release(store: &mut GroupCommitStore, lease: &Lease) {
+    if let Err(e) = store.release(lease) {
+        tracing::debug!(run = %lease.run_id, "cannot release the lease: {e}");
+    }
+}
+
+/// Loaded flows, by what they were loaded from: a flow file is loaded again only when it
+/// changed (its modification time or size).
+#[derive(Default)]
+struct FlowCache {
+    slots: Mutex<HashMap<String, Arc<Mutex<Option<Arc<LoadedFlow>>>>>>,
+}
+
+impl FlowCache {
+    /// The flow of `record`, loaded at most once per source; the error is the reason to record.
+    fn get(
+        &self,
+        engine: &Engine,
+        store: &GroupCommitStore,
+        record: &RunRecord,
+    ) -> Result<Arc<LoadedFlow>, String> {
+        let path = Path::new(&record.flow_file);
+        let key = match &record.deployment {
+            Some(id) => format!("deployment:{id}"),
+            None => file_key(path)?,
+        };
+        let slot = {
+            let mut slots = self
+                .slots
+                .lock()
+                .map_err(|_| "the flow cache is unusable after a panic".to_string())?;
+            slots.entry(key).or_default().clone()
+        };
+        // Other runs of the same flow wait here while it loads, instead of loading it too.
+        let mut slot = slot
+            .lock()
+            .map_err(|_| "the flow cache is unusable after a panic".to_string())?;
+        if let Some(loaded) = slot.as_ref() {
+            return Ok(loaded.clone());
+        }
+        let loaded = match &record.deployment {
+            Some(id) => {
+                let deployment = store
+                    .deployment(id)
+                    .map_err(|e| format!("its deployment cannot be read: {e}"))?;
+                engine.load_deployment(&deployment)
+            }
+            // Runs from before deployments: their flow file, as `stepflow resume` loads it.
+            None => engine.load(path),
+        };
+        let loaded = Arc::new(loaded.map_err(|e| format!("its flow cannot be loaded: {e}"))?);
+        *slot = Some(loaded.clone());
+        Ok(loaded)
+    }
+}
+
+/// A flow file's cache key: its path, modification time and size.
+fn file_key(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| format!("its flow file {} cannot be read: {e}", path.display()))?;
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    Ok(format!("file:{}:{modified}:{}", path.display(), meta.len()))
+}

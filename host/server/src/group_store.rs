@@ -1,0 +1,174 @@
+//! [`GroupCommitStore`]: the [`Store`] a server's driver drives through, so the engine's own
+//! [`Driver`](stepflow_engine::Driver) is reused unchanged. Writes go to the writer thread
+//! (committed with other drivers' writes; the call returns once durable), reads go to this
+//! driver thread's own connection (WAL readers do not wait for the writer).
+
+use stepflow_store::{
+    Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunFilter, RunRecord, RunStatus,
+    SqliteStore, StepSave, Store, StoreError, Subject,
+};
+
+use crate::writer::{OwnedSave, Request, WriterHandle};
+
+/// A store whose writes are group-committed by the server's writer thread. It blocks its
+/// caller until the write is durable, so use it from a thread of its own (each server driver
+/// has one).
+pub struct GroupCommitStore {
+    writer: WriterHandle,
+    read: SqliteStore,
+}
+
+impl GroupCommitStore {
+    pub(crate) fn new(writer: WriterHandle, read: SqliteStore) -> Self {
+        GroupCommitStore { writer, read }
+    }
+}
+
+impl Store for GroupCommitStore {
+    fn create_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        let run = Box::new(run.clone());
+        self.writer
+            .call("creating a run", |reply| Request::Create(run, reply))
+    }
+
+    fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError> {
+        let save = Box::new(OwnedSave::of(step));
+        self.writer
+            .call("saving a step", |reply| Request::Save(save, reply))
+    }
+
+    fn save_steps(
+        &mut self,
+        steps: &[StepSave<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        // Sent together, so the writer commits them in one transaction.
+        let pending: Vec<_> = steps
+            .iter()
+            .map(|step| {
+                let save = Box::new(OwnedSave::of(step));
+                self.writer
+                    .send("saving steps", |reply| Request::Save(save, reply))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(pending.into_iter().map(|p| p.wait()).collect())
+    }
+
+    fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
+        self.read.run(id)
+    }
+
+    fn runs_where(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.read.runs_where(filter)
+    }
+
+    fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.read.history(run_id)
+    }
+
+    fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
+        let id = run_id.to_string();
+        self.writer.call("changing a run's status", |reply| {
+            Request::SetStatus(id, status, reply)
+        })
+    }
+
+    fn claim(&mut self, claim: &Claim<'_>) -> Result<Lease, StoreError> {
+        if claim.take_over.is_some() {
+            // Drivers never take over: the scheduler frees dead owners' runs at start.
+            return Err(StoreError::Invalid {
+                subject: Subject::Run,
+                id: claim.run_id.to_string(),
+                detail: "a server driver does not take runs over".into(),
+            });
+        }
+        let (run_id, owner) = (claim.run_id.to_string(), claim.owner.to_string());
+        let (ttl_ms, now_ms) = (claim.ttl_ms, claim.now_ms);
+        self.writer.call("claiming a run", |reply| Request::Claim {
+            run_id,
+            owner,
+            ttl_ms,
+            now_ms,
+            reply,
+        })
+    }
+
+    fn renew(&mut self, lease: &Lease, ttl_ms: u64, now_ms: u64) -> Result<Lease, StoreError> {
+        let lease = lease.clone();
+        self.writer.call("renewing a lease", |reply| {
+            Request::Renew(lease, ttl_ms, now_ms, reply)
+        })
+    }
+
+    fn release(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        let lease = lease.clone();
+        self.writer
+            .call("releasing a lease", |reply| Request::Release(lease, reply))
+    }
+
+    fn claim_due(
+        &mut self,
+        owner: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        let owner = owner.to_string();
+        self.writer
+            .call("claiming due runs", |reply| Request::ClaimDue {
+                owner,
+                ttl_ms,
+                now_ms,
+                limit,
+                reply,
+            })
+    }
+
+    fn next_due_ms(&self, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        self.read.next_due_ms(now_ms)
+    }
+
+    fn data_version(&self) -> Result<u64, StoreError> {
+        self.read.data_version()
+    }
+
+    fn put_deployment(&mut self, deployment: &Deployment) -> Result<bool, StoreError> {
+        let deployment = Box::new(deployment.clone());
+        self.writer.call("storing a deployment", |reply| {
+            Request::PutDeployment(deployment, reply)
+        })
+    }
+
+    fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
+        self.read.deployment(id)
+    }
+
+    fn deployments(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeploymentInfo>, StoreError> {
+        self.read.deployments(flow, limit)
+    }
+
+    fn move_run(
+        &mut self,
+        run_id: &str,
+        deployment: &str,
+        definition: &str,
+        lease: &Lease,
+    ) -> Result<(), StoreError> {
+        let (run_id, deployment, definition) = (
+            run_id.to_string(),
+            deployment.to_string(),
+            definition.to_string(),
+        );
+        let lease = lease.clone();
+        self.writer.call("moving a run", |reply| Request::MoveRun {
+            run_id,
+            deployment,
+            definition,
+            lease,
+            reply,
+        })
+    }
+}

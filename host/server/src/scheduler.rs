@@ -1,0 +1,136 @@
+//! The scheduler: claims due runs up to the concurrency limit, hands them to the drivers, and
+//! sleeps until the next due time, a drive ending, the idle poll or a stop request. One store
+//! query per wake-up, never one per waiting run.
+
+use std::time::{Duration, Instant};
+
+use stepflow_engine::StopRequests;
+use stepflow_model::{Clock, SystemClock};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::drivers::{Done, Drivers, Ended};
+use crate::error::ServerError;
+use crate::server::Summary;
+use crate::writer::{Request, WriterHandle};
+
+/// How often a waiting scheduler looks at the stop requests (an in-memory read, no query):
+/// the engine's `StopRequests` can be counted but not awaited from outside the engine.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
+/// What the scheduler works with.
+pub(crate) struct Scheduler<'a> {
+    pub writer: &'a WriterHandle,
+    pub drivers: &'a Drivers,
+    pub done: &'a mut UnboundedReceiver<Done>,
+    pub stop: &'a StopRequests,
+    pub owner: &'a str,
+    pub ttl_ms: u64,
+    pub concurrency: usize,
+    pub idle_poll: Duration,
+}
+
+impl Scheduler<'_> {
+    /// Runs until a stop request, then waits for every drive in flight to end.
+    pub(crate) async fn run(self, summary: &mut Summary) -> Result<(), ServerError> {
+        let mut in_flight = 0usize;
+        let mut version = self.data_version().await?;
+        let mut look = true;
+        while self.stop.count() == 0 {
+            let now = SystemClock.now_ms();
+            if look && in_flight < self.concurrency {
+                let (owner, ttl_ms, limit) = (
+                    self.owner.to_string(),
+                    self.ttl_ms,
+                    self.concurrency - in_flight,
+                );
+                let leases = self
+                    .writer
+                    .ask("claiming due runs", |reply| Request::ClaimDue {
+                        owner,
+                        ttl_ms,
+                        now_ms: now,
+                        limit,
+                        reply,
+                    })
+                    .await?;
+                for lease in leases {
+                    if !self.drivers.submit(lease) {
+                        return Err(ServerError::Config("every driver thread has ended".into()));
+                    }
+                    in_flight += 1;
+                    summary.drives += 1;
+                }
+            }
+            look = false;
+            // When every driver is busy, only a drive ending can make room.
+            let next_due = if in_flight < self.concurrency {
+                self.writer
+                    .ask("finding the next due run", |reply| {
+                        Request::NextDue(now, reply)
+                    })
+                    .await?
+            } else {
+                None
+            };
+            let due_at =
+                next_due.map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now)));
+            let mut poll_at = Instant::now() + self.idle_poll;
+            while !look && self.stop.count() == 0 {
+                let wake = due_at.map_or(poll_at, |d| d.min(poll_at));
+                tokio::select! {
+                    done = self.done.recv() => {
+                        let Some(done) = done else { return Err(ServerError::Config("every driver thread has ended".into())) };
+                        in_flight -= 1;
+                        summary.count(&done.ended);
+                        look = true;
+                    }
+                    () = tokio::time::sleep_until(wake.into()) => {
+                        if due_at.is_some_and(|d| d <= Instant::now()) {
+                            look = true;
+                        } else if poll_at <= Instant::now() {
+                            let v = self.data_version().await?;
+                            look = v != version;
+                            version = v;
+                            poll_at = Instant::now() + self.idle_poll;
+                        }
+                    }
+                    () = tokio::time::sleep(STOP_CHECK) => {}
+                }
+            }
+        }
+        // Draining: the drivers saw the same stop request and end after their step in flight
+        // (a second request abandons it).
+        tracing::info!(in_flight, "stopping: waiting for the steps in flight");
+        while in_flight > 0 {
+            match self.done.recv().await {
+                Some(done) => {
+                    in_flight -= 1;
+                    summary.count(&done.ended);
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn data_version(&self) -> Result<u64, ServerError> {
+        Ok(self
+            .writer
+            .ask("checking for new runs", Request::DataVersion)
+            .await?)
+    }
+}
+
+impl Summary {
+    fn count(&mut self, ended: &Ended) {
+        match ended {
+            Ended::Completed => self.completed += 1,
+            Ended::Failed => self.failed += 1,
+            Ended::Parked => self.parked += 1,
+            Ended::Stopped => self.stopped += 1,
+            Ended::Cancelled => self.cancelled += 1,
+            Ended::Unloadable => self.unloadable += 1,
+            Ended::Error => self.errors += 1,
+        }
+    }
+}
