@@ -41,7 +41,11 @@ fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
     let ids: Vec<String> = {
         let mut store = SqliteStore::open(&db).expect("store");
         (0..runs)
-            .map(|_| start_run(&mut store, &loaded, Some(&json!({}))).expect("run").0)
+            .map(|_| {
+                start_run(&mut store, &loaded, Some(&json!({})))
+                    .expect("run")
+                    .0
+            })
             .collect()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -61,9 +65,12 @@ fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
         let watch = async {
             let store = SqliteStore::open(&db).expect("store");
             loop {
-                let done = ids
-                    .iter()
-                    .all(|id| store.run(id).map(|r| r.status.is_finished()).unwrap_or(true));
+                let done = ids.iter().all(|id| {
+                    store
+                        .run(id)
+                        .map(|r| r.status.is_finished())
+                        .unwrap_or(true)
+                });
                 if done {
                     stop.request();
                     return Instant::now();

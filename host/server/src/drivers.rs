@@ -243,11 +243,14 @@ fn release(store: &mut GroupCommitStore, lease: &Lease) {
     }
 }
 
+/// One cached flow: empty until loaded; locked while it loads.
+type Slot = Arc<Mutex<Option<Arc<LoadedFlow>>>>;
+
 /// Loaded flows, by what they were loaded from: a flow file is loaded again only when it
 /// changed (its modification time or size).
 #[derive(Default)]
 struct FlowCache {
-    slots: Mutex<HashMap<String, Arc<Mutex<Option<Arc<LoadedFlow>>>>>>,
+    slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl FlowCache {
