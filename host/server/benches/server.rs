@@ -42,9 +42,18 @@ fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
         let mut store = SqliteStore::open(&db).expect("store");
         (0..runs)
             .map(|_| {
-                start_run(&mut store, &loaded, Some(&json!({})))
-                    .expect("run")
-                    .0
+                // Run ids carry 24 random bits per second: retry the rare collision.
+                let mut tries = 0;
+                loop {
+                    match start_run(&mut store, &loaded, Some(&json!({}))) {
+                        Ok((id, _)) => break id,
+                        Err(e) if tries < 3 => {
+                            tries += 1;
+                            eprintln!("starting a run failed, trying again: {e}");
+                        }
+                        Err(e) => panic!("cannot start a run: {e}"),
+                    }
+                }
             })
             .collect()
     };
