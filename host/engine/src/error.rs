@@ -78,6 +78,40 @@ pub enum EngineError {
         /// When its lease ends unless renewed (Unix milliseconds).
         expires_ms: u64,
     },
+    /// A stored deployment could not be loaded; `source` says why.
+    #[error("deployment {id} of flow `{flow}` (deployed from {source_path}): {source}")]
+    Deployment {
+        /// The deployment's short id.
+        id: String,
+        /// Its flow.
+        flow: String,
+        /// The flow file it was deployed from (which need not exist any more).
+        source_path: String,
+        /// What went wrong loading it.
+        source: Box<EngineError>,
+    },
+    /// A stored deployment's content does not match its hashes (changed outside stepflow, or
+    /// damaged); it is not run.
+    #[error(
+        "deployment {id} is damaged: {detail}; it is not run (start a new run of the flow file to \
+         make a fresh deployment)"
+    )]
+    DamagedDeployment {
+        /// The deployment's short id.
+        id: String,
+        /// What does not match.
+        detail: String,
+    },
+    /// A run cannot move onto another deployment (`stepflow upgrade`); nothing was changed.
+    #[error("cannot move run {run} onto deployment {deployment}: {refusal}")]
+    Upgrade {
+        /// The run.
+        run: String,
+        /// The deployment's short id.
+        deployment: String,
+        /// Why not.
+        refusal: crate::upgrade::UpgradeRefusal,
+    },
     /// The store failed or refused.
     #[error("{0}")]
     Store(#[from] StoreError),

@@ -6,6 +6,10 @@
 //! - [`Engine::load`] reads a flow file, runs its plugins' `build` commands when asked, maps the
 //!   file's grants to sandbox [`Grants`](stepflow_plugin::Grants), loads each plugin once and
 //!   resolves every `plugin.function` use, reporting each mistake at its place in the file;
+//! - [`Engine::deploy`] takes a flow file's source and its plugins' bytes into a content-addressed
+//!   [`Deployment`] to keep in the store, and [`Engine::load_deployment`] loads one back without
+//!   reading any file, so a run resumes after its files were moved, edited or rebuilt;
+//!   [`upgrade_run`] moves a run onto another deployment of its flow when its state fits;
 //! - [`start_run`] and [`prepare_resume`] create a run in a [`Store`](stepflow_store::Store) or
 //!   check that a saved one can go on;
 //! - [`claim`] makes this process the run's one driver (a lease in the store that every save
@@ -43,6 +47,7 @@
 //! ```
 
 mod build;
+mod deployment;
 mod driver;
 mod error;
 mod functions;
@@ -53,8 +58,10 @@ mod observer;
 mod paths;
 mod run;
 mod stop;
+mod upgrade;
 
 pub use build::DEFAULT_BUILD_TIMEOUT;
+pub use deployment::{SHORT_ID_LEN, deployment_id, shape_deployment, short_id};
 pub use driver::{DEFAULT_MAX_DATA_BYTES, DriveOptions, Driver, Finish};
 pub use error::EngineError;
 pub use lease::{MIN_LEASE, claim, lease_ttl, owner_is_dead, this_owner};
@@ -62,4 +69,6 @@ pub use load::{Engine, LoadedFlow, shape};
 pub use observer::{Observer, Stopped, Waiting};
 pub use paths::{default_cache_dir, default_db_path};
 pub use run::{Resumable, new_run_id, prepare_resume, start_run, stored_status};
+pub use stepflow_store::{DeployedPlugin, Deployment};
 pub use stop::{Stop, StopRequests};
+pub use upgrade::{Upgrade, UpgradeRefusal, check_upgrade, upgrade_run};

@@ -19,8 +19,8 @@ use crate::stop::StopRequests;
 /// so each component is compiled at most once per process (and once per cache).
 #[derive(Clone)]
 pub struct Engine {
-    runtime: Runtime,
-    max_flow_bytes: u64,
+    pub(crate) runtime: Runtime,
+    pub(crate) max_flow_bytes: u64,
 }
 
 /// A flow file with its plugins loaded and its flow compiled: ready to start or resume runs.
@@ -31,6 +31,9 @@ pub struct LoadedFlow {
     pub flow: StepFlow,
     /// The plugins, by the names the file gives them.
     pub plugins: BTreeMap<String, Plugin>,
+    /// The deployment it was loaded from ([`Engine::load_deployment`]), so runs started from it
+    /// refer to it and resume without the files; `None` when it was loaded from files.
+    pub deployment: Option<String>,
 }
 
 impl LoadedFlow {
@@ -112,6 +115,7 @@ impl Engine {
             file,
             flow,
             plugins,
+            deployment: None,
         })
     }
 }
@@ -122,7 +126,10 @@ pub fn shape(file: &FlowFile) -> Result<StepFlow, EngineError> {
     compile(file, steps)
 }
 
-fn compile(file: &FlowFile, steps: stepflow_model::Steps) -> Result<StepFlow, EngineError> {
+pub(crate) fn compile(
+    file: &FlowFile,
+    steps: stepflow_model::Steps,
+) -> Result<StepFlow, EngineError> {
     StepFlow::new(steps).map_err(|e| EngineError::InvalidFlow {
         file: file.path.clone(),
         detail: e.to_string(),

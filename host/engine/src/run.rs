@@ -8,7 +8,10 @@ use crate::error::EngineError;
 use crate::load::LoadedFlow;
 
 /// Creates a run of `loaded` in `store`: the flow file's data with `input` merged over it
-/// (RFC 7386). Returns the new run's id and first state, ready for a [`Driver`](crate::Driver).
+/// (RFC 7386). A flow loaded from a deployment ([`Engine::load_deployment`](crate::Engine))
+/// makes a run that refers to it, so store the deployment first
+/// ([`Store::put_deployment`]). Returns the new run's id and first state, ready for a
+/// [`Driver`](crate::Driver).
 pub fn start_run(
     store: &mut dyn Store,
     loaded: &LoadedFlow,
@@ -35,6 +38,7 @@ pub fn start_run(
         created_ms: now,
         updated_ms: now,
         lease: None,
+        deployment: loaded.deployment.clone(),
     })?;
     Ok((run_id, state))
 }
