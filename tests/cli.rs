@@ -234,7 +234,7 @@ steps:
 }
 
 #[test]
-fn a_changed_flow_resumes_only_when_the_run_s_step_still_exists() {
+fn a_changed_flow_moves_a_run_only_when_the_run_s_step_still_exists() {
     let s = Sandbox::new();
     let yaml = r#"flow: change.v1
 plugins:
@@ -250,24 +250,40 @@ steps:
     do: d.summarize
 "#;
     let flow = s.flow("change.yaml", yaml);
-    let out = s.run(&[
-        "run",
-        flow.to_str().unwrap(),
-        "--no-wait",
-        "--input",
-        r#"{"pages": 3}"#,
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let run = json(&out)["run"].as_str().unwrap().to_string();
+    let start = |s: &Sandbox| {
+        let out = s.run(&[
+            "run",
+            flow.to_str().unwrap(),
+            "--no-wait",
+            "--input",
+            r#"{"pages": 3}"#,
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        json(&out)["run"].as_str().unwrap().to_string()
+    };
+    let run = start(&s);
 
-    // Renaming a step the run is not at is fine.
+    // Renaming a step the run is not at: a resume goes on with the run's own deployment (the
+    // file is not read again); an upgrade moves it onto the edited flow.
     s.flow(
         "change.yaml",
         &yaml.replace("name: summary", "name: report"),
     );
     let out = s.run(&["resume", &run, "--no-wait"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("the flow changed"),
+        "{}",
+        stdout(&out)
+    );
+    let edited = start(&s);
+    let to = json(&s.run(&["show", &edited, "--json"]))["deployment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = s.run(&["upgrade", &run, "--to", &to]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("the flow changed"),
         "{}",
@@ -276,10 +292,15 @@ steps:
 
     // Renaming the step it waits at is refused, naming the step.
     s.flow("change.yaml", &yaml.replace("name: done", "name: finished"));
-    let out = s.run(&["resume", &run]);
+    let renamed = start(&s);
+    let to = json(&s.run(&["show", &renamed, "--json"]))["deployment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = s.run(&["upgrade", &run, "--to", &to]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("start:change.v1/done"),
+        stderr(&out).contains("`change.v1/done`"),
         "{}",
         stderr(&out)
     );
@@ -308,7 +329,11 @@ fn wrong_calls_get_usage_errors() {
     // No database yet: `show` says so (and creates none).
     let out = s.run(&["show", "no-such-run"]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no run database at"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no run database at"),
+        "{}",
+        stderr(&out)
+    );
     let flow = s.flow("q.yaml", QUICKSTART);
     let out = s.run(&["run", flow.to_str().unwrap(), "--input", "{not json"]);
     assert_eq!(out.status.code(), Some(2));

@@ -426,7 +426,7 @@ fn a_run_whose_driver_was_killed_resumes_at_once() {
 }
 
 #[test]
-fn a_step_that_changed_kind_where_the_run_waits_is_refused_on_resume() {
+fn a_step_that_changed_kind_where_the_run_waits_is_refused_on_upgrade() {
     let s = Sandbox::new();
     let flow = s.flow("wait.yaml", WAITS);
     let out = s.run(&[
@@ -444,8 +444,17 @@ fn a_step_that_changed_kind_where_the_run_waits_is_refused_on_resume() {
         "  - { name: done, do: d.fetch-page }\n",
     );
     assert_ne!(edited, WAITS);
-    s.flow("wait.yaml", &edited);
-    let out = s.run(&["resume", &run, "--now"]);
+    // Runs go on with their own deployment, so the edit reaches this run only through an
+    // upgrade onto the edited flow's deployment (made by a run of it), which is refused.
+    let other = s.flow("edited.yaml", &edited);
+    let out = s.run(&["run", other.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let done = json(&out)["run"].as_str().unwrap().to_string();
+    let to = json(&s.run(&["show", &done, "--json"]))["deployment"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = s.run(&["upgrade", &run, "--to", &to]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("wait.v1/done"), "{err}");

@@ -86,6 +86,12 @@ pub enum Command {
         /// Only runs with this status.
         #[arg(long, value_parser = status_parser())]
         status: Option<RunStatus>,
+        /// Only runs of this flow (its name, e.g. `deploy.v1`).
+        #[arg(long, value_name = "NAME")]
+        flow: Option<String>,
+        /// Only runs on this deployment (an id, or 8 or more of its leading hex digits).
+        #[arg(long, value_name = "DEPLOYMENT")]
+        deployment: Option<String>,
         /// At most this many runs.
         #[arg(long, default_value_t = 50)]
         limit: usize,
@@ -120,6 +126,43 @@ pub enum Command {
         /// The diagram language.
         #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
         format: GraphFormat,
+    },
+    /// List deployments, newest first: each flow file and plugin content a run was started
+    /// from, kept in the run database.
+    #[command(after_help = "Example:\n  stepflow deployments --flow deploy.v1")]
+    Deployments {
+        /// Only deployments of this flow (its name, e.g. `deploy.v1`).
+        #[arg(long, value_name = "NAME")]
+        flow: Option<String>,
+        /// At most this many deployments.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Move a waiting or failed run onto another deployment of its flow; refused when a step
+    /// the run is at is not in the new flow.
+    #[command(
+        after_help = "Example:\n  stepflow upgrade 20261128-101500-4f2a\n  stepflow upgrade 20261128-101500-4f2a --to 3f9a1c0b2d4e --dry-run\n  stepflow upgrade --flow deploy.v1 --dry-run",
+        group = clap::ArgGroup::new("which").required(true).args(["run", "flow"])
+    )]
+    Upgrade {
+        /// The run id.
+        run: Option<String>,
+        /// The deployment to move onto (an id, or 8 or more of its leading hex digits); default:
+        /// the newest deployment of the run's flow.
+        #[arg(long, value_name = "DEPLOYMENT")]
+        to: Option<String>,
+        /// Only say what would happen; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run and no RUN: list every waiting or failed run of this flow and whether
+        /// it could move.
+        #[arg(
+            long,
+            value_name = "NAME",
+            conflicts_with = "run",
+            requires = "dry_run"
+        )]
+        flow: Option<String>,
     },
     /// Cancel a run so that it is never resumed.
     #[command(after_help = "Example:\n  stepflow cancel 20261128-101500-4f2a")]

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use stepflow_engine::EngineError;
+use stepflow_engine::{EngineError, UpgradeRefusal};
 use stepflow_store::StoreError;
 
 /// Exit code: the run failed.
@@ -69,6 +69,12 @@ impl From<StoreError> for Exit {
                 Exit::usage(format!("{e}; `stepflow runs` lists the runs"))
             }
             StoreError::AlreadyExists { .. } | StoreError::Invalid { .. } => Exit::usage(e),
+            StoreError::NoDeployment { .. } => Exit::usage(format!(
+                "{e}\n  hint: `stepflow deployments` lists the deployments (any 8 or more leading hex digits of an id name it)"
+            )),
+            StoreError::AmbiguousDeployment { .. } => Exit::usage(format!(
+                "{e}\n  hint: give more digits of the id (`stepflow deployments --json` shows full ids)"
+            )),
             StoreError::Cancelled { .. } => Exit {
                 code: CANCELLED,
                 message: e.to_string(),
@@ -86,12 +92,14 @@ impl From<StoreError> for Exit {
                     "{e}\n  hint: another stepflow process took this run over; it goes on there (`stepflow runs` shows who holds it)"
                 ),
             },
-            StoreError::Busy { .. } | StoreError::BadRecord { .. } | StoreError::Backend { .. } => {
-                Exit {
-                    code: STORAGE,
-                    message: e.to_string(),
-                }
-            }
+            StoreError::Busy { .. }
+            | StoreError::BadRecord { .. }
+            | StoreError::Backend { .. }
+            | StoreError::DeploymentChecksum { .. }
+            | StoreError::BadDeployment { .. } => Exit {
+                code: STORAGE,
+                message: e.to_string(),
+            },
             _ => Exit {
                 code: STORAGE,
                 message: format!("{e}\n  hint: {DB_HINT}"),
@@ -102,7 +110,22 @@ impl From<StoreError> for Exit {
 
 impl From<EngineError> for Exit {
     fn from(e: EngineError) -> Self {
+        let message = e.to_string();
         match e {
+            // The code of what went wrong inside; the message names the deployment.
+            EngineError::Deployment { source, .. } => Exit {
+                code: Exit::from(*source).code,
+                message,
+            },
+            EngineError::DamagedDeployment { .. } => Exit {
+                code: STORAGE,
+                message,
+            },
+            EngineError::Upgrade {
+                ref run,
+                ref refusal,
+                ..
+            } => Exit::usage(format!("{message}\n  hint: {}", upgrade_hint(run, refusal))),
             EngineError::Store(e) => e.into(),
             EngineError::Cancelled { .. } => Exit {
                 code: CANCELLED,
@@ -117,6 +140,25 @@ impl From<EngineError> for Exit {
             },
             _ => Exit::usage(e),
         }
+    }
+}
+
+/// What to do about a run that cannot move onto a deployment.
+pub fn upgrade_hint(run: &str, refusal: &UpgradeRefusal) -> String {
+    match refusal {
+        UpgradeRefusal::Finished { .. } => {
+            "nothing is left to run; start a new run with `stepflow run FLOW`".to_string()
+        }
+        UpgradeRefusal::OtherFlow { run_flow, .. } => format!(
+            "`stepflow deployments --flow {run_flow}` lists the deployments this run can move onto"
+        ),
+        UpgradeRefusal::Driven { .. } => {
+            "wait for it to stop (or stop it with Ctrl-C), then upgrade it".to_string()
+        }
+        UpgradeRefusal::AlreadyOn => "nothing to do".to_string(),
+        _ => format!(
+            "finish the run on its current deployment (`stepflow resume {run}`) or cancel it (`stepflow cancel {run}`), or deploy a flow that keeps those steps"
+        ),
     }
 }
 

@@ -76,7 +76,28 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Resume { run, now, no_wait } => {
             commands::run::resume(&db, &run, now, no_wait, json).await
         }
-        Command::Runs { status, limit } => commands::runs::runs(&db, status, limit, json),
+        Command::Runs {
+            status,
+            flow,
+            deployment,
+            limit,
+        } => commands::runs::runs(&db, status, flow, deployment.as_deref(), limit, json),
+        Command::Deployments { flow, limit } => {
+            commands::deployments::deployments(&db, flow.as_deref(), limit, json)
+        }
+        Command::Upgrade {
+            run,
+            to,
+            dry_run,
+            flow,
+        } => commands::upgrade::upgrade(
+            &db,
+            run.as_deref(),
+            flow.as_deref(),
+            to.as_deref(),
+            dry_run,
+            json,
+        ),
         Command::Show { run } => commands::show::show(&db, &run, json),
         Command::Validate { flow } => commands::validate::validate(&flow, json),
         Command::Inspect { plugin } => commands::inspect::inspect(&plugin, json),

@@ -2,11 +2,13 @@
 //! result to a view.
 
 pub mod cancel;
+pub mod deployments;
 pub mod graph;
 pub mod inspect;
 pub mod run;
 pub mod runs;
 pub mod show;
+pub mod upgrade;
 pub mod validate;
 
 use std::path::Path;

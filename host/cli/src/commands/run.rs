@@ -10,7 +10,7 @@ use stepflow_engine::{
     start_run, this_owner,
 };
 use stepflow_model::{Clock, SystemClock};
-use stepflow_store::{Lease, RunStatus, SqliteStore, Store};
+use stepflow_store::{Lease, RunRecord, RunStatus, SqliteStore, Store};
 
 use super::{engine, open_store};
 use crate::error::{CANCELLED, Exit, FAILED, INTERRUPTED};
@@ -31,14 +31,17 @@ pub async fn run(
     let stop = crate::signals::stop_requests();
     let engine = engine()?;
     let mut progress = Progress::new(json);
-    let loaded = if let Some(build_timeout) = build {
+    let deployment = if let Some(build_timeout) = build {
         engine
-            .build_and_load(flow_path, build_timeout, &stop, &mut progress)
+            .build_and_deploy(flow_path, build_timeout, &stop, &mut progress)
             .await?
     } else {
-        engine.load(flow_path)?
+        engine.deploy(flow_path)?
     };
+    // Loaded from the deployment's bytes, so what runs now is what a resume will run.
+    let loaded = engine.load_deployment(&deployment)?;
     let mut store = open_store(db)?;
+    store.put_deployment(&deployment)?;
     let (run_id, state) = start_run(&mut store, &loaded, input.as_ref())?;
     let (lease, ttl) = claim_lease(&mut store, &loaded, &run_id)?;
     progress.line(&format!("run {run_id} of {} started", loaded.flow.name()));
@@ -72,14 +75,7 @@ pub async fn resume(
     if record.status == RunStatus::Cancelled {
         return Err(stepflow_engine::EngineError::Cancelled { run: record.id }.into());
     }
-    let engine = engine()?;
-    let loaded = engine.load(Path::new(&record.flow_file)).map_err(|e| {
-        Exit::usage(format!(
-            "run {run_id} was started from {}: {}",
-            record.flow_file,
-            Exit::from(e).message
-        ))
-    })?;
+    let loaded = load_run_flow(&store, &record)?;
     let (lease, ttl) = claim_lease(&mut store, &loaded, run_id)?;
     // Read again under the lease: what the previous driver saved last is what goes on.
     let record = store.run(run_id)?;
@@ -109,6 +105,30 @@ pub async fn resume(
         .await;
     progress.finish();
     report(finish, run_id, json)
+}
+
+/// The flow a saved run goes on with: its deployment, or, for a run from before deployments,
+/// its flow file as it is now.
+fn load_run_flow(store: &SqliteStore, record: &RunRecord) -> Result<LoadedFlow, Exit> {
+    let engine = engine()?;
+    let Some(id) = &record.deployment else {
+        return engine.load(Path::new(&record.flow_file)).map_err(|e| {
+            Exit::usage(format!(
+                "run {} was started from {} (before deployments, so it goes on with that file as it is now): {}",
+                record.id,
+                record.flow_file,
+                Exit::from(e).message
+            ))
+        });
+    };
+    let deployment = store.deployment(id)?;
+    engine.load_deployment(&deployment).map_err(|e| {
+        let exit = Exit::from(e);
+        Exit {
+            message: format!("cannot resume run {}: {}", record.id, exit.message),
+            ..exit
+        }
+    })
 }
 
 /// Claims the run for this process, for long enough to outlast the flow's longest call.

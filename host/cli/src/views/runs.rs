@@ -1,19 +1,20 @@
 //! The runs list (`stepflow runs`).
 
 use serde_json::{Value, json};
+use stepflow_engine::short_id;
 use stepflow_model::{Clock, SystemClock};
 use stepflow_store::{RunRecord, RunStatus};
 
 use crate::output;
 
-/// A table of runs, or a JSON array of them.
-pub fn print(runs: &[RunRecord], status: Option<RunStatus>, json: bool) {
+/// A table of runs, or a JSON array of them; `filtered` when a filter chose them.
+pub fn print(runs: &[RunRecord], filtered: bool, json: bool) {
     if json {
         let list: Vec<Value> = runs
             .iter()
             .map(|r| {
                 json!({
-                    "run": r.id, "flow": r.flow, "status": r.status,
+                    "run": r.id, "flow": r.flow, "status": r.status, "deployment": r.deployment,
                     "created_ms": r.created_ms, "updated_ms": r.updated_ms,
                     "next_check_ms": r.next_check_ms, "error": r.last_error,
                     "owner": r.lease.as_ref().map(|l| &l.owner),
@@ -25,25 +26,22 @@ pub fn print(runs: &[RunRecord], status: Option<RunStatus>, json: bool) {
         return;
     }
     if runs.is_empty() {
-        let filter = if status.is_some() {
-            " with that status"
-        } else {
-            ""
-        };
+        let filter = if filtered { " that match" } else { "" };
         output::line(format!("no runs{filter}"));
         return;
     }
     let now = SystemClock.now_ms();
     output::line(format!(
-        "{:<24} {:<20} {:<10} {:<14} ERROR",
-        "RUN", "FLOW", "STATUS", "NEXT DUE"
+        "{:<24} {:<20} {:<10} {:<12} {:<14} ERROR",
+        "RUN", "FLOW", "STATUS", "DEPLOYMENT", "NEXT DUE"
     ));
     for r in runs {
         output::line(format!(
-            "{:<24} {:<20} {:<10} {:<14} {}",
+            "{:<24} {:<20} {:<10} {:<12} {:<14} {}",
             r.id,
             r.flow,
             r.status.as_str(),
+            r.deployment.as_deref().map_or("-", short_id),
             super::due(r, now).unwrap_or_default(),
             r.last_error.as_deref().unwrap_or_default()
         ));

@@ -25,7 +25,7 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
             .collect();
         output::line(super::pretty(&json!({
             "run": run.id, "flow": run.flow, "flow_file": run.flow_file, "status": run.status,
-            "definition": run.definition, "cursor": run.state.cursor, "data": &*run.state.data,
+            "definition": run.definition, "deployment": run.deployment, "cursor": run.state.cursor, "data": &*run.state.data,
             "error": run.last_error, "next_check_ms": run.next_check_ms, "history": steps,
             "owner": run.lease.as_ref().map(|l| &l.owner),
         })));
@@ -36,6 +36,15 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
         run.id, run.flow, run.status
     ));
     output::line(format!("flow file {}", run.flow_file));
+    match &run.deployment {
+        Some(id) => output::line(format!(
+            "deployment {} (`stepflow deployments` lists it; resume runs it, not the files)",
+            stepflow_engine::short_id(id)
+        )),
+        None => output::line(
+            "deployment none (a run from before deployments: resume reads the flow file as it is now)",
+        ),
+    }
     if let Some(lease) = &run.lease {
         output::line(format!("driven by {}", lease.owner));
     }
