@@ -174,8 +174,9 @@ pub struct RunRecord {
     /// When the run was last saved (Unix milliseconds); the store sets it on every save.
     pub updated_ms: u64,
     /// Who drives the run now, so listings can show it: set by [`Store::claim`], cleared by
-    /// [`Store::release`]; `None` when nobody holds it. `create_run` refuses `Some` (a new
-    /// run is claimed after it is created).
+    /// [`Store::release`]; `None` when nobody holds it. Given to `create_run`, it makes the
+    /// run's first claim (fence 1) in the same write, so no other driver can take a run
+    /// between its creation and its first step; any other fence is refused.
     pub lease: Option<LeaseInfo>,
 }
 

@@ -14,6 +14,8 @@ pub(super) struct RunRow {
     pub next_check_ms: Option<i64>,
     pub created_ms: i64,
     pub updated_ms: i64,
+    /// The first claim, for a run created already claimed: owner and expiry.
+    pub lease: Option<(String, i64)>,
     /// The checksum of the row's values (see `checksum.rs`).
     pub checksum: i64,
 }
@@ -22,12 +24,22 @@ impl RunRow {
     /// Converts the values of `run` that SQLite cannot take as they are.
     pub(super) fn new(run: &RunRecord) -> Result<Self, StoreError> {
         let id = run.id.as_str();
-        if run.lease.is_some() {
-            return Err(invalid(
-                id,
-                "a new run cannot have a lease: create it, then claim it",
-            ));
-        }
+        let lease = match &run.lease {
+            None => None,
+            Some(lease) if lease.fence == 1 => Some((
+                lease.owner.clone(),
+                to_i64(id, "lease expiry", lease.expires_ms)?,
+            )),
+            Some(lease) => {
+                return Err(invalid(
+                    id,
+                    format!(
+                        "a new run can only hold its first claim (fence 1), not fence {}",
+                        lease.fence
+                    ),
+                ));
+            }
+        };
         let state = state_json(id, &run.state)?;
         let next_check_ms = opt_i64(id, "next_check_ms", run.next_check_ms)?;
         let created_ms = to_i64(id, "created_ms", run.created_ms)?;
@@ -47,6 +59,7 @@ impl RunRow {
             next_check_ms,
             created_ms,
             updated_ms: to_i64(id, "updated_ms", run.updated_ms)?,
+            lease,
             checksum: checksum::to_stored(checksum),
         })
     }

@@ -97,8 +97,8 @@ impl Reads {
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, status, state, \
                           next_check_ms, last_error, created_ms, updated_ms, checksum, \
-                          deployment) \
-                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+                          deployment, lease_owner, lease_expires_ms, lease_fence) \
+                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
 const HELD: &str = concat!("SELECT ", held_columns!(), " FROM runs WHERE id = ?1");
 
@@ -141,6 +141,9 @@ pub(super) fn create_run(
         row.updated_ms,
         checksums.then_some(row.checksum),
         run.deployment,
+        row.lease.as_ref().map(|(owner, _)| owner),
+        row.lease.as_ref().map(|(_, expires)| expires),
+        i64::from(row.lease.is_some()),
     ]);
     match result {
         Ok(_) => Ok(()),

@@ -360,7 +360,7 @@ fn a_cancel_needs_no_lease_and_stops_the_holder_at_its_next_save() -> TestResult
 }
 
 #[test]
-fn leases_of_other_runs_and_leased_new_runs_are_refused() -> TestResult {
+fn leases_of_other_runs_and_new_runs_past_their_first_claim_are_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut store = store_with_run(&dir)?;
     store.create_run(&record("other", 2, RunStatus::Running))?;
@@ -378,12 +378,14 @@ fn leases_of_other_runs_and_leased_new_runs_are_refused() -> TestResult {
         lease: Some(LeaseInfo {
             owner: "host-a".into(),
             expires_ms: 5,
-            fence: 1,
+            fence: 2,
         }),
         ..record("new", 3, RunStatus::Running)
     };
-    let err = store.create_run(&leased).expect_err("claim after creating");
+    let err = store.create_run(&leased).expect_err("only the first claim");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(err.to_string().contains("fence 2"), "{err}");
+    assert!(matches!(store.run("new"), Err(StoreError::NotFound { .. })));
 
     let err = store
         .claim(&Claim {
@@ -439,5 +441,43 @@ fn two_handles_racing_to_claim_exactly_one_wins() -> TestResult {
             .map(|l| (l.owner, l.fence));
         assert_eq!(held, Some((winners[0].owner.clone(), 1)));
     }
+    Ok(())
+}
+
+#[test]
+fn a_run_created_with_its_first_claim_is_held_from_the_start() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut store = SqliteStore::open(&db(&dir))?;
+    store.create_run(&RunRecord {
+        lease: Some(LeaseInfo {
+            owner: "host-a".into(),
+            expires_ms: 1_100,
+            fence: 1,
+        }),
+        ..record("r", 1, RunStatus::Running)
+    })?;
+    assert_eq!(
+        store.run("r")?.lease,
+        Some(LeaseInfo {
+            owner: "host-a".into(),
+            expires_ms: 1_100,
+            fence: 1,
+        })
+    );
+    // Not due for anyone else while the lease lives, and nobody else can claim it.
+    assert!(store.claim_due("host-b", 100, 1_000, 10)?.is_empty());
+    let err = store
+        .claim(&claim("r", "host-b", 1_000))
+        .expect_err("host-a holds it");
+    assert!(matches!(err, StoreError::Leased { .. }), "{err:?}");
+    // Its creator saves with fence 1, as after a claim.
+    let lease = Lease {
+        run_id: "r".into(),
+        owner: "host-a".into(),
+        fence: 1,
+        expires_ms: 1_100,
+    };
+    save_with(&mut store, &lease, &State::default())?;
+    assert_eq!(store.history("r")?.len(), 1);
     Ok(())
 }
