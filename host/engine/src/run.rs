@@ -1,8 +1,10 @@
 //! Runs in a store: starting a new one, and checking that a saved one can go on.
 
+use std::time::Duration;
+
 use serde_json::Value;
 use stepflow_model::{Clock, State, Status, StepFlow, SystemClock};
-use stepflow_store::{RunRecord, RunStatus, Store};
+use stepflow_store::{Lease, LeaseInfo, RunRecord, RunStatus, Store};
 
 use crate::error::EngineError;
 use crate::load::LoadedFlow;
@@ -11,23 +13,59 @@ use crate::load::LoadedFlow;
 /// (RFC 7386). A flow loaded from a deployment ([`Engine::load_deployment`](crate::Engine))
 /// makes a run that refers to it, so store the deployment first
 /// ([`Store::put_deployment`]). Returns the new run's id and first state, ready for a
-/// [`Driver`](crate::Driver).
+/// [`Driver`](crate::Driver) after a [`claim`](crate::claim). The run is due at once: a
+/// server sharing the store may claim it first (use [`start_claimed_run`] to drive it here).
 pub fn start_run(
     store: &mut dyn Store,
     loaded: &LoadedFlow,
     input: Option<&Value>,
 ) -> Result<(String, State), EngineError> {
+    let run_id = new_run_id();
+    let state = create(store, loaded, input, &run_id, None, SystemClock.now_ms())?;
+    Ok((run_id, state))
+}
+
+/// Creates a run as [`start_run`] does, already claimed by `owner` for `ttl` in the same
+/// write, so nobody else (a server sharing the store) can take it between its creation and
+/// its first step. Returns the lease to drive it with.
+pub fn start_claimed_run(
+    store: &mut dyn Store,
+    loaded: &LoadedFlow,
+    input: Option<&Value>,
+    owner: &str,
+    ttl: Duration,
+) -> Result<(String, State, Lease), EngineError> {
+    let run_id = new_run_id();
+    let now = SystemClock.now_ms();
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    let lease = Lease {
+        run_id: run_id.clone(),
+        owner: owner.to_string(),
+        fence: 1,
+        expires_ms: now.saturating_add(ttl_ms),
+    };
+    let state = create(store, loaded, input, &run_id, Some(&lease), now)?;
+    Ok((run_id, state, lease))
+}
+
+/// Writes the row of new run `run_id`, held by `lease` when given.
+fn create(
+    store: &mut dyn Store,
+    loaded: &LoadedFlow,
+    input: Option<&Value>,
+    run_id: &str,
+    lease: Option<&Lease>,
+    now: u64,
+) -> Result<State, EngineError> {
     let mut data = loaded.file.data.clone();
     if let Some(input) = input {
         json_patch::merge(&mut data, input);
     }
     let state = loaded.flow.new_state(data);
-    let run_id = new_run_id();
-    let now = SystemClock.now_ms();
     let flow_file =
         std::fs::canonicalize(&loaded.file.path).unwrap_or_else(|_| loaded.file.path.clone());
     store.create_run(&RunRecord {
-        id: run_id.clone(),
+        id: run_id.to_string(),
         flow: loaded.flow.name().to_string(),
         flow_file: flow_file.display().to_string(),
         definition: loaded.flow.definition_hash().to_string(),
@@ -37,10 +75,14 @@ pub fn start_run(
         last_error: None,
         created_ms: now,
         updated_ms: now,
-        lease: None,
+        lease: lease.map(|l| LeaseInfo {
+            owner: l.owner.clone(),
+            expires_ms: l.expires_ms,
+            fence: l.fence,
+        }),
         deployment: loaded.deployment.clone(),
     })?;
-    Ok((run_id, state))
+    Ok(state)
 }
 
 /// A saved run checked against the flow it will go on with.
@@ -60,7 +102,15 @@ pub struct Resumable {
 
 /// Checks that `record` can go on with `flow`: not cancelled, and every event of its cursor
 /// exists in the flow (a step at the cursor that was removed or renamed is refused by name).
-pub fn prepare_resume(record: &RunRecord, flow: &StepFlow) -> Result<Resumable, EngineError> {
+///
+/// `lease` is the claim the caller drives under, read before `record`: a run left `running`
+/// is redelivered only if someone claimed it before that lease (its fence is above 1), so a
+/// submitted run that nobody has driven yet is not. Without a lease, `running` alone counts.
+pub fn prepare_resume(
+    record: &RunRecord,
+    flow: &StepFlow,
+    lease: Option<&Lease>,
+) -> Result<Resumable, EngineError> {
     if record.status == RunStatus::Cancelled {
         return Err(EngineError::Cancelled {
             run: record.id.clone(),
@@ -74,7 +124,7 @@ pub fn prepare_resume(record: &RunRecord, flow: &StepFlow) -> Result<Resumable, 
     let retries_failed_step = state.error.take().is_some();
     Ok(Resumable {
         state,
-        redelivered: record.status == RunStatus::Running,
+        redelivered: record.status == RunStatus::Running && lease.is_none_or(|l| l.fence > 1),
         definition_changed: record.definition != flow.definition_hash(),
         retries_failed_step,
     })

@@ -42,7 +42,7 @@ impl StopRequests {
     }
 
     /// Resolves once at least `n` requests have been made (never, if the sender is gone first).
-    pub(crate) async fn reached(&self, n: u32) {
+    pub async fn reached(&self, n: u32) {
         let mut rx = self.0.clone();
         if rx.wait_for(|count| *count >= n).await.is_err() {
             std::future::pending::<()>().await;

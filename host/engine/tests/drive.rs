@@ -195,7 +195,7 @@ async fn a_stop_requested_before_a_step_saves_the_run_as_waiting_and_it_resumes(
     assert_eq!(record.status, RunStatus::Waiting);
     assert!(store.history(&run).expect("history").is_empty());
 
-    let resumable = prepare_resume(&record, &loaded.flow).expect("resumable");
+    let resumable = prepare_resume(&record, &loaded.flow, None).expect("resumable");
     assert!(!resumable.redelivered, "a clean stop is no crash");
     let finish = Driver::new(&loaded.flow, &mut store, &mut (), StopRequests::never())
         .drive(&run, resumable.state, DriveOptions::default())
@@ -287,7 +287,7 @@ async fn a_cancelled_run_is_not_resumed_and_a_missing_step_is_named() {
         .load(&s.flow(&DEPLOY.replace("name: deployed", "name: rolledOut")))
         .expect("load the edited flow");
     let record = store.run(&run).expect("run");
-    let err = prepare_resume(&record, &other.flow).expect_err("a missing step");
+    let err = prepare_resume(&record, &other.flow, None).expect_err("a missing step");
     assert!(matches!(err, EngineError::Resume { .. }), "{err}");
     assert!(err.to_string().contains("deploy.v1/deployed"), "{err}");
 
@@ -295,7 +295,7 @@ async fn a_cancelled_run_is_not_resumed_and_a_missing_step_is_named() {
         .set_status(&run, RunStatus::Cancelled)
         .expect("cancel");
     let record = store.run(&run).expect("run");
-    let err = prepare_resume(&record, &loaded.flow).expect_err("cancelled");
+    let err = prepare_resume(&record, &loaded.flow, None).expect_err("cancelled");
     assert!(matches!(err, EngineError::Cancelled { .. }), "{err}");
 }
 

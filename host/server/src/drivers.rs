@@ -57,6 +57,7 @@ struct Shared {
     stop: StopRequests,
     observer: ObserverFactory,
     lease_ttl: Duration,
+    max_data_bytes: u64,
     done: UnboundedSender<Done>,
 }
 
@@ -72,6 +73,7 @@ pub(crate) struct DriverSetup {
     pub stop: StopRequests,
     pub observer: ObserverFactory,
     pub lease_ttl: Duration,
+    pub max_data_bytes: u64,
     pub done: UnboundedSender<Done>,
     pub writer: WriterHandle,
     pub db: PathBuf,
@@ -88,6 +90,7 @@ impl Drivers {
             stop: setup.stop,
             observer: setup.observer,
             lease_ttl: setup.lease_ttl,
+            max_data_bytes: setup.max_data_bytes,
             done: setup.done,
         });
         let (jobs, rx) = mpsc::channel::<Lease>();
@@ -173,7 +176,7 @@ async fn drive_one(shared: &Shared, store: &mut GroupCommitStore, lease: Lease) 
         Ok(loaded) => loaded,
         Err(reason) => return mark_failed(store, &record, &lease, &reason),
     };
-    let resumable = match prepare_resume(&record, &loaded.flow) {
+    let resumable = match prepare_resume(&record, &loaded.flow, Some(&lease)) {
         Ok(r) => r,
         Err(EngineError::Cancelled { .. }) => {
             release(store, &lease);
@@ -181,9 +184,6 @@ async fn drive_one(shared: &Shared, store: &mut GroupCommitStore, lease: Lease) 
         }
         Err(e) => return mark_failed(store, &record, &lease, &e.to_string()),
     };
-    // A run is in flight elsewhere only if someone claimed it before us (its fence was
-    // already at least 1) and left it `running`: a fresh run is not redelivered.
-    let redelivered = resumable.redelivered && lease.fence > 1;
     let ttl = shared.lease_ttl.max(lease_ttl(loaded.longest_call()));
     let mut observer = (shared.observer)(&run_id);
     let finish = Driver::new(&loaded.flow, store, observer.as_mut(), shared.stop.clone())
@@ -192,22 +192,43 @@ async fn drive_one(shared: &Shared, store: &mut GroupCommitStore, lease: Lease) 
             &run_id,
             resumable.state,
             DriveOptions {
-                redelivered,
+                redelivered: resumable.redelivered,
                 stop_at_wait: true,
-                ..DriveOptions::default()
+                max_data_bytes: shared.max_data_bytes,
             },
         )
         .await;
+    log_end(&run_id, &finish);
     match finish {
         Ok(Finish::Completed(_)) => Ended::Completed,
         Ok(Finish::Failed(_)) => Ended::Failed,
         Ok(Finish::Stopped(_, Stopped::AtWait)) => Ended::Parked,
         Ok(Finish::Stopped(..)) => Ended::Stopped,
         Ok(Finish::Cancelled(_)) => Ended::Cancelled,
-        Err(e) => {
-            tracing::warn!(run = %run_id, "the drive failed: {e}");
-            Ended::Error
+        Err(_) => Ended::Error,
+    }
+}
+
+/// One line per drive's end, with the run's new status, so an operator (or a test) can follow
+/// runs to their end in the log.
+fn log_end(run: &str, finish: &Result<Finish, EngineError>) {
+    match finish {
+        Ok(Finish::Completed(_)) => tracing::info!(run, status = "completed", "run completed"),
+        Ok(Finish::Failed(state)) => {
+            let error = state.error.as_ref().map(ToString::to_string);
+            tracing::warn!(
+                run,
+                status = "failed",
+                error = error.as_deref(),
+                "run failed"
+            );
         }
+        Ok(Finish::Stopped(_, Stopped::AtWait)) => {
+            tracing::debug!(run, status = "waiting", "run waiting")
+        }
+        Ok(Finish::Stopped(..)) => tracing::info!(run, status = "stopped", "run stopped"),
+        Ok(Finish::Cancelled(_)) => tracing::info!(run, status = "cancelled", "run cancelled"),
+        Err(e) => tracing::warn!(run, "the drive failed: {e}; the run is driven again later"),
     }
 }
 

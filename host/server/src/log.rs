@@ -1,11 +1,12 @@
 //! [`LogObserver`]: one structured `tracing` line per finished step; the front end installs
 //! the subscriber (and chooses text or JSON).
 
-use stepflow_engine::{Observer, Stopped};
+use stepflow_engine::Observer;
 use stepflow_model::{CallKind, CallRecord, Outcome};
 
 /// Logs what a server's drive of one run does: a line per finished step with run, step,
-/// kind, outcome, duration and attempt, so an operator can follow every run in one log.
+/// kind, outcome, duration and attempt, so an operator can follow every run in one log (the
+/// drivers add a line when a drive ends).
 pub struct LogObserver {
     run: String,
 }
@@ -58,11 +59,5 @@ impl Observer for LogObserver {
             error = error.as_deref(),
             "step finished"
         );
-    }
-
-    fn stopped(&mut self, why: Stopped) {
-        if why != Stopped::AtWait {
-            tracing::info!(run = %self.run, why = ?why, "drive stopped");
-        }
     }
 }

@@ -13,10 +13,6 @@ use crate::error::ServerError;
 use crate::server::Summary;
 use crate::writer::{Request, WriterHandle};
 
-/// How often a waiting scheduler looks at the stop requests (an in-memory read, no query):
-/// the engine's `StopRequests` can be counted but not awaited from outside the engine.
-const STOP_CHECK: Duration = Duration::from_millis(20);
-
 /// What the scheduler works with.
 pub(crate) struct Scheduler<'a> {
     pub writer: &'a WriterHandle,
@@ -94,7 +90,7 @@ impl Scheduler<'_> {
                             poll_at = Instant::now() + self.idle_poll;
                         }
                     }
-                    () = tokio::time::sleep(STOP_CHECK) => {}
+                    () = self.stop.reached(1) => {}
                 }
             }
         }

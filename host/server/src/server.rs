@@ -28,11 +28,13 @@ pub struct ServerConfig {
     pub lease_ttl: Duration,
     /// How often an idle server asks whether another process added runs (one cheap query).
     pub idle_poll: Duration,
+    /// The largest a run's data document may grow (as JSON); a step that would pass it fails.
+    pub max_data_bytes: u64,
 }
 
 impl ServerConfig {
     /// A configuration for `db` with the defaults: 16 runs at once, this process as owner,
-    /// the engine's shortest lease, and a 1 s idle poll.
+    /// the engine's shortest lease, a 1 s idle poll and the engine's data limit.
     pub fn new(db: PathBuf) -> Self {
         ServerConfig {
             db,
@@ -40,6 +42,7 @@ impl ServerConfig {
             owner: this_owner(),
             lease_ttl: MIN_LEASE,
             idle_poll: Duration::from_secs(1),
+            max_data_bytes: stepflow_engine::DEFAULT_MAX_DATA_BYTES,
         }
     }
 }
@@ -137,6 +140,7 @@ impl Server {
             stop: stop.clone(),
             observer: self.observer,
             lease_ttl: config.lease_ttl,
+            max_data_bytes: config.max_data_bytes,
             done: done_tx,
             writer: handle.clone(),
             db: config.db.clone(),

@@ -281,7 +281,7 @@ async fn a_stop_request_drains_and_leaves_every_run_resumable() {
         } else {
             assert_eq!(run.state.calls, 0, "{run:?}");
         }
-        prepare_resume(&run, &loaded.flow).expect("resumable");
+        prepare_resume(&run, &loaded.flow, None).expect("resumable");
     }
 
     // A new server completes them all.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use stepflow_engine::{
     DriveOptions, Driver, EngineError, Finish, LoadedFlow, claim, lease_ttl, prepare_resume,
-    start_run, this_owner,
+    start_claimed_run, this_owner,
 };
 use stepflow_model::{Clock, SystemClock};
 use stepflow_store::{Lease, RunRecord, RunStatus, SqliteStore, Store};
@@ -42,8 +42,10 @@ pub async fn run(
     let loaded = engine.load_deployment(&deployment)?;
     let mut store = open_store(db)?;
     store.put_deployment(&deployment)?;
-    let (run_id, state) = start_run(&mut store, &loaded, input.as_ref())?;
-    let (lease, ttl) = claim_lease(&mut store, &loaded, &run_id)?;
+    // Created already claimed: a server sharing the database cannot take it first.
+    let ttl = lease_ttl(loaded.longest_call());
+    let (run_id, state, lease) =
+        start_claimed_run(&mut store, &loaded, input.as_ref(), &this_owner(), ttl)?;
     progress.line(&format!("run {run_id} of {} started", loaded.flow.name()));
     let options = DriveOptions {
         redelivered: false,
@@ -79,7 +81,7 @@ pub async fn resume(
     let (lease, ttl) = claim_lease(&mut store, &loaded, run_id)?;
     // Read again under the lease: what the previous driver saved last is what goes on.
     let record = store.run(run_id)?;
-    let mut resumable = prepare_resume(&record, &loaded.flow)?;
+    let mut resumable = prepare_resume(&record, &loaded.flow, Some(&lease))?;
     if now {
         resumable.state.not_before = None;
     }
@@ -178,7 +180,7 @@ fn report(finish: Result<Finish, EngineError>, run_id: &str, json: bool) -> Resu
 }
 
 /// `--input`: JSON text or `@file` (`@-` reads stdin), at most `max_bytes` long.
-fn read_input(input: &str, max_bytes: u64) -> Result<Value, Exit> {
+pub(crate) fn read_input(input: &str, max_bytes: u64) -> Result<Value, Exit> {
     let too_big = || {
         Exit::usage(format!(
             "--input is larger than {max_bytes} bytes; raise the limit with --max-input (e.g. --max-input 64MiB) if the run really needs that much data"
