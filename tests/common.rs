@@ -175,3 +175,111 @@ impl BlockedRun {
         (self.child.wait().unwrap().code(), rest)
     }
 }
+
+/// A `stepflow server` in the background, logging JSON lines that a thread hands to the test
+/// as they come, so the test waits for what the server says it did, never for a time.
+pub struct ServerProcess {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line read so far, shown when an expectation fails.
+    pub log: Vec<String>,
+}
+
+/// How long a test waits for one log line before it gives up and shows the log: a bound
+/// against hangs, not a synchronisation.
+const LOG_LINE_BOUND: std::time::Duration = std::time::Duration::from_secs(180);
+
+impl ServerProcess {
+    /// Starts `stepflow server --log-format json` with `args` on the sandbox's database.
+    pub fn start(s: &Sandbox, args: &[&str]) -> Self {
+        let mut all = vec!["server", "--log-format", "json"];
+        all.extend_from_slice(args);
+        let mut child = spawn(s, &all, "info");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        ServerProcess {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// The next JSON log line; `None` once the server closed its stderr (it exited).
+    pub fn next_event(&mut self) -> Option<serde_json::Value> {
+        loop {
+            match self.lines.recv_timeout(LOG_LINE_BOUND) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    match serde_json::from_str(&line) {
+                        Ok(event) => return Some(event),
+                        Err(_) => continue, // e.g. a panic message: kept in the log
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no log line for {LOG_LINE_BOUND:?}; log:\n{}", self.tail())
+                }
+            }
+        }
+    }
+
+    /// Reads log lines until one satisfies `want`, and returns it; fails with the log if the
+    /// server exits first.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        mut want: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        while let Some(event) = self.next_event() {
+            if want(&event) {
+                return event;
+            }
+        }
+        panic!("the server exited before {what}; log:\n{}", self.tail())
+    }
+
+    /// The last lines of the log, for failure messages.
+    pub fn tail(&self) -> String {
+        let start = self.log.len().saturating_sub(40);
+        self.log[start..].join("\n")
+    }
+
+    /// Sends SIGTERM (as `kill` does): the server stops claiming and drains.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Sends SIGKILL and reaps the process.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// Waits for the server to exit: its exit code, its stdout, the rest of its log.
+    pub fn finish(mut self) -> (Option<i32>, String, Vec<String>) {
+        while self.next_event().is_some() {}
+        let mut out = String::new();
+        if let Some(mut stdout) = self.child.stdout.take() {
+            std::io::Read::read_to_string(&mut stdout, &mut out).expect("read stdout");
+        }
+        let code = self.child.wait().expect("wait").code();
+        (code, out, self.log)
+    }
+}
+
+/// The message of a server's JSON log line (`""` if it has none).
+pub fn message(event: &serde_json::Value) -> &str {
+    event["message"].as_str().unwrap_or("")
+}

@@ -164,6 +164,41 @@ pub enum Command {
         )]
         flow: Option<String>,
     },
+    /// Start a run of a flow file for `stepflow server` to drive; prints the run id and
+    /// returns at once.
+    #[command(
+        after_help = "Example:\n  stepflow submit examples/deploy.yaml --input '{\"version\": \"2.1\"}'\n\nThe flow's source and plugins are stored with the run, so the files may change or go away afterwards."
+    )]
+    Submit {
+        /// The flow file (YAML).
+        flow: PathBuf,
+        /// Data merged into the flow's initial data document: JSON text, or @file.
+        #[arg(long, value_name = "JSON|@FILE")]
+        input: Option<String>,
+        /// The largest `--input` accepted (a size like 16MiB).
+        #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = size)]
+        max_input: u64,
+        /// Build the flow's plugins with their `build` commands before submitting.
+        #[arg(long)]
+        build: bool,
+        /// How long a `build` command may run before it is stopped with everything it started.
+        #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = duration)]
+        build_timeout: std::time::Duration,
+    },
+    /// Drive every due run of the database until stopped: submitted runs, runs whose wait or
+    /// back-off ends, runs whose driver died.
+    #[command(
+        after_help = "Example:\n  stepflow server --concurrency 32\n\nCtrl-C or SIGTERM stops claiming runs and lets the steps in flight finish; a second one abandons them (they run again on the next start)."
+    )]
+    Server {
+        /// The most runs driven at once.
+        #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        concurrency: u16,
+        /// How log lines are written: text for people, JSON (one object per line) for log
+        /// collectors.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Cancel a run so that it is never resumed.
     #[command(after_help = "Example:\n  stepflow cancel 20261128-101500-4f2a")]
     Cancel {
@@ -186,6 +221,15 @@ fn size(text: &str) -> Result<u64, String> {
 fn status_parser() -> impl TypedValueParser<Value = RunStatus> {
     PossibleValuesParser::new(RunStatus::ALL.map(RunStatus::as_str))
         .try_map(|text| text.parse::<RunStatus>())
+}
+
+/// How `stepflow server` writes its log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people, with a timestamp.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// The diagram languages.

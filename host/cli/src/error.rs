@@ -131,14 +131,45 @@ impl From<EngineError> for Exit {
                 code: CANCELLED,
                 message: e.to_string(),
             },
-            EngineError::Busy { .. } => {
-                Exit::usage(format!("{e}; wait for it to stop, or stop it with Ctrl-C"))
-            }
+            EngineError::Busy { ref owner, .. } => Exit::usage(format!(
+                "{}\n  hint: {owner} (host:pid:start) is a `stepflow server` or another `run`/`resume`; stop it (Ctrl-C, or SIGTERM for a server) or wait for it to finish, then try again",
+                busy_message(&e)
+            )),
             EngineError::BuildStopped { .. } => Exit {
                 code: INTERRUPTED,
                 message: format!("{e}; no run was started"),
             },
             _ => Exit::usage(e),
+        }
+    }
+}
+
+/// "run R is being driven by OWNER" with the lease's expiry as a UTC time a person can read.
+fn busy_message(e: &EngineError) -> String {
+    match e {
+        EngineError::Busy {
+            run,
+            owner,
+            expires_ms,
+        } => format!(
+            "run {run} is being driven by {owner}, whose lease runs until {} UTC unless renewed",
+            crate::views::utc(*expires_ms)
+        ),
+        other => other.to_string(),
+    }
+}
+
+impl From<stepflow_server::ServerError> for Exit {
+    fn from(e: stepflow_server::ServerError) -> Self {
+        use stepflow_server::ServerError;
+        match e {
+            ServerError::Store(e) => e.into(),
+            ServerError::Engine(e) => e.into(),
+            ServerError::Config(_) => Exit::usage(e),
+            other => Exit {
+                code: STORAGE,
+                message: format!("{other}; restart the server"),
+            },
         }
     }
 }

@@ -23,7 +23,10 @@ use crate::error::Exit;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init();
+    logging::init(match cli.command {
+        Command::Server { log_format, .. } => logging::Style::Service(log_format),
+        _ => logging::Style::Interactive,
+    });
     // Worker threads receive signals while a plugin step runs on this thread (a step does not
     // yield until it ends), so a stop request is counted before the next step can start.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -103,5 +106,18 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Inspect { plugin } => commands::inspect::inspect(&plugin, json),
         Command::Graph { flow, format } => commands::graph::graph(&flow, format, json),
         Command::Cancel { run } => commands::cancel::cancel(&db, &run, json),
+        Command::Submit {
+            flow,
+            input,
+            max_input,
+            build,
+            build_timeout,
+        } => {
+            let build = build.then_some(build_timeout);
+            commands::submit::submit(&db, &flow, input.as_deref(), max_input, build, json).await
+        }
+        Command::Server { concurrency, .. } => {
+            commands::server::server(&db, usize::from(concurrency), json).await
+        }
     }
 }

@@ -7,7 +7,9 @@ pub mod graph;
 pub mod inspect;
 pub mod run;
 pub mod runs;
+pub mod server;
 pub mod show;
+pub mod submit;
 pub mod upgrade;
 pub mod validate;
 

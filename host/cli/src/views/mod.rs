@@ -5,6 +5,8 @@ pub mod deployments;
 pub mod exports;
 pub mod outcome;
 pub mod runs;
+pub mod submitted;
+pub mod summary;
 pub mod timeline;
 pub mod upgrade;
 pub mod validated;
@@ -30,7 +32,7 @@ fn due(run: &stepflow_store::RunRecord, now_ms: u64) -> Option<String> {
 }
 
 /// A Unix time in milliseconds as UTC date and time, `2026-11-28 10:15:00`.
-fn utc(ms: u64) -> String {
+pub fn utc(ms: u64) -> String {
     let secs = ms / 1000;
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
