@@ -14,8 +14,8 @@ use wasmtime::component::{
 use wasmtime::{Store, Trap};
 
 use crate::bindings::stepflow::plugin::types as wit;
+use crate::epoch::EPOCH_TICK;
 use crate::load::PluginInner;
-use crate::runtime::EPOCH_TICK;
 use crate::sandbox::{CapturedOutput, Grants, HostState, LogTag, MemoryCap};
 
 /// A plugin function checked for one use; implements the model's step traits, so a plugin step
@@ -98,6 +98,8 @@ impl PluginFunction {
         P: ComponentNamedList + Lower + Send + Sync,
         (Result<R, wit::StepError>,): ComponentNamedList + Lift + Send + Sync + 'static,
     {
+        // Guest code runs from instantiation on: the time limit's clock ticks until the end.
+        let _ticking = self.plugin.runtime.inner.clock.ticking();
         let mut warm = self
             .checkout(ctx)
             .await

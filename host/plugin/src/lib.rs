@@ -17,6 +17,7 @@
 
 mod cache;
 mod call;
+mod epoch;
 mod exports;
 mod load;
 mod runtime;

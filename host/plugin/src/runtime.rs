@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -11,10 +10,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::PluginError;
 use crate::bindings::stepflow::plugin::host;
 use crate::cache::Cache;
+use crate::epoch::EpochClock;
 use crate::sandbox::HostState;
-
-/// How often the epoch advances: the resolution of call time limits.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Settings for the one engine a process uses.
 #[derive(Clone, Debug)]
@@ -55,6 +52,8 @@ pub(crate) struct RuntimeInner {
     pub linker: Linker<HostState>,
     pub cache: Option<Cache>,
     pub config: RuntimeConfig,
+    /// Advances the epoch while calls run (time limits), idle otherwise.
+    pub clock: Arc<EpochClock>,
 }
 
 impl Runtime {
@@ -91,9 +90,10 @@ impl Runtime {
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         host::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-        start_epoch_clock(&engine);
+        let clock = EpochClock::start(&engine);
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
+                clock,
                 cache: config.cache_dir.clone().map(Cache::new),
                 engine,
                 linker,
@@ -108,20 +108,9 @@ impl Runtime {
     }
 }
 
-/// Advances the engine's epoch every tick until the engine is dropped.
-fn start_epoch_clock(engine: &Engine) {
-    let weak = engine.weak();
-    let spawned = std::thread::Builder::new()
-        .name("stepflow-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(EPOCH_TICK);
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!("could not start the epoch clock; call time limits will not hold: {e}");
+impl Drop for RuntimeInner {
+    fn drop(&mut self) {
+        self.clock.stop();
     }
 }
 
