@@ -385,6 +385,38 @@ fn a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_a
 }
 
 #[test]
+fn a_second_sigterm_abandons_the_step_in_flight_and_the_next_start_redelivers_it() {
+    let _heavy = heavy();
+    let s = Sandbox::new();
+    let (mut server, run, work) = blocked_in_server(&s);
+    server.terminate();
+    server.wait_for("the server to drain", |e| {
+        message(e).starts_with("stopping")
+    });
+    // `slow` still blocks: the second signal leaves without it.
+    server.terminate();
+    let (code, out, _) = server.finish();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 steps in flight were abandoned"), "{out}");
+    assert_eq!(steps(&history(&s, &run)).len(), 1, "only `first` was saved");
+
+    std::fs::write(work.join("release"), "go").unwrap();
+    let mut server = ServerProcess::start(&s, &[]);
+    wait_for_completions(&mut server, 1);
+    server.terminate();
+    assert_eq!(server.finish().0, Some(0));
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let slow = &shown["data"]["checkpoints"]["slow"];
+    assert_eq!(slow["redelivered"], true, "{slow}");
+    assert_eq!(
+        slow["seen_before"], true,
+        "the same key as the abandoned call: {slow}"
+    );
+    let marks: Vec<bool> = history(&s, &run).iter().map(|h| h.3).collect();
+    assert_eq!(marks, [false, true, false]);
+}
+
+#[test]
 fn a_cancel_stops_a_run_the_server_drives_at_its_next_step() {
     let _heavy = heavy();
     let s = Sandbox::new();

@@ -129,6 +129,13 @@ impl Drivers {
             .is_some_and(|jobs| jobs.send(lease).is_ok())
     }
 
+    /// Closes the queue and leaves the threads, still inside their calls, to end with the
+    /// process (after a second stop request).
+    pub(crate) fn detach(mut self) {
+        self.jobs = None;
+        self.threads.clear();
+    }
+
     /// Lets the threads end once the queue is empty, and waits for them.
     pub(crate) fn join(mut self) {
         self.jobs = None;

@@ -13,6 +13,15 @@ use crate::error::ServerError;
 use crate::server::Summary;
 use crate::writer::{Request, WriterHandle};
 
+/// How the drain after a stop request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// Every drive in flight ended and saved its step.
+    Finished,
+    /// A second request came first: drives are still in flight, their steps unsaved.
+    Abandoned,
+}
+
 /// What the scheduler works with.
 pub(crate) struct Scheduler<'a> {
     pub writer: &'a WriterHandle,
@@ -26,8 +35,9 @@ pub(crate) struct Scheduler<'a> {
 }
 
 impl Scheduler<'_> {
-    /// Runs until a stop request, then waits for every drive in flight to end.
-    pub(crate) async fn run(self, summary: &mut Summary) -> Result<(), ServerError> {
+    /// Runs until a stop request, then waits for every drive in flight to end (or, after a
+    /// second request, for none).
+    pub(crate) async fn run(self, summary: &mut Summary) -> Result<Drained, ServerError> {
         let mut in_flight = 0usize;
         let mut version = self.data_version().await?;
         let mut look = true;
@@ -94,19 +104,28 @@ impl Scheduler<'_> {
                 }
             }
         }
-        // Draining: the drivers saw the same stop request and end after their step in flight
-        // (a second request abandons it).
+        // Draining: the drivers saw the same stop request and end after their step in flight.
+        // A second request abandons the steps still running: a plugin call cannot be cut
+        // short from outside, so the server leaves without them (their results are not saved,
+        // and the next start redelivers them).
         tracing::info!(in_flight, "stopping: waiting for the steps in flight");
         while in_flight > 0 {
-            match self.done.recv().await {
-                Some(done) => {
-                    in_flight -= 1;
-                    summary.count(&done.ended);
+            tokio::select! {
+                done = self.done.recv() => match done {
+                    Some(done) => {
+                        in_flight -= 1;
+                        summary.count(&done.ended);
+                    }
+                    None => break,
+                },
+                () = self.stop.reached(2) => {
+                    tracing::warn!(in_flight, "abandoning the steps in flight; they run again, redelivered, on the next start");
+                    summary.abandoned = in_flight as u64;
+                    return Ok(Drained::Abandoned);
                 }
-                None => break,
             }
         }
-        Ok(())
+        Ok(Drained::Finished)
     }
 
     async fn data_version(&self) -> Result<u64, ServerError> {

@@ -11,7 +11,7 @@ use stepflow_model::{Clock, SystemClock};
 use crate::drivers::{DriverSetup, Drivers, ObserverFactory};
 use crate::error::ServerError;
 use crate::log::LogObserver;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Drained, Scheduler};
 use crate::writer::{Request, Writer, WriterStats};
 
 /// What a server drives and how: one database, a bound on runs driven at once, who it is.
@@ -68,6 +68,8 @@ pub struct Summary {
     pub errors: u64,
     /// Runs of owners found dead at start, freed to be driven (and redelivered).
     pub taken_over: u64,
+    /// Steps in flight left unsaved by a second stop request (redelivered on the next start).
+    pub abandoned: u64,
     /// Step-save transactions the writer committed (one fsync each).
     pub save_transactions: u64,
     /// Step saves in them.
@@ -158,12 +160,20 @@ impl Server {
         }
         .run(&mut summary)
         .await;
-        drivers.join();
-        drop(handle);
-        writer.join()?;
+        if result.as_ref().is_ok_and(|d| *d == Drained::Abandoned) {
+            // The driver threads are inside plugin calls that cannot be interrupted; they end
+            // with the process. Their runs keep this server's leases, which the next start
+            // (or anyone, once they expire) takes over as a dead owner's.
+            drivers.detach();
+            writer.detach();
+        } else {
+            drivers.join();
+            drop(handle);
+            writer.join()?;
+        }
         let (save_transactions, saves, _) = self.stats.snapshot();
         summary.save_transactions = save_transactions;
         summary.saves = saves;
-        result.map(|()| summary)
+        result.map(|_| summary)
     }
 }

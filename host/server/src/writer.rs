@@ -179,6 +179,12 @@ impl Writer {
     pub(crate) fn join(self) -> Result<(), ServerError> {
         self.thread.join().map_err(|_| ServerError::WriterGone)
     }
+
+    /// Leaves the thread to end with the process (after a second stop request): a save that
+    /// reaches it before then is still committed whole, or not at all.
+    pub(crate) fn detach(self) {
+        drop(self.thread);
+    }
 }
 
 /// The writer's loop: block for one request, take all that have arrived, commit the saves

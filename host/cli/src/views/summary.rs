@@ -18,6 +18,7 @@ pub fn print(summary: &Summary, json: bool) {
             "unloadable": summary.unloadable,
             "errors": summary.errors,
             "taken_over": summary.taken_over,
+            "abandoned": summary.abandoned,
             "save_transactions": summary.save_transactions,
             "saves": summary.saves,
         }));
@@ -42,6 +43,12 @@ pub fn print(summary: &Summary, json: bool) {
         output::line(format!(
             "{} drives failed outside their run (see the log); those runs are driven again on the next start",
             summary.errors
+        ));
+    }
+    if summary.abandoned > 0 {
+        output::line(format!(
+            "{} steps in flight were abandoned; they run again, marked redelivered, on the next start",
+            summary.abandoned
         ));
     }
     if summary.taken_over > 0 {
