@@ -54,8 +54,19 @@ impl Engine {
     /// Sets up the WebAssembly engine; compiled components are cached in `cache_dir` (see
     /// [`default_cache_dir`](crate::default_cache_dir)), or not at all with `None`.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, EngineError> {
+        Engine::with_max_instances(cache_dir, RuntimeConfig::default().max_instances)
+    }
+
+    /// As [`Engine::new`], with room for `max_instances` plugin instances at once (default
+    /// 256): a host that drives more runs at once than that sizes it to its concurrency, or
+    /// the calls beyond it wait for a free instance.
+    pub fn with_max_instances(
+        cache_dir: Option<PathBuf>,
+        max_instances: u32,
+    ) -> Result<Self, EngineError> {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir,
+            max_instances: max_instances.max(1),
             ..RuntimeConfig::default()
         })?;
         Ok(Engine {

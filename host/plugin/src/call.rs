@@ -98,8 +98,15 @@ impl PluginFunction {
         P: ComponentNamedList + Lower + Send + Sync,
         (Result<R, wit::StepError>,): ComponentNamedList + Lift + Send + Sync + 'static,
     {
+        let inner = &self.plugin.runtime.inner;
+        // More calls than instance slots wait here for one, rather than fail to instantiate.
+        let _slot = inner
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| self.error(ctx, "the plugin runtime is shutting down".into(), true))?;
         // Guest code runs from instantiation on: the time limit's clock ticks until the end.
-        let _ticking = self.plugin.runtime.inner.clock.ticking();
+        let _ticking = inner.clock.ticking();
         let mut warm = self
             .checkout(ctx)
             .await

@@ -21,7 +21,8 @@ pub struct RuntimeConfig {
     pub cache_dir: Option<PathBuf>,
     /// Pre-allocate instance slots (faster instantiation; reserves virtual memory up front).
     pub pooling: bool,
-    /// How many instances may be alive at once with pooling.
+    /// How many instances may be alive at once with pooling; calls beyond it wait for one to
+    /// end (so a host driving many runs at once sizes it to its concurrency).
     pub max_instances: u32,
     /// The largest memory cap any plugin may be granted.
     pub max_memory_bytes: usize,
@@ -54,6 +55,9 @@ pub(crate) struct RuntimeInner {
     pub config: RuntimeConfig,
     /// Advances the epoch while calls run (time limits), idle otherwise.
     pub clock: Arc<EpochClock>,
+    /// One permit per instance the pool holds: a call beyond them waits for a slot instead of
+    /// failing to instantiate.
+    pub slots: tokio::sync::Semaphore,
 }
 
 impl Runtime {
@@ -94,6 +98,7 @@ impl Runtime {
         Ok(Runtime {
             inner: Arc::new(RuntimeInner {
                 clock,
+                slots: tokio::sync::Semaphore::new(config.max_instances as usize),
                 cache: config.cache_dir.clone().map(Cache::new),
                 engine,
                 linker,

@@ -521,3 +521,68 @@ async fn reused_instances_give_the_same_results_and_a_trapped_one_is_dropped() {
         assert!(state.error.unwrap().message.contains("panicked"));
     }
 }
+
+/// More calls at once than the pool has instance slots: the extra call waits for a slot
+/// instead of failing to instantiate (a server driving more runs than slots loses none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_beyond_the_instance_slots_waits_for_one() {
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(stepflow_testkit::target_dir().join("test-component-cache")),
+        max_instances: 1,
+        ..RuntimeConfig::default()
+    })
+    .expect("runtime");
+    let work = tempfile::tempdir().expect("tempdir");
+    let grants = Grants {
+        dirs: vec![DirGrant {
+            host: work.path().to_path_buf(),
+            guest: "/work".into(),
+            writable: true,
+        }],
+        ..Grants::default()
+    };
+    let plugin = Plugin::load(
+        &runtime,
+        "hostile",
+        &rust_plugin("hostile"),
+        PluginOptions {
+            grants,
+            reuse_instances: false,
+        },
+    )
+    .expect("plugin loads");
+    let flow = Arc::new(
+        StepFlow::new(
+            Steps::named("slots.v1")
+                .step_shared("hold", Arc::new(plugin.action("checkpoint").unwrap())),
+        )
+        .unwrap(),
+    );
+    let start = |run: &'static str, data: Value| {
+        let flow = flow.clone();
+        tokio::spawn(async move {
+            let state = flow.new_state(data);
+            flow.apply(&RunContext::new(run), state).await
+        })
+    };
+    // The first call holds the only slot until the file `release` appears.
+    let first = start("first", json!({ "block_in": "slots.v1/hold" }));
+    let marker = work.path().join("first_slots.v1_hold#0");
+    while !marker.exists() && !work.path().join("first_slots.v1_hold#1").exists() {
+        tokio::task::yield_now().await;
+    }
+    let second = start("second", json!({}));
+    // Without a wait for a slot the second call fails at once ("maximum concurrent limit");
+    // give it the chance to, then let the first go.
+    for _ in 0..100_000 {
+        if second.is_finished() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    std::fs::write(work.path().join("release"), "go").unwrap();
+    for (name, task) in [("first", first), ("second", second)] {
+        let state = task.await.expect("the task");
+        assert!(state.error.is_none(), "{name}: {:?}", state.error);
+    }
+}

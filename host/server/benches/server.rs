@@ -119,9 +119,11 @@ fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
 fn server(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let flow = flow_file(dir.path());
-    let engine = Engine::new(Some(
-        stepflow_testkit::target_dir().join("bench-component-cache"),
-    ))
+    // An instance slot per run at the largest level, as `stepflow server` sizes it.
+    let engine = Engine::with_max_instances(
+        Some(stepflow_testkit::target_dir().join("bench-component-cache")),
+        LEVELS[LEVELS.len() - 1] as u32,
+    )
     .expect("engine");
     // Warm the compile cache, so no level pays for compiling the plugin.
     measure(&engine, &flow, 1);

@@ -70,3 +70,13 @@ fn read_flow(path: &Path) -> Result<stepflow_flowfile::FlowFile, Exit> {
 fn engine() -> Result<Engine, Exit> {
     Ok(Engine::new(stepflow_engine::default_cache_dir())?.with_max_flow_bytes(max_flow_bytes()))
 }
+
+/// The plugin engine for a server driving `concurrency` runs at once: room for an instance
+/// per run (at least the default 256).
+fn server_engine(concurrency: usize) -> Result<Engine, Exit> {
+    let instances = u32::try_from(concurrency).unwrap_or(u32::MAX).max(256);
+    Ok(
+        Engine::with_max_instances(stepflow_engine::default_cache_dir(), instances)?
+            .with_max_flow_bytes(max_flow_bytes()),
+    )
+}

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use stepflow_server::{Server, ServerConfig};
 
-use super::engine;
+use super::server_engine;
 use crate::error::Exit;
 use crate::views::summary;
 
@@ -12,7 +12,7 @@ use crate::views::summary;
 pub async fn server(db: &Path, concurrency: usize, json: bool) -> Result<(), Exit> {
     // Listening before anything else, so an early SIGTERM is a clean stop, not a kill.
     let stop = crate::signals::stop_requests();
-    let engine = engine()?;
+    let engine = server_engine(concurrency)?;
     let config = ServerConfig {
         concurrency,
         max_data_bytes: super::max_data_bytes(),
