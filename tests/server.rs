@@ -170,7 +170,7 @@ fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
     server.terminate();
     let (code, out, _) = server.finish();
     assert_eq!(code, Some(0), "a SIGTERM is a clean stop: {out}");
-    assert!(out.contains("200 completed"), "the summary: {out}");
+    assert!(out.contains("200 runs completed"), "the summary: {out}");
 
     // The same inputs in the foreground, in another database.
     let fg = Sandbox::new();
@@ -366,7 +366,7 @@ fn a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_a
     std::fs::write(work.join("release"), "go").unwrap();
     let (code, out, _) = server.finish();
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("1 stopped"), "{out}");
+    assert!(out.contains("1 stopped (resumable)"), "{out}");
     let done = history(&s, &run);
     assert_eq!(
         steps(&done)

@@ -25,13 +25,13 @@ pub fn print(summary: &Summary, json: bool) {
         return;
     }
     output::line(format!(
-        "server stopped after {} drives: {} completed, {} failed, {} waiting, {} stopped (resumable), {} cancelled",
+        "server stopped after {} drives: {} runs completed, {} failed, {} cancelled; {} drives paused at a wait, {} stopped (resumable)",
         summary.drives,
         summary.completed,
         summary.failed,
+        summary.cancelled,
         summary.parked,
-        summary.stopped,
-        summary.cancelled
+        summary.stopped
     ));
     if summary.unloadable > 0 {
         output::line(format!(
