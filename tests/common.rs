@@ -29,10 +29,8 @@ impl Sandbox {
 
     /// The binary, pointed at this sandbox's database, with quiet logs.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_stepflow"));
+        let mut c = bin();
         c.arg("--db").arg(self.db());
-        c.env("STEPFLOW_LOG", "warn");
-        c.env_remove("STEPFLOW_DB");
         c
     }
 
@@ -47,6 +45,19 @@ impl Sandbox {
         std::fs::write(&path, text).expect("write flow");
         path
     }
+}
+
+/// The binary with quiet logs, no database from the environment, and compiled plugins cached
+/// under the target directory (shared by the tests), never in the user's own cache.
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_stepflow"));
+    c.env("STEPFLOW_LOG", "warn");
+    c.env_remove("STEPFLOW_DB");
+    c.env(
+        "STEPFLOW_CACHE_DIR",
+        stepflow_testkit::target_dir().join("e2e-component-cache"),
+    );
+    c
 }
 
 /// The built Rust plugins.
@@ -282,4 +293,17 @@ impl ServerProcess {
 /// The message of a server's JSON log line (`""` if it has none).
 pub fn message(event: &serde_json::Value) -> &str {
     event["message"].as_str().unwrap_or("")
+}
+
+/// The seed of a test's random schedule: `STEPFLOW_TEST_SEED` to replay a failure, else the
+/// clock. The test prints it.
+pub fn seed() -> u64 {
+    std::env::var("STEPFLOW_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        })
 }

@@ -82,11 +82,8 @@ fn twenty_kills_at_random_points_end_in_the_same_data_as_an_uninterrupted_run() 
     let expected: Value = json(&out)["data"].clone();
     assert_eq!(expected["transformed_pages"], 20);
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("kill seed: {seed}");
+    let seed = common::seed();
+    println!("kill seed: {seed} (replay with STEPFLOW_TEST_SEED={seed})");
     let mut rng = Lcg(seed);
     let mut kills = 0;
     let mut run: Option<String> = None;

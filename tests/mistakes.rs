@@ -376,7 +376,7 @@ fn one_process_drives_a_run_whatever_path_reaches_its_database() {
     let link = s.path("link.db");
     std::os::unix::fs::symlink(s.db(), &link).unwrap();
     let _ = std::fs::remove_dir_all(format!("{}.locks", s.db().display()));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepflow"))
+    let out = common::bin()
         .arg("--db")
         .arg(&link)
         .args(["resume", &run])
@@ -526,7 +526,7 @@ fn read_only_commands_create_nothing_and_read_a_database_on_a_read_only_mount() 
     // A mistyped --db: `runs` and `show` say so and create no file.
     let missing = s.path("typo/runs.db");
     for args in [vec!["runs"], vec!["show", "some-run"]] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepflow"))
+        let out = common::bin()
             .arg("--db")
             .arg(&missing)
             .args(&args)
@@ -576,7 +576,7 @@ fn read_only_commands_create_nothing_and_read_a_database_on_a_read_only_mount() 
             "the mount is writable"
         );
         for args in [vec!["runs", "--json"], vec!["show", run.as_str(), "--json"]] {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_stepflow"))
+            let out = common::bin()
                 .arg("--db")
                 .arg(&db)
                 .args(&args)

@@ -235,10 +235,8 @@ steps:
 #[test]
 fn twenty_kills_with_fifty_runs_in_flight_skip_nothing_and_repeat_only_redelivered_steps() {
     let _heavy = heavy();
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(7, |d| d.as_nanos() as u64);
-    eprintln!("kill schedule seed: {seed}");
+    let seed = common::seed();
+    eprintln!("kill schedule seed: {seed} (replay with STEPFLOW_TEST_SEED={seed})");
     let mut rng = Lcg(seed);
     let s = Sandbox::new();
     let work = s.path("work");
