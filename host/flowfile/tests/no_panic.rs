@@ -61,8 +61,13 @@ fn exercise(text: &str) {
     match parse(text, path) {
         Ok(file) => {
             let _ = file.references();
-            if let Ok(steps) = file.to_steps(&Anything) {
-                let _ = StepFlow::new(steps);
+            // Every function resolves, so a file the parser accepted must build: an error here
+            // would reach the user with no position in the file.
+            let steps = file
+                .to_steps(&Anything)
+                .unwrap_or_else(|e| panic!("a parsed file does not build its steps: {e}\n{text}"));
+            if let Err(e) = StepFlow::new(steps) {
+                panic!("a parsed file does not compile: {e}\n{text}");
             }
         }
         Err(d) => {
