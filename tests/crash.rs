@@ -247,3 +247,66 @@ fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume()
         );
     }
 }
+
+/// `redelivered` means "this call may have run before": a run resumed after it failed, or
+/// after a wait it was saved at, has its next call marked as a first delivery.
+#[test]
+fn a_failed_or_waiting_run_resumes_without_redelivery() {
+    let s = Sandbox::new();
+    // `transform` fails on its first attempt and nothing retries it: the run fails.
+    let yaml = r#"flow: fails.v1
+plugins:
+  d:
+    wasm: {plugins}/dataproc.wasm
+steps:
+  - { name: fetch, do: d.fetch-page }
+  - { name: transform, do: d.transform }
+  - { name: summary, do: d.summarize }
+"#;
+    let flow = s.flow("fails.yaml", yaml);
+    let out = s.run(&[
+        "run",
+        flow.to_str().unwrap(),
+        "--input",
+        r#"{"flaky": true}"#,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let run = json(&out)["run"].as_str().unwrap().to_string();
+    // The cause fixed, the failing step runs again: a retry, not a redelivery.
+    let out = s.run(&["resume", &run, "--json"]);
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let history = shown["history"].as_array().unwrap();
+    assert!(history.len() >= 3, "{shown}: {}", stderr(&out));
+    assert!(
+        history.iter().all(|h| h["redelivered"] == false),
+        "a failed run's resume redelivers nothing: {shown}"
+    );
+
+    // A run saved at a wait (`--no-wait`) and resumed.
+    let wait = s.flow(
+        "wait.yaml",
+        "flow: wait.v1\nplugins:\n  d: { wasm: {plugins}/dataproc.wasm }\nsteps:\n  - { name: fetch, do: d.fetch-page }\n  - name: done\n    wait-for: d.last-page\n    every: 1h\n  - { name: summary, do: d.summarize }\n",
+    );
+    let input = r#"{"pages": 2}"#;
+    let out = s.run(&[
+        "run",
+        wait.to_str().unwrap(),
+        "--input",
+        input,
+        "--no-wait",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let run = json(&out)["run"].as_str().unwrap().to_string();
+    // Checked once more at once (still not the last page), then saved at the wait again.
+    let out = s.run(&["resume", &run, "--now", "--no-wait", "--json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let history = shown["history"].as_array().unwrap();
+    assert_eq!(history.len(), 3, "{shown}");
+    assert!(
+        history.iter().all(|h| h["redelivered"] == false),
+        "a waiting run's resume redelivers nothing: {shown}"
+    );
+}
