@@ -132,8 +132,7 @@ impl From<EngineError> for Exit {
                 message: e.to_string(),
             },
             EngineError::Busy { ref owner, .. } => Exit::usage(format!(
-                "{}\n  hint: {owner} (host:pid:start) is a `stepflow server` or another `run`/`resume`; stop it (Ctrl-C, or SIGTERM for a server) or wait for it to finish, then try again",
-                busy_message(&e)
+                "{e}\n  hint: {owner} (host:pid:start) is a `stepflow server` or another `run`/`resume`; stop it (Ctrl-C, or SIGTERM for a server) or wait for it to finish, then try again"
             )),
             EngineError::BuildStopped { .. } => Exit {
                 code: INTERRUPTED,
@@ -141,21 +140,6 @@ impl From<EngineError> for Exit {
             },
             _ => Exit::usage(e),
         }
-    }
-}
-
-/// "run R is being driven by OWNER" with the lease's expiry as a UTC time a person can read.
-fn busy_message(e: &EngineError) -> String {
-    match e {
-        EngineError::Busy {
-            run,
-            owner,
-            expires_ms,
-        } => format!(
-            "run {run} is being driven by {owner}, whose lease runs until {} UTC unless renewed",
-            crate::views::utc(*expires_ms)
-        ),
-        other => other.to_string(),
     }
 }
 

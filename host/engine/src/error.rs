@@ -68,7 +68,8 @@ pub enum EngineError {
     },
     /// Another driver (a live process, here or on another host) holds the run's lease.
     #[error(
-        "run {run} is being driven by {owner} (its lease runs until {expires_ms} ms since the epoch)"
+        "run {run} is being driven by {owner}, whose lease runs until {} UTC unless renewed",
+        crate::time::utc_time(*.expires_ms)
     )]
     Busy {
         /// The run.

@@ -58,6 +58,7 @@ mod observer;
 mod paths;
 mod run;
 mod stop;
+mod time;
 mod upgrade;
 
 pub use build::DEFAULT_BUILD_TIMEOUT;
@@ -71,4 +72,5 @@ pub use paths::{default_cache_dir, default_db_path};
 pub use run::{Resumable, new_run_id, prepare_resume, start_claimed_run, start_run, stored_status};
 pub use stepflow_store::{DeployedPlugin, Deployment};
 pub use stop::{Stop, StopRequests};
+pub use time::utc_time;
 pub use upgrade::{Upgrade, UpgradeRefusal, check_upgrade, upgrade_run};

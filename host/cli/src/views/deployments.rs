@@ -47,7 +47,7 @@ pub fn print(list: &[DeploymentInfo], flow: Option<&str>, json: bool) {
             "{:<12} {:<20} {:<19} {:>5}  {}",
             short_id(&d.id),
             d.flow,
-            super::utc(d.created_ms),
+            stepflow_engine::utc_time(d.created_ms),
             d.runs,
             plugins.join(", ")
         ));
