@@ -57,16 +57,16 @@ impl Engine {
         Engine::with_max_instances(cache_dir, RuntimeConfig::default().max_instances)
     }
 
-    /// As [`Engine::new`], with room for `max_instances` plugin instances at once (default
-    /// 256): a host that drives more runs at once than that sizes it to its concurrency, or
-    /// the calls beyond it wait for a free instance.
+    /// As [`Engine::new`], with room for at least `max_instances` plugin instances at once
+    /// (never fewer than the default 256): a host that drives more runs at once sizes it to
+    /// its concurrency, or the calls beyond the slots wait for a free one.
     pub fn with_max_instances(
         cache_dir: Option<PathBuf>,
         max_instances: u32,
     ) -> Result<Self, EngineError> {
         let runtime = Runtime::new(RuntimeConfig {
             cache_dir,
-            max_instances: max_instances.max(1),
+            max_instances: max_instances.max(RuntimeConfig::default().max_instances),
             ..RuntimeConfig::default()
         })?;
         Ok(Engine {

@@ -23,8 +23,8 @@ pub(crate) struct EpochClock {
 pub(crate) struct Ticking<'a>(&'a EpochClock);
 
 impl EpochClock {
-    /// Starts the clock thread for `engine`; it ends once the returned clock is dropped (see
-    /// [`EpochClock::stop`]) or the engine is gone.
+    /// Starts the clock thread for `engine`; it ends once the returned clock is dropped or the
+    /// engine is gone.
     pub(crate) fn start(engine: &Engine) -> Arc<EpochClock> {
         let clock = Arc::new(EpochClock::default());
         let (engine, weak) = (engine.weak(), Arc::downgrade(&clock));
@@ -51,9 +51,11 @@ impl EpochClock {
         }
         Ticking(self)
     }
+}
 
+impl Drop for EpochClock {
     /// Wakes the thread so that it sees the clock is gone and ends.
-    pub(crate) fn stop(&self) {
+    fn drop(&mut self) {
         if let Some(thread) = self.thread.get() {
             thread.unpark();
         }

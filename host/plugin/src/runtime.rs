@@ -113,12 +113,6 @@ impl Runtime {
     }
 }
 
-impl Drop for RuntimeInner {
-    fn drop(&mut self) {
-        self.clock.stop();
-    }
-}
-
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String, fields: Vec<(String, String)>) {
         let (plugin, run, step) = (&*self.tag.plugin, &*self.tag.run, &*self.tag.step);

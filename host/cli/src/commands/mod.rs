@@ -72,9 +72,9 @@ fn engine() -> Result<Engine, Exit> {
 }
 
 /// The plugin engine for a server driving `concurrency` runs at once: room for an instance
-/// per run (at least the default 256).
+/// per run.
 fn server_engine(concurrency: usize) -> Result<Engine, Exit> {
-    let instances = u32::try_from(concurrency).unwrap_or(u32::MAX).max(256);
+    let instances = u32::try_from(concurrency).unwrap_or(u32::MAX);
     Ok(
         Engine::with_max_instances(stepflow_engine::default_cache_dir(), instances)?
             .with_max_flow_bytes(max_flow_bytes()),
