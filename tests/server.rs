@@ -11,6 +11,8 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use stepflow_testkit::{MIXED_INPUTS as INPUTS, mixed_flow};
+
 use common::{Sandbox, ServerProcess, json, message, stderr, stdout};
 
 /// Serialises the tests of this file: each starts many runs.
@@ -19,60 +21,6 @@ static HEAVY: Mutex<()> = Mutex::new(());
 fn heavy() -> std::sync::MutexGuard<'static, ()> {
     HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }
-
-/// Waits, a case, retries with back-off (one with a handler) and a loop.
-const MIXED: &str = r#"flow: mixed.v1
-plugins:
-  deploy:
-    wasm: {plugins}/deploy.wasm
-  d:
-    wasm: {plugins}/dataproc.wasm
-data:
-  version: "2.0"
-  current: "1.0"
-  rollout_ms: 300
-  flaky_validations: 1
-  pages: 2
-  flaky: true
-steps:
-  - do: deploy.prepare
-  - name: ready
-    wait-for: deploy.checks/ready
-    every: 200ms
-  - name: shouldDeploy
-    case: deploy.checks/should-deploy
-    steps:
-      - do: deploy.deploy
-      - name: deployed
-        wait-for: deploy.checks/deployed
-        every: 600ms
-      - name: validation
-        retry:
-          handler: deploy.should-retry
-          max-attempts: 3
-          backoff: { initial: 100ms, max: 200ms }
-        steps:
-          - do: deploy.validate
-  - name: pages
-    loop-until: d.last-page
-    steps:
-      - { name: fetch, do: d.fetch-page }
-      - name: stage
-        retry:
-          max-attempts: 4
-          backoff: { initial: 50ms, max: 100ms }
-        steps:
-          - do: d.transform
-  - do: d.summarize
-"#;
-
-/// The inputs of the mixed flow's runs: one skips the case, one has more pages, one fails
-/// validation twice.
-const INPUTS: [&str; 3] = [
-    r#"{"current": "2.0"}"#,
-    r#"{"pages": 3}"#,
-    r#"{"flaky_validations": 2}"#,
-];
 
 /// A run's history as (step, attempt, outcome, redelivered), from `show --json`.
 fn history(s: &Sandbox, run: &str) -> Vec<(String, u64, String, bool)> {
@@ -146,7 +94,7 @@ fn wait_for_completions(server: &mut ServerProcess, n: usize) {
 fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
     let _heavy = heavy();
     let s = Sandbox::new();
-    let flow = s.flow("mixed.yaml", MIXED);
+    let flow = s.flow("mixed.yaml", &mixed_flow());
     let ids: Vec<String> = (0..200).map(|i| submit(&s, &flow, INPUTS[i % 3])).collect();
     // Submitted, not driven: nothing has run yet.
     assert!(
@@ -174,7 +122,7 @@ fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
 
     // The same inputs in the foreground, in another database.
     let fg = Sandbox::new();
-    let fg_flow = fg.flow("mixed.yaml", MIXED);
+    let fg_flow = fg.flow("mixed.yaml", &mixed_flow());
     for (i, input) in INPUTS.iter().enumerate() {
         let out = fg.run(&["run", fg_flow.to_str().unwrap(), "--input", input, "--json"]);
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -507,7 +455,7 @@ fn submit_refuses_a_broken_flow_and_stores_no_run() {
 fn the_server_finishes_a_run_left_waiting_by_run_no_wait() {
     let _heavy = heavy();
     let s = Sandbox::new();
-    let flow = s.flow("mixed.yaml", MIXED);
+    let flow = s.flow("mixed.yaml", &mixed_flow());
     let out = s.run(&["run", flow.to_str().unwrap(), "--no-wait", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     let run = json(&out)["run"].as_str().unwrap().to_string();

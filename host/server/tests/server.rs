@@ -17,58 +17,10 @@ use stepflow_model::CallRecord;
 use stepflow_server::{Server, ServerConfig, Summary};
 use stepflow_store::{RunStatus, SqliteStore, Store};
 
-/// A flow with waits, a case, retries with back-off (one with a handler) and a loop.
+/// The testkit's mixed flow, written into `dir`.
 fn mixed_flow(dir: &Path) -> PathBuf {
-    let yaml = format!(
-        r#"flow: mixed.v1
-plugins:
-  deploy:
-    wasm: {deploy}
-  d:
-    wasm: {dataproc}
-data:
-  version: "2.0"
-  current: "1.0"
-  rollout_ms: 300
-  flaky_validations: 1
-  pages: 2
-  flaky: true
-steps:
-  - do: deploy.prepare
-  - name: ready
-    wait-for: deploy.checks/ready
-    every: 200ms
-  - name: shouldDeploy
-    case: deploy.checks/should-deploy
-    steps:
-      - do: deploy.deploy
-      - name: deployed
-        wait-for: deploy.checks/deployed
-        every: 600ms
-      - name: validation
-        retry:
-          handler: deploy.should-retry
-          max-attempts: 3
-          backoff: {{ initial: 100ms, max: 200ms }}
-        steps:
-          - do: deploy.validate
-  - name: pages
-    loop-until: d.last-page
-    steps:
-      - {{ name: fetch, do: d.fetch-page }}
-      - name: stage
-        retry:
-          max-attempts: 4
-          backoff: {{ initial: 50ms, max: 100ms }}
-        steps:
-          - do: d.transform
-  - do: d.summarize
-"#,
-        deploy = stepflow_testkit::rust_plugin("deploy").display(),
-        dataproc = stepflow_testkit::rust_plugin("dataproc").display(),
-    );
     let path = dir.join("mixed.yaml");
-    std::fs::write(&path, yaml).expect("write the flow file");
+    std::fs::write(&path, stepflow_testkit::mixed_flow()).expect("write the flow file");
     path
 }
 
@@ -103,13 +55,10 @@ fn config(db: &Path, concurrency: usize) -> ServerConfig {
     }
 }
 
-/// The inputs of the mixed flow's runs: some skip the case, some have more pages.
+/// The testkit's inputs of the mixed flow, by run index.
 fn mixed_input(i: usize) -> Value {
-    match i % 3 {
-        0 => json!({ "current": "2.0" }),
-        1 => json!({ "pages": 3 }),
-        _ => json!({ "flaky_validations": 2 }),
-    }
+    let input = stepflow_testkit::MIXED_INPUTS[i % 3];
+    serde_json::from_str(input).expect("a JSON input")
 }
 
 /// Creates `n` runs of `loaded`, each with `input(i)`.

@@ -4,7 +4,7 @@
 //! `wasm32-wasip2`. [`rust_plugin`] runs its `build` script (which adds the target with rustup
 //! when it is missing) once per process — cargo itself serialises concurrent builds and skips
 //! up-to-date ones — and returns the path of one component under `plugins/rust/target`, where
-//! the example flow files expect them.
+//! the example flow files expect them. [`mixed_flow`] is the flow the server's tests drive.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,3 +119,64 @@ pub fn language_plugin(language: &str, name: &str) -> Result<PathBuf, String> {
 pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
+
+/// A flow file with waits, a case, retries with back-off (one with a handler) and a loop over
+/// the `deploy` and `dataproc` Rust plugins: the server's tests run many of it.
+pub fn mixed_flow() -> String {
+    MIXED_FLOW
+        .replace("{deploy}", &rust_plugin("deploy").display().to_string())
+        .replace("{dataproc}", &rust_plugin("dataproc").display().to_string())
+}
+
+/// Inputs of [`mixed_flow`] that take different paths: one skips the case, one has more
+/// pages, one fails validation twice.
+pub const MIXED_INPUTS: [&str; 3] = [
+    r#"{"current": "2.0"}"#,
+    r#"{"pages": 3}"#,
+    r#"{"flaky_validations": 2}"#,
+];
+
+const MIXED_FLOW: &str = r#"flow: mixed.v1
+plugins:
+  deploy:
+    wasm: {deploy}
+  d:
+    wasm: {dataproc}
+data:
+  version: "2.0"
+  current: "1.0"
+  rollout_ms: 300
+  flaky_validations: 1
+  pages: 2
+  flaky: true
+steps:
+  - do: deploy.prepare
+  - name: ready
+    wait-for: deploy.checks/ready
+    every: 200ms
+  - name: shouldDeploy
+    case: deploy.checks/should-deploy
+    steps:
+      - do: deploy.deploy
+      - name: deployed
+        wait-for: deploy.checks/deployed
+        every: 600ms
+      - name: validation
+        retry:
+          handler: deploy.should-retry
+          max-attempts: 3
+          backoff: { initial: 100ms, max: 200ms }
+        steps:
+          - do: deploy.validate
+  - name: pages
+    loop-until: d.last-page
+    steps:
+      - { name: fetch, do: d.fetch-page }
+      - name: stage
+        retry:
+          max-attempts: 4
+          backoff: { initial: 50ms, max: 100ms }
+        steps:
+          - do: d.transform
+  - do: d.summarize
+"#;
