@@ -288,12 +288,14 @@ impl ItemDoc {
 }
 
 /// When a failing `retry` group runs again. At least one of `handler` and `max-attempts`.
-/// With both, the limits are checked first and the handler has the last word.
+/// With both, the limits are checked first and the handler has the last word. Only retryable
+/// errors are retried: a fatal one is never retried and no handler is asked about it.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[schemars(extend("anyOf" = [{ "required": ["handler"] }, { "required": ["max-attempts"] }]))]
 pub(crate) struct RetryDoc {
-    /// The error handler `<plugin>.<function>` asked after each failure; true retries.
+    /// The error handler `<plugin>.<function>` asked after each retryable failure; true
+    /// retries.
     #[serde(default, deserialize_with = "present")]
     pub(crate) handler: Option<Located<ReferenceText>>,
     /// How many times the group may run in all (at least 1). Only retryable errors are retried.

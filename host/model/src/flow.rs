@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::builder::{Backoff, RetryPolicy, Steps};
+use crate::builder::{Backoff, Steps};
 use crate::clock::{Clock, SystemClock};
 use crate::function::{ErrorKind, StepContext, StepError};
 use crate::graph::{
@@ -506,7 +506,12 @@ impl StepFlow {
             retry = scope.outer_retry;
             let Some(policy) = policy else { continue };
             let error = offered.as_ref().unwrap_or(&own);
-            if !policy_allows(policy, attempt, error) {
+            // A fatal error is never retried, and no handler is asked about it: it goes
+            // straight out to the run (as does a handler's own fatal error).
+            if !error.is_retryable() {
+                break;
+            }
+            if policy.max_attempts.is_some_and(|max| attempt >= max) {
                 continue;
             }
             if let Some(handler) = &policy.handler {
@@ -662,14 +667,6 @@ impl StepFlow {
     pub(crate) fn graph(&self) -> &Graph {
         &self.graph
     }
-}
-
-fn policy_allows(policy: &RetryPolicy, attempt: u32, error: &StepError) -> bool {
-    // Without a handler to ask, only retryable errors are retried.
-    if policy.handler.is_none() && !error.is_retryable() {
-        return false;
-    }
-    policy.max_attempts.is_none_or(|max| attempt < max)
 }
 
 /// The wait before retry number `attempt` (1 = after the first failure), in milliseconds.

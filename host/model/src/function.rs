@@ -51,10 +51,11 @@ impl StepContext {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorKind {
-    /// A transient failure: a retry policy may run the group again.
+    /// A transient failure: an enclosing `retry` may run its group again (its error handler, if
+    /// it has one, is asked).
     Retryable,
-    /// A failure that retrying will not fix: retry policies give up at once (error handlers are
-    /// still asked).
+    /// A failure that retrying will not fix: never retried, by a policy or a handler, and no
+    /// error handler is asked about it; the run fails at the step.
     Fatal,
 }
 
@@ -216,7 +217,9 @@ pub trait Condition: Send + Sync {
 /// Decides whether a `retry` group runs again after `error`.
 pub trait ErrorHandler: Send + Sync {
     /// `Ok(true)` restarts the group; `Ok(false)` lets the error stand; an error of its own
-    /// replaces the original one for any enclosing retry.
+    /// replaces the original one for any enclosing retry (a fatal one ends the retrying).
+    /// It is asked only about retryable errors: `error.kind` is always
+    /// [`ErrorKind::Retryable`], since a fatal error is never retried.
     fn handle(&self, ctx: StepContext, error: StepError) -> BoxFuture<'static, StepResult<bool>>;
 
     /// A label for diagrams and progress displays; not part of the definition hash. Defaults

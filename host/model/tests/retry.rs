@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -162,7 +160,7 @@ async fn nested_retry_records_the_steps_error_and_every_handler_asked() {
     let p2 = p.clone();
     let inner = move |ctx: StepContext, error: StepError| {
         p2.record(format!("handle {}: {}", ctx.step, error.message), &ctx);
-        async { Err::<bool, StepError>(StepError::fatal("inner handler broke")) }
+        async { Err::<bool, StepError>(StepError::retryable("inner handler broke")) }
     };
     let flow = StepFlow::new(Steps::named("t.v1").retry(
         "o",
@@ -199,11 +197,11 @@ async fn nested_retry_records_the_steps_error_and_every_handler_asked() {
             HandlerCall {
                 group: "t.v1/o/i".into(),
                 error: "boom".into(),
-                answer: Err("inner handler broke (fatal)".into()),
+                answer: Err("inner handler broke".into()),
             },
             HandlerCall {
                 group: "t.v1/o".into(),
-                error: "inner handler broke (fatal)".into(),
+                error: "inner handler broke".into(),
                 answer: Ok(false),
             },
         ]
@@ -212,7 +210,7 @@ async fn nested_retry_records_the_steps_error_and_every_handler_asked() {
     assert_eq!(failure.step, "t.v1/o/i/s");
     assert_eq!(
         failure.message,
-        "boom; the error handler of `t.v1/o/i` failed: inner handler broke (fatal)"
+        "boom; the error handler of `t.v1/o/i` failed: inner handler broke"
     );
     assert_eq!(cursor(&applied.state), ["start:t.v1/o/i/s"]);
 }
@@ -354,34 +352,69 @@ async fn a_fatal_error_is_not_retried_by_a_policy_without_handler() {
     assert_eq!(state.error.unwrap().step, "t.v1/b/s");
 }
 
+/// A fatal error is never retried: the handler that would say yes is not even asked, and the
+/// run fails at the step with the step's own (fatal) error.
 #[tokio::test]
-async fn a_handler_is_still_asked_about_a_fatal_error() {
+async fn a_fatal_error_is_never_retried_and_no_handler_is_asked() {
     let p = Probe::new();
-    let fails = Arc::new(AtomicUsize::new(1));
     let p2 = p.clone();
-    let fatal_once = move |ctx: StepContext| {
+    let fatal = move |ctx: StepContext| {
         p2.record(format!("do {}", ctx.step), &ctx);
-        let fail = fails.fetch_sub(1, Ordering::SeqCst) == 1;
-        async move {
-            if fail {
-                Err(StepError::fatal("odd"))
-            } else {
-                Ok(())
-            }
-        }
+        async { Err::<(), StepError>(StepError::fatal("odd")) }
     };
     let flow = StepFlow::new(Steps::named("t.v1").retry(
-        "r",
-        RetryPolicy::attempts(3).with_handler(p.handler(&[true])),
-        Steps::new().step("s", fatal_once),
+        "o",
+        RetryPolicy::attempts(3).with_handler(p.handler(&[true, true])),
+        Steps::new().retry(
+            "i",
+            RetryPolicy::attempts(3).with_handler(p.handler(&[true, true])),
+            Steps::new().step("s", fatal),
+        ),
     ))
     .unwrap();
     let ctx = run_context(&manual_clock());
-    let (state, _) = drive(&flow, &ctx, flow.new_state(json!({})), &p).await;
-    assert!(flow.is_completed(&state));
+    let applied = flow
+        .apply_with_record(&ctx, flow.new_state(json!({})))
+        .await;
+    assert_eq!(p.log(), ["do t.v1/o/i/s"]);
+    let record = applied.call.unwrap();
+    assert_eq!(record.outcome, Outcome::Failed(StepError::fatal("odd")));
+    assert!(record.handlers.is_empty(), "{:?}", record.handlers);
+    let failure = applied.state.error.unwrap();
     assert_eq!(
-        p.log(),
-        ["do t.v1/r/s", "handle t.v1/r: odd", "do t.v1/r/s"]
+        (failure.step.as_str(), failure.kind),
+        ("t.v1/o/i/s", ErrorKind::Fatal)
+    );
+}
+
+/// A handler that fails with a fatal error ends the offer too: the next group out is not
+/// asked, and the run fails with the step's own error and the handler's named after it.
+#[tokio::test]
+async fn a_handlers_fatal_error_is_not_offered_to_the_next_group_out() {
+    let p = Probe::new();
+    let broken = |_: StepContext, _: StepError| async {
+        Err::<bool, StepError>(StepError::fatal("handler broke"))
+    };
+    let flow = StepFlow::new(Steps::named("t.v1").retry(
+        "o",
+        RetryPolicy::handler(p.handler(&[true])),
+        Steps::new().retry(
+            "i",
+            RetryPolicy::handler(broken),
+            Steps::new().step("s", p.fails(1)),
+        ),
+    ))
+    .unwrap();
+    let ctx = run_context(&manual_clock());
+    let applied = flow
+        .apply_with_record(&ctx, flow.new_state(json!({})))
+        .await;
+    assert_eq!(p.log(), ["do t.v1/o/i/s"], "the outer handler is not asked");
+    let record = applied.call.unwrap();
+    assert_eq!(record.handlers.len(), 1);
+    assert_eq!(
+        applied.state.error.unwrap().message,
+        "boom; the error handler of `t.v1/o/i` failed: handler broke (fatal)"
     );
 }
 
