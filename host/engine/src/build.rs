@@ -2,6 +2,7 @@
 //! directory, in a process group of its own, with a time limit, and stopped together with
 //! everything it started when the limit passes or a stop is requested.
 
+use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -25,6 +26,7 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 /// what the front end prints.
 pub(crate) async fn build_plugins(
     file: &FlowFile,
+    env: &[(String, OsString)],
     timeout: Duration,
     stop: &StopRequests,
     observer: &mut dyn Observer,
@@ -48,6 +50,7 @@ pub(crate) async fn build_plugins(
             .arg("-c")
             .arg(command)
             .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stderr_for_child())
             .process_group(0)

@@ -69,7 +69,7 @@ impl Engine {
         observer: &mut dyn Observer,
     ) -> Result<Deployment, EngineError> {
         let (source, file) = self.read_flow_source(path)?;
-        build_plugins(&file, timeout, stop, observer).await?;
+        build_plugins(&file, &self.build_env, timeout, stop, observer).await?;
         deploy_file(path, source, &file)
     }
 

@@ -1,6 +1,7 @@
 //! From a flow file to a runnable flow: build and load its plugins, resolve every function.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::stop::StopRequests;
 pub struct Engine {
     pub(crate) runtime: Runtime,
     pub(crate) max_flow_bytes: u64,
+    pub(crate) build_env: Vec<(String, OsString)>,
 }
 
 /// A flow file with its plugins loaded and its flow compiled: ready to start or resume runs.
@@ -72,6 +74,7 @@ impl Engine {
         Ok(Engine {
             runtime,
             max_flow_bytes: stepflow_flowfile::MAX_FLOW_FILE_BYTES,
+            build_env: Vec::new(),
         })
     }
 
@@ -80,6 +83,13 @@ impl Engine {
     /// before it is read in full.
     pub fn with_max_flow_bytes(mut self, max_bytes: u64) -> Self {
         self.max_flow_bytes = max_bytes;
+        self
+    }
+
+    /// Sets `name=value` in the environment of every `build` command, so a front end can tell
+    /// the commands how to reach it (the CLI sets `STEPFLOW` to its own executable).
+    pub fn with_build_env(mut self, name: impl Into<String>, value: impl Into<OsString>) -> Self {
+        self.build_env.push((name.into(), value.into()));
         self
     }
 
@@ -107,7 +117,7 @@ impl Engine {
         observer: &mut dyn Observer,
     ) -> Result<LoadedFlow, EngineError> {
         let file = stepflow_flowfile::load_with_limit(path, self.max_flow_bytes)?;
-        build_plugins(&file, timeout, stop, observer).await?;
+        build_plugins(&file, &self.build_env, timeout, stop, observer).await?;
         self.load_file(file)
     }
 

@@ -20,7 +20,18 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     cache_dir_from(&|name| std::env::var_os(name))
 }
 
+/// Where plugin toolchains (componentize-py, componentize-js, zig, ...) are installed once and
+/// shared by every plugin project: `$STEPFLOW_TOOLS_DIR`, else `$XDG_CACHE_HOME/stepflow/tools`,
+/// else `~/.cache/stepflow/tools`; `None` when not even `HOME` is set.
+pub fn default_tools_dir() -> Option<PathBuf> {
+    tools_dir_from(&|name| std::env::var_os(name))
+}
+
 type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+fn tools_dir_from(env: Env<'_>) -> Option<PathBuf> {
+    cache_subdir(env, "STEPFLOW_TOOLS_DIR", "tools")
+}
 
 fn db_path_from(env: Env<'_>) -> PathBuf {
     if let Some(db) = set(env, "STEPFLOW_DB") {
@@ -33,11 +44,15 @@ fn db_path_from(env: Env<'_>) -> PathBuf {
 }
 
 fn cache_dir_from(env: Env<'_>) -> Option<PathBuf> {
-    if let Some(dir) = set(env, "STEPFLOW_CACHE_DIR") {
+    cache_subdir(env, "STEPFLOW_CACHE_DIR", "components")
+}
+
+/// `$var`, else `<XDG cache>/stepflow/<sub>`.
+fn cache_subdir(env: Env<'_>, var: &str, sub: &str) -> Option<PathBuf> {
+    if let Some(dir) = set(env, var) {
         return Some(PathBuf::from(dir));
     }
-    base_dir(env, "XDG_CACHE_HOME", Path::new(".cache"))
-        .map(|base| base.join("stepflow").join("components"))
+    base_dir(env, "XDG_CACHE_HOME", Path::new(".cache")).map(|base| base.join("stepflow").join(sub))
 }
 
 /// An XDG base directory: `$VAR` when it is set to an absolute path (the spec says relative
@@ -73,6 +88,26 @@ mod tests {
     fn cache(vars: &[(&str, &str)]) -> Option<PathBuf> {
         let env = env_of(vars);
         cache_dir_from(&|name| env.get(name).cloned())
+    }
+
+    #[test]
+    fn the_tools_prefer_stepflow_tools_dir_then_xdg_then_home() {
+        let tools = |vars: &[(&str, &str)]| {
+            let env = env_of(vars);
+            tools_dir_from(&|name| env.get(name).cloned())
+        };
+        let all = [
+            ("STEPFLOW_TOOLS_DIR", "/t"),
+            ("XDG_CACHE_HOME", "/c"),
+            ("HOME", "/home/u"),
+        ];
+        assert_eq!(tools(&all), Some(PathBuf::from("/t")));
+        assert_eq!(tools(&all[1..]), Some(PathBuf::from("/c/stepflow/tools")));
+        assert_eq!(
+            tools(&all[2..]),
+            Some(PathBuf::from("/home/u/.cache/stepflow/tools"))
+        );
+        assert_eq!(tools(&[]), None);
     }
 
     #[test]
