@@ -116,6 +116,12 @@ pub enum Command {
         /// The component (`.wasm`).
         plugin: PathBuf,
     },
+    /// Create, build and test a plugin project of your own, in any folder.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  stepflow plugin new --lang python greeter\n  stepflow plugin test greeter"
+    )]
+    Plugin(PluginCommand),
     /// Draw a flow as a state diagram.
     #[command(
         after_help = "Example:\n  stepflow graph examples/deploy.yaml --format dot | dot -Tsvg > deploy.svg"
@@ -239,4 +245,63 @@ pub enum GraphFormat {
     Mermaid,
     /// Graphviz DOT.
     Dot,
+}
+
+/// `stepflow plugin ...`.
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Create a plugin project: its WIT world (with the `stepflow:plugin` package of this
+    /// version), one step of each kind, a flow file that uses them and a `build` command.
+    #[command(after_help = "Example:\n  stepflow plugin new --lang rust fetch-orders")]
+    New {
+        /// The language to write it in.
+        #[arg(long, value_enum)]
+        lang: PluginLanguage,
+        /// Its name (kebab-case): the WIT world, the plugin in the flow file, the `.wasm` name.
+        name: String,
+        /// Where to create it (default: ./NAME); it must not exist or be empty.
+        dir: Option<PathBuf>,
+    },
+    /// Build a plugin project into DIR/target/NAME.wasm; the first build of a language installs
+    /// its pinned toolchain in the shared tools directory ($STEPFLOW_TOOLS_DIR, else
+    /// ~/.cache/stepflow/tools).
+    #[command(after_help = "Example:\n  stepflow plugin build fetch-orders")]
+    Build {
+        /// The project (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build a plugin project, run its flow.yaml against a scratch database (DIR/target/test.db)
+    /// and print the run's timeline.
+    #[command(after_help = "Example:\n  stepflow plugin test fetch-orders")]
+    Test {
+        /// The project (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// The languages `stepflow plugin new` writes projects in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PluginLanguage {
+    /// Rust with wit-bindgen, for wasm32-wasip2.
+    Rust,
+    /// Python with componentize-py.
+    Python,
+    /// JavaScript with componentize-js.
+    #[value(alias = "js")]
+    Javascript,
+    /// C with wit-bindgen and zig cc.
+    C,
+}
+
+impl std::fmt::Display for PluginLanguage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PluginLanguage::Rust => "rust",
+            PluginLanguage::Python => "python",
+            PluginLanguage::Javascript => "javascript",
+            PluginLanguage::C => "c",
+        })
+    }
 }

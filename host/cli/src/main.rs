@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PluginCommand};
 use crate::error::Exit;
 
 fn main() -> ExitCode {
@@ -116,6 +116,13 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
             let build = build.then_some(build_timeout);
             commands::submit::submit(&db, &flow, input.as_deref(), max_input, build, json).await
         }
+        Command::Plugin(PluginCommand::New { lang, name, dir }) => {
+            commands::plugin::new(lang, &name, dir.as_deref(), json)
+        }
+        Command::Plugin(PluginCommand::Build { dir }) => {
+            commands::plugin::build(&dir, json).map(|_| ())
+        }
+        Command::Plugin(PluginCommand::Test { dir }) => commands::plugin::test(&dir, json).await,
         Command::Server { concurrency, .. } => {
             commands::server::server(&db, usize::from(concurrency), json).await
         }

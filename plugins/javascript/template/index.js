@@ -1,4 +1,4 @@
-// A minimal stepflow plugin: one action, one condition, one error handler.
+// A stepflow plugin in JavaScript: one action, one condition, one error handler.
 //
 // WIT names map to JavaScript in camelCase: the export `should-retry` is `shouldRetry`, the
 // record field `idempotency-key` is `ctx.idempotencyKey`. A step returns its value; it fails by
@@ -9,33 +9,40 @@ import { log } from 'stepflow:plugin/host@0.1.0';
 // The run's data document (JSON text in ctx.data) as an object.
 function data(ctx) {
   try {
-    return JSON.parse(ctx.data);
+    const d = JSON.parse(ctx.data);
+    return d !== null && typeof d === 'object' ? d : {};
   } catch (e) {
     throw { tag: 'fatal', val: `the data document is not JSON: ${e.message}` };
   }
 }
 
-// Action: greets `name` and counts the greetings. The returned string is a JSON merge patch
-// (RFC 7386): keys it sets are set, keys set to null are removed; return undefined for no change.
+// Action: greets `name` and counts the greetings in a JSON merge patch (RFC 7386: keys it sets
+// are set, nested objects merge, null deletes). Return undefined to leave the data alone.
 export function greet(ctx) {
   const d = data(ctx);
-  if (typeof d.name !== 'string') {
-    throw { tag: 'fatal', val: 'data.name must be a string' };
+  const name = d.name ?? 'world';
+  if (typeof name !== 'string') {
+    // Fatal: no retry can fix the input, so the run fails here (no handler is asked).
+    throw { tag: 'fatal', val: '`name` must be a string' };
   }
-  const greeted = (d.greeted ?? 0) + 1;
-  log('info', `hello, ${d.name}`, [['greeted', String(greeted)], ['attempt', String(ctx.attempt)]]);
-  return JSON.stringify({ greeting: `hello, ${d.name}`, greeted });
+  const greetings = (d.greetings ?? 0) + 1;
+  if (d.fail_first && greetings === 1 && ctx.attempt === 1) {
+    // Retryable: an enclosing `retry` may run the group again (its handler decides).
+    throw { tag: 'retryable', val: 'the greeter is not ready yet' };
+  }
+  log('info', 'greeting', [['name', name]]);
+  return JSON.stringify({ greeting: `hello, ${name}`, greetings });
 }
 
-// Condition: true once `greeted` reaches `times` (default 1).
-export function done(ctx) {
+// Condition: true once there are `want` greetings (1 when not set).
+export function ready(ctx) {
   const d = data(ctx);
-  return (d.greeted ?? 0) >= (d.times ?? 1);
+  return (d.greetings ?? 0) >= (d.want ?? 1);
 }
 
-// Error handler: asked whether the enclosing `retry` group runs again after `error` (the
-// message of the step's error); here, yes until the third attempt.
+// Error handler: asked only about retryable errors; retries while fewer than 3 attempts were
+// made.
 export function shouldRetry(ctx, error) {
-  log('warn', `step failed: ${error}`, [['attempt', String(ctx.attempt)]]);
+  log('warn', 'the step failed', [['error', error], ['attempt', String(ctx.attempt)]]);
   return ctx.attempt < 3;
 }

@@ -2,7 +2,7 @@
 
 componentize-py generates the `wit_world` module from wit/world.wit at build time; the class
 below must be called `WitWorld` and implement every function the world exports (kebab-case
-names become snake_case). Return a value for `ok`, raise `Err(...)` for a step error.
+names become snake_case). Return a value for `ok`; raise `Err(...)` for a step error.
 
 Import every module you need at the top of the file: componentize-py runs this module at build
 time and snapshots the interpreter, and a component has no files to import from at run time.
@@ -27,22 +27,27 @@ def data(ctx: StepContext) -> dict:
 
 class WitWorld(wit_world.WitWorld):
     def greet(self, ctx: StepContext) -> str | None:
-        """Action: greets `data.name`, counting greetings; a JSON merge patch (RFC 7386) sets
-        keys, nested objects merge, and null deletes a key. Return None to leave data alone."""
+        """Action: greets `name` and counts the greetings in a JSON merge patch (RFC 7386:
+        keys it sets are set, nested objects merge, null deletes). None leaves data alone."""
         d = data(ctx)
-        name = d.get("name")
+        name = d.get("name", "world")
         if not isinstance(name, str):
-            # retryable: a `retry` group may run again; StepError_Fatal: no retry will fix it
-            raise Err(StepError_Retryable("data.name is not set"))
+            # Fatal: no retry can fix the input, so the run fails here (no handler is asked).
+            raise Err(StepError_Fatal("`name` must be a string"))
         greetings = d.get("greetings", 0) + 1
-        log(Level.INFO, f"hello, {name}", [("greetings", str(greetings))])
+        if d.get("fail_first") and greetings == 1 and ctx.attempt == 1:
+            # Retryable: an enclosing `retry` may run the group again (its handler decides).
+            raise Err(StepError_Retryable("the greeter is not ready yet"))
+        log(Level.INFO, "greeting", [("name", name)])
         return json.dumps({"greeting": f"hello, {name}", "greetings": greetings})
 
     def ready(self, ctx: StepContext) -> bool:
-        """Condition: true once `greet` has run."""
-        return "greeting" in data(ctx)
+        """Condition: true once there are `want` greetings (1 when not set)."""
+        d = data(ctx)
+        return d.get("greetings", 0) >= d.get("want", 1)
 
     def should_retry(self, ctx: StepContext, error: str) -> bool:
-        """Error handler: retry the group after a retryable error, at most 3 attempts."""
-        print(f"attempt {ctx.attempt} failed: {error}")  # stdout becomes log lines
+        """Error handler: asked only about retryable errors; retries while fewer than 3
+        attempts were made."""
+        log(Level.WARN, "the step failed", [("error", error), ("attempt", str(ctx.attempt))])
         return ctx.attempt < 3

@@ -5,6 +5,7 @@ pub mod cancel;
 pub mod deployments;
 pub mod graph;
 pub mod inspect;
+pub mod plugin;
 pub mod run;
 pub mod runs;
 pub mod server;
@@ -68,7 +69,13 @@ fn read_flow(path: &Path) -> Result<stepflow_flowfile::FlowFile, Exit> {
 
 /// The plugin engine, caching compiled components where the user's environment says.
 fn engine() -> Result<Engine, Exit> {
-    Ok(Engine::new(stepflow_engine::default_cache_dir())?.with_max_flow_bytes(max_flow_bytes()))
+    let engine =
+        Engine::new(stepflow_engine::default_cache_dir())?.with_max_flow_bytes(max_flow_bytes());
+    // A `build` command (a plugin project's `./build`) calls back into this very binary.
+    Ok(match std::env::current_exe() {
+        Ok(exe) => engine.with_build_env("STEPFLOW", exe),
+        Err(_) => engine,
+    })
 }
 
 /// The plugin engine for a server driving `concurrency` runs at once: room for an instance

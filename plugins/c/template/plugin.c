@@ -1,23 +1,24 @@
 // A plugin to start from: one action, one condition, one error handler.
 //
 // The build generates plugin.h from wit/world.wit: an export `foo-bar` of the world is the
-// function `exports_plugin_foo_bar` here. step.h (in ../common) has the helpers used below and
-// json.h a small JSON reader and writer.
+// function `exports_plugin_foo_bar` here. stepflow/step.h has the helpers used below and
+// stepflow/json.h a small JSON reader and writer.
 #include <stdlib.h>
 
 #include "step.h"
 
-// An action: greets `name` from the data document and counts the greetings.
-// With `fail_first` set, the first greeting fails once with a retryable error.
+// An action: greets `name` and counts the greetings in a JSON merge patch (RFC 7386: keys it
+// sets are set, nested objects merge, null deletes). With `fail_first` set, the first greeting
+// fails once with a retryable error.
 static bool greet(const step_context *ctx, step_patch_t *ret, step_error *err) {
   sj_value data;
   if (!step_data(ctx, &data, err)) return false;  // a fatal error: the document is not JSON
   sj_value name = sj_get(data, "name");           // kind SJ_NONE when missing
   if (name.kind != SJ_NONE && name.kind != SJ_STRING)
-    return step_fatal(err, "`name` must be a string");
+    return step_fatal(err, "`name` must be a string");  // no retry can fix it: the run fails
   uint64_t count = sj_u64_or(sj_get(data, "greetings"), 0) + 1;
   if (sj_is_true(sj_get(data, "fail_first")) && count == 1 && ctx->attempt == 1)
-    return step_retryable(err, "the greeter is not ready yet");
+    return step_retryable(err, "the greeter is not ready yet");  // a `retry` may run again
 
   char *who = name.kind == SJ_STRING ? sj_string(name, NULL) : NULL;
   step_log(LOG_INFO, "greeting", "name", who ? who : "world", NULL);
@@ -42,16 +43,17 @@ bool exports_plugin_greet(step_context *ctx, step_patch_t *ret, step_error *err)
   return ok;
 }
 
-// A condition: true once there are `want` greetings (3 when not set).
-bool exports_plugin_enough(step_context *ctx, bool *ret, step_error *err) {
+// A condition: true once there are `want` greetings (1 when not set).
+bool exports_plugin_ready(step_context *ctx, bool *ret, step_error *err) {
   sj_value data;
   bool ok = step_data(ctx, &data, err);
-  if (ok) *ret = sj_u64_or(sj_get(data, "greetings"), 0) >= sj_u64_or(sj_get(data, "want"), 3);
+  if (ok) *ret = sj_u64_or(sj_get(data, "greetings"), 0) >= sj_u64_or(sj_get(data, "want"), 1);
   step_context_free(ctx);
   return ok;
 }
 
-// An error handler: retries while fewer than 3 attempts were made.
+// An error handler: asked only about retryable errors; retries while fewer than 3 attempts
+// were made.
 bool exports_plugin_should_retry(step_context *ctx, plugin_string_t *error, bool *ret,
                                  step_error *err) {
   (void)err;

@@ -1,0 +1,97 @@
+//! The files built into the binary for plugin projects: what `stepflow plugin new` writes (the
+//! shared `plugins/template`, the language's `plugins/<language>/template` and the
+//! `stepflow:plugin` WIT package of this version) and each language's build kit (the
+//! repository's own `plugins/<language>/build` and what it needs), so a project outside the
+//! repository is built by the same script as the plugins inside it.
+
+use crate::cli::PluginLanguage;
+
+/// One file: its path inside the project (or kit), its text, and whether it is a program.
+pub struct File {
+    pub path: &'static str,
+    pub text: &'static str,
+    pub executable: bool,
+}
+
+macro_rules! file {
+    ($path:literal, $source:literal) => {
+        File {
+            path: $path,
+            text: include_str!(concat!("../../../../../", $source)),
+            executable: false,
+        }
+    };
+    ($path:literal, $source:literal, executable) => {
+        File {
+            path: $path,
+            text: include_str!(concat!("../../../../../", $source)),
+            executable: true,
+        }
+    };
+}
+
+/// What every new project has, whatever its language. The word `template` in these files is
+/// the plugin's name.
+const COMMON: &[File] = &[
+    file!("wit/world.wit", "plugins/template/wit/world.wit"),
+    file!("wit/deps/stepflow-plugin/plugin.wit", "wit/plugin.wit"),
+    file!("flow.yaml", "plugins/template/flow.yaml"),
+    file!("build", "plugins/template/build", executable),
+    file!(".gitignore", "plugins/template/gitignore"),
+];
+
+const RUST: &[File] = &[
+    file!("Cargo.toml", "plugins/rust/template/Cargo.toml"),
+    file!("src/lib.rs", "plugins/rust/template/src/lib.rs"),
+];
+
+const PYTHON: &[File] = &[file!("app.py", "plugins/python/template/app.py")];
+
+const JAVASCRIPT: &[File] = &[file!("index.js", "plugins/javascript/template/index.js")];
+
+const C: &[File] = &[
+    file!("plugin.c", "plugins/c/template/plugin.c"),
+    file!("stepflow/step.h", "plugins/c/common/step.h"),
+    file!("stepflow/step.c", "plugins/c/common/step.c"),
+    file!("stepflow/json.h", "plugins/c/common/json.h"),
+    file!("stepflow/json.c", "plugins/c/common/json.c"),
+];
+
+/// The files of a new project in `language`.
+pub fn project(language: PluginLanguage) -> impl Iterator<Item = &'static File> {
+    let own = match language {
+        PluginLanguage::Rust => RUST,
+        PluginLanguage::Python => PYTHON,
+        PluginLanguage::Javascript => JAVASCRIPT,
+        PluginLanguage::C => C,
+    };
+    COMMON.iter().chain(own)
+}
+
+/// The build kit of `language`: `build` (run as `build --project DIR`) and its companions.
+pub fn kit(language: PluginLanguage) -> &'static [File] {
+    match language {
+        PluginLanguage::Rust => &[file!("build", "plugins/rust/build", executable)],
+        PluginLanguage::Python => &[file!("build", "plugins/python/build", executable)],
+        PluginLanguage::Javascript => &[
+            file!("build", "plugins/javascript/build", executable),
+            file!("package.json", "plugins/javascript/package.json"),
+            file!("package-lock.json", "plugins/javascript/package-lock.json"),
+        ],
+        PluginLanguage::C => &[
+            file!("build", "plugins/c/build", executable),
+            file!(
+                "tools/adapter/Cargo.toml",
+                "plugins/c/tools/adapter/Cargo.toml"
+            ),
+            file!(
+                "tools/adapter/Cargo.lock",
+                "plugins/c/tools/adapter/Cargo.lock"
+            ),
+            file!(
+                "tools/adapter/src/main.rs",
+                "plugins/c/tools/adapter/src/main.rs"
+            ),
+        ],
+    }
+}
