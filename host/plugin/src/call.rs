@@ -172,10 +172,23 @@ impl PluginFunction {
             Some(Trap::UnreachableCodeReached) => {
                 // The wasm backtrace helps the plugin's author, not the reader of a run's error.
                 tracing::debug!(plugin = &*self.plugin.name, "trap: {e:?}");
-                (
-                    "trapped: it panicked or aborted (its output above may say why)".into(),
-                    false,
-                )
+                let said = warm.output.first_line();
+                match said.as_deref().and_then(wrong_type) {
+                    Some(detail) => (
+                        format!(
+                            "returned a value of the wrong type ({detail}); {} `{}` must be \
+                             `{}`",
+                            self.kind.with_article(),
+                            self.function,
+                            self.kind.signature()
+                        ),
+                        false,
+                    ),
+                    None => (
+                        "trapped: it panicked or aborted (its output above may say why)".into(),
+                        false,
+                    ),
+                }
             }
             Some(trap) => (format!("trapped: {trap}"), false),
             None => (format!("failed: {e:#}"), false),
@@ -343,5 +356,25 @@ impl ErrorHandler for PluginFunction {
 
     fn identity(&self) -> Option<String> {
         Some(self.reference())
+    }
+}
+
+/// The type error a guest runtime prints before it aborts when a function returned the wrong
+/// type, e.g. componentize-js's "expected a string, received [object]".
+fn wrong_type(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("expected ")?;
+    rest.contains(", received ").then_some(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrong_type;
+
+    #[test]
+    fn a_runtime_type_error_is_recognised_and_nothing_else() {
+        let line = "expected a string, received [object]";
+        assert_eq!(wrong_type(line), Some(line));
+        assert_eq!(wrong_type("thread panicked at src/lib.rs:3:5:"), None);
+        assert_eq!(wrong_type("expected the unexpected"), None);
     }
 }

@@ -150,6 +150,8 @@ struct Captured {
     dropped: usize,
     cap: usize,
     tag: LogTag,
+    /// The call's first non-empty line, for explaining a trap (a guest runtime's last words).
+    first: Option<String>,
 }
 
 impl Captured {
@@ -158,6 +160,9 @@ impl Captured {
             return;
         }
         let text = String::from_utf8_lossy(&self.line);
+        if self.first.is_none() && !text.trim().is_empty() {
+            self.first = Some(text.trim().chars().take(300).collect());
+        }
         let t = &self.tag;
         tracing::info!(
             plugin = &*t.plugin,
@@ -190,6 +195,7 @@ impl CapturedOutput {
         c.tag = tag;
         c.logged = 0;
         c.dropped = 0;
+        c.first = None;
     }
 
     fn push(&self, bytes: &[u8]) {
@@ -210,6 +216,11 @@ impl CapturedOutput {
         let mut c = self.lock();
         c.emit();
         c.dropped
+    }
+
+    /// The first non-empty line this call printed (at most 300 characters).
+    pub fn first_line(&self) -> Option<String> {
+        self.lock().first.clone()
     }
 }
 

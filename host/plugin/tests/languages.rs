@@ -114,6 +114,21 @@ async fn a_javascript_memory_bomb_hits_the_cap() {
 }
 
 #[tokio::test]
+async fn a_javascript_step_that_returns_the_wrong_type_is_told_so() {
+    let rt = runtime();
+    if let Some(message) = contained(&rt, "javascript", "wrong-type", Grants::default()).await {
+        assert!(
+            message.contains(
+                "returned a value of the wrong type (expected a string, received [object]); \
+                 an action `wrong-type` must be `func(ctx: step-context) -> \
+                 result<option<string>, step-error>`"
+            ),
+            "{message}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_c_out_of_bounds_write_traps() {
     let rt = runtime();
     if let Some(message) = contained(&rt, "c", "oob-write", Grants::default()).await {

@@ -19,3 +19,8 @@ export function spin(_ctx) {
     n = (n + 1) | 0;
   }
 }
+
+// Returns a patch as an object instead of JSON text: a mistake the host must name.
+export function wrongType(_ctx) {
+  return { greeting: 'hello' };
+}

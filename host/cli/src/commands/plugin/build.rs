@@ -32,9 +32,11 @@ impl Project {
                 dir.display()
             ))
         };
-        if !dir.is_dir() {
-            return Err(not_a_project("there is no such directory"));
-        }
+        // Absolute, so the build may run anywhere.
+        let dir = &std::fs::canonicalize(dir)
+            .ok()
+            .filter(|d| d.is_dir())
+            .ok_or_else(|| not_a_project("there is no such directory"))?;
         let language = if has("Cargo.toml") {
             PluginLanguage::Rust
         } else if has("app.py") {
