@@ -24,9 +24,12 @@ fn tools_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".tools"))
 }
 
+/// The binary with the shared toolchains and a compile cache of the sandbox's own, so the
+/// first load of the new component compiles it.
 fn stepflow(s: &Sandbox, args: &[&str]) -> Output {
     s.cmd()
         .env("STEPFLOW_TOOLS_DIR", tools_dir())
+        .env("STEPFLOW_CACHE_DIR", s.path("compiled"))
         .args(args)
         .output()
         .expect("run stepflow")
@@ -74,9 +77,22 @@ fn author_a_plugin(language: &str) {
     assert!(wasm.is_file(), "no {}", wasm.display());
     assert!(stdout(&built).contains("built "), "{}", stdout(&built));
 
+    // The first load compiles the component; a large one (an interpreter inside) says so
+    // while it works, and how long it took.
     let flow = dir.join("flow.yaml");
-    let valid = stepflow(&s, &["validate", text(&flow)]);
+    let valid = s
+        .cmd()
+        .env("STEPFLOW_TOOLS_DIR", tools_dir())
+        .env("STEPFLOW_CACHE_DIR", s.path("compiled"))
+        .env("STEPFLOW_LOG", "info")
+        .args(["validate", text(&flow)])
+        .output()
+        .expect("run stepflow");
     assert_eq!(valid.status.code(), Some(0), "{}", stderr(&valid));
+    let announced = stderr(&valid).contains("compiling the plugin (")
+        && stderr(&valid).contains("compiled the plugin in");
+    let large = matches!(language, "python" | "javascript");
+    assert_eq!(announced, large, "{language}: {}", stderr(&valid));
 
     // Its `build` is the project's one-line script, which calls this binary back.
     let ran = stepflow(&s, &["run", "--build", text(&flow), "--json"]);

@@ -78,6 +78,13 @@ impl Progress {
         }
     }
 
+    /// What is happening now, on the live line (nothing otherwise): e.g. loading plugins.
+    pub fn status(&self, text: &str) {
+        if let Mode::Live(bar) = &self.mode {
+            bar.set_message(text.to_string());
+        }
+    }
+
     /// A call is about to be made.
     pub fn started(&self, n: u64, path: &str, kind: CallKind) {
         if let Mode::Live(bar) = &self.mode {

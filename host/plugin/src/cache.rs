@@ -41,8 +41,13 @@ impl Cache {
         }
     }
 
-    /// Loads `wasm` from the cache, or compiles it and stores the result.
-    pub fn load(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<(Component, LoadedFrom)> {
+    /// Loads `wasm` from the cache, or compiles it with `compile` and stores the result.
+    pub fn load(
+        &self,
+        engine: &Engine,
+        wasm: &[u8],
+        compile: impl FnOnce() -> wasmtime::Result<Component>,
+    ) -> wasmtime::Result<(Component, LoadedFrom)> {
         let path = self.entry_path(engine, wasm);
         if let Some(component) = read_entry(engine, &path) {
             // Mark it used, so pruning keeps what is in use (best effort).
@@ -52,7 +57,7 @@ impl Cache {
                 .and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok((component, LoadedFrom::Cache));
         }
-        let component = Component::new(engine, wasm)?;
+        let component = compile()?;
         prune(&self.dir, self.max_bytes);
         if let Err(e) = write_entry(&path, &component) {
             tracing::warn!(path = %path.display(), "could not store the compiled component: {e}");

@@ -73,9 +73,10 @@ impl Plugin {
             reason,
         };
         check_grants(runtime, name, &options.grants)?;
+        let compile = || compile(&rt.engine, name, wasm);
         let (component, loaded_from) = match &rt.cache {
-            Some(cache) => cache.load(&rt.engine, wasm),
-            None => Component::new(&rt.engine, wasm).map(|c| (c, LoadedFrom::Compiled)),
+            Some(cache) => cache.load(&rt.engine, wasm, compile),
+            None => compile().map(|c| (c, LoadedFrom::Compiled)),
         }
         .map_err(|e| invalid(format!("{e:#}")))?;
         let pre = rt.linker.instantiate_pre(&component).map_err(|e| {
@@ -137,4 +138,26 @@ fn check_grants(runtime: &Runtime, plugin: &str, grants: &Grants) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Components at least this large take seconds to compile (an embedded interpreter): their
+/// compile is announced, so a first load does not look like a hang.
+const ANNOUNCED_COMPILE_BYTES: usize = 1 << 20;
+
+/// Compiles `wasm`; a large component's compile is logged before and after, with its time.
+fn compile(engine: &wasmtime::Engine, plugin: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+    if wasm.len() < ANNOUNCED_COMPILE_BYTES {
+        return Component::new(engine, wasm);
+    }
+    let mib = format!("{:.1}", wasm.len() as f64 / f64::from(1 << 20));
+    tracing::info!(
+        plugin,
+        "compiling the plugin ({mib} MiB): the first load of a new build of a large component \
+         takes 5 to 30 s; it is cached afterwards"
+    );
+    let started = std::time::Instant::now();
+    let component = Component::new(engine, wasm)?;
+    let seconds = format!("{:.1}", started.elapsed().as_secs_f64());
+    tracing::info!(plugin, "compiled the plugin in {seconds} s");
+    Ok(component)
 }

@@ -39,6 +39,7 @@ pub async fn run(
         engine.deploy(flow_path)?
     };
     // Loaded from the deployment's bytes, so what runs now is what a resume will run.
+    progress.status("loading the flow's plugins");
     let loaded = engine.load_deployment(&deployment)?;
     let mut store = open_store(db)?;
     store.put_deployment(&deployment)?;
