@@ -709,3 +709,43 @@ fn a_patch_that_would_grow_the_data_past_its_limit_fails_the_step_and_keeps_the_
     let out = s.run(&["--max-data", "16MiB", "resume", &run, "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A plugin that prints 10 MiB: every line it printed that was kept is a log line tagged with
+/// the plugin, run and step; what is kept stays under the 64 KiB per-call cap, and the rest is
+/// counted, to the byte, in one warning.
+#[test]
+fn loud_output_is_tagged_bounded_and_the_dropped_bytes_are_counted() {
+    let s = Sandbox::new();
+    let flow = s.flow(
+        "loud.yaml",
+        "flow: loud.v1\nplugins:\n  h: { wasm: \"{plugins}/hostile.wasm\" }\nsteps:\n  - { name: print, do: h.print-lots }\n",
+    );
+    let out = s
+        .cmd()
+        .env("STEPFLOW_LOG", "info")
+        .args(["run", flow.to_str().unwrap()])
+        .output()
+        .expect("run stepflow");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let run = only_run(&s);
+    let err = stderr(&out);
+    let printed: Vec<&str> = err.lines().filter(|l| l.contains("yyyy")).collect();
+    let tags = format!("plugin=\"h\" run=\"{run}\" step=\"loud.v1/print\"");
+    assert!(!printed.is_empty(), "{err}");
+    for line in &printed {
+        assert!(line.contains(&tags), "an untagged line: {line}");
+    }
+    // print-lots writes 10,240 lines of 1,023 `y` and a newline, then "done printing\n".
+    let kept: usize = printed.iter().map(|l| l.matches('y').count() + 1).sum();
+    assert!(kept <= 64 << 10, "{kept} bytes logged, over the cap");
+    assert!(kept > 60 << 10, "only {kept} bytes logged");
+    let dropped = 10_240 * 1_024 + "done printing\n".len() - (64 << 10);
+    assert!(
+        err.contains(&format!("{dropped} more bytes of output dropped")),
+        "{}",
+        err.lines()
+            .filter(|l| !l.contains("yyyy"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -555,11 +555,22 @@ async fn jittered_backoff_waits_between_half_and_all_of_the_delay() {
     let flow = StepFlow::new(Steps::named("t.v1").retry(
         "r",
         RetryPolicy::attempts(2).backoff(backoff),
-        Steps::new().step("s", p.fails(1)),
+        Steps::new().step("s", p.fails(usize::MAX)),
     ))
     .unwrap();
-    let ctx = run_context(&manual_clock());
-    let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
-    let due = state.not_before.unwrap();
-    assert!((T0 + 5_000..=T0 + 10_000).contains(&due), "{due}");
+    // Each run waits between half and all of the 10 s delay, and the waits differ between
+    // runs (the point of jitter: retries of many runs do not arrive together).
+    let mut waits = Vec::new();
+    for run in 0..20 {
+        let ctx = RunContext::new(format!("run-{run}")).with_clock(manual_clock());
+        let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
+        waits.push(state.not_before.unwrap() - T0);
+    }
+    assert!(
+        waits.iter().all(|w| (5_000..=10_000).contains(w)),
+        "{waits:?}"
+    );
+    waits.sort_unstable();
+    waits.dedup();
+    assert!(waits.len() >= 15, "jitter barely varies: {waits:?}");
 }

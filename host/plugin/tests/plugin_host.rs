@@ -370,6 +370,67 @@ async fn an_env_var_that_was_not_granted_cannot_be_read() {
     assert!(f.message.contains("cannot read $PATH"), "{}", f.message);
 }
 
+/// A directory granted without `writable` can be read but not written: the write fails in the
+/// plugin and the host's directory is unchanged.
+#[tokio::test]
+async fn a_read_only_directory_grant_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("input.txt"), "kept").unwrap();
+    let grants = |writable| Grants {
+        dirs: vec![DirGrant {
+            host: dir.path().to_path_buf(),
+            guest: "/data".into(),
+            writable,
+        }],
+        ..Grants::default()
+    };
+    for path in ["/data/input.txt", "/data/new.txt"] {
+        let data = json!({ "path": path, "content": "overwritten" });
+        let f = hostile("write-file", grants(false), data).await;
+        assert!(
+            f.message.contains(&format!("cannot write {path}")),
+            "{}",
+            f.message
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("input.txt")).unwrap(),
+        "kept"
+    );
+    assert!(!dir.path().join("new.txt").exists());
+    // The same write with `writable: true` goes through: the refusal above is the grant's.
+    let plugin = load("hostile", grants(true));
+    let flow = StepFlow::new(
+        Steps::named("w.v1").step_shared("write", Arc::new(plugin.action("write-file").unwrap())),
+    )
+    .unwrap();
+    let state = run(&flow, json!({ "path": "/data/new.txt", "content": "new" })).await;
+    assert!(flow.is_completed(&state), "{:?}", state.error);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("new.txt")).unwrap(),
+        "new"
+    );
+}
+
+/// A plugin has no network: a connection to a listening port on this host is refused inside
+/// the sandbox, and the listener never sees it.
+#[tokio::test]
+async fn a_plugin_cannot_open_a_network_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let f = hostile("connect", Grants::default(), json!({ "addr": addr })).await;
+    assert!(
+        f.message.contains(&format!("cannot connect to {addr}")),
+        "{}",
+        f.message
+    );
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the listener saw a connection: {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn granted_files_and_env_vars_can_be_read() {
     let dir = tempfile::tempdir().unwrap();
@@ -520,6 +581,49 @@ async fn reused_instances_give_the_same_results_and_a_trapped_one_is_dropped() {
         let state = run(&flow, json!({})).await;
         assert!(state.error.unwrap().message.contains("panicked"));
     }
+}
+
+/// The `count` export keeps a static counter: a fresh instance per call answers 1 every time,
+/// a reused one counts on, and after a trap the next call starts on a fresh instance.
+#[tokio::test]
+async fn a_fresh_instance_per_call_keeps_nothing_and_a_reused_one_does() {
+    let ctx = |n: u64| StepContext {
+        run_id: "count-run".into(),
+        flow: "count.v1".into(),
+        step: "count.v1/count".into(),
+        attempt: 1,
+        sequence: n,
+        redelivered: false,
+        data: Arc::new(json!({})),
+    };
+    let counts = |reuse_instances: bool| async move {
+        let h = Plugin::load(
+            runtime(),
+            "hostile",
+            &rust_plugin("hostile"),
+            PluginOptions {
+                grants: Grants::default(),
+                reuse_instances,
+            },
+        )
+        .expect("plugin loads");
+        let count = h.action("count").expect("count");
+        let panic = h.action("panic").expect("panic");
+        let mut answers = Vec::new();
+        for n in 0..2 {
+            answers.push(count.run(ctx(n)).await.expect("count")?["count"].clone());
+        }
+        assert!(panic.run(ctx(2)).await.is_err(), "panic traps");
+        answers.push(count.run(ctx(3)).await.expect("count")?["count"].clone());
+        Some(answers)
+    };
+    assert_eq!(
+        counts(false).await,
+        Some(vec![json!(1), json!(1), json!(1)])
+    );
+    // Reused: the counter goes on; the panic traps that same instance, which is dropped, so
+    // the call after it starts again from a fresh one.
+    assert_eq!(counts(true).await, Some(vec![json!(1), json!(2), json!(1)]));
 }
 
 /// More calls at once than the pool has instance slots: the extra call waits for a slot

@@ -853,14 +853,18 @@ fn a_foreign_database_with_a_live_wal_is_left_unchanged() -> TestResult {
     Ok(())
 }
 
+/// Four connections (as four processes would open them) create the same new database at the
+/// same moment: a barrier releases them together, and each creates its run.
 #[test]
-fn two_processes_creating_the_database_at_once_both_succeed() -> TestResult {
+fn four_connections_creating_the_database_at_once_all_succeed() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = db(&dir);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(4));
     let handles: Vec<_> = (0..4)
         .map(|i| {
-            let path = path.clone();
+            let (path, start) = (path.clone(), start.clone());
             std::thread::spawn(move || -> Result<(), StoreError> {
+                start.wait();
                 let mut store = SqliteStore::open(&path)?;
                 store.create_run(&record(&format!("r{i}"), i, RunStatus::Running))
             })

@@ -9,6 +9,8 @@ wit_bindgen::generate!({
     generate_all,
 });
 
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use serde_json::{Value, json};
 
 struct Hostile;
@@ -61,6 +63,13 @@ impl Guest for Hostile {
         Ok(Some(json!({ "depth": n }).to_string()))
     }
 
+    fn count(_ctx: StepContext) -> Result<Option<String>, StepError> {
+        // State kept in the instance: what a fresh instance per call must not leak.
+        static CALLS: AtomicU32 = AtomicU32::new(0);
+        let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Some(json!({ "count": n }).to_string()))
+    }
+
     fn panic(_ctx: StepContext) -> Result<Option<String>, StepError> {
         panic!("this step always panics");
     }
@@ -79,6 +88,24 @@ impl Guest for Hostile {
         match std::fs::read_to_string(&path) {
             Ok(content) => Ok(Some(json!({ "content": content }).to_string())),
             Err(e) => Err(StepError::Retryable(format!("cannot read {path}: {e}"))),
+        }
+    }
+
+    fn write_file(ctx: StepContext) -> Result<Option<String>, StepError> {
+        let path = field(&ctx, "path");
+        match std::fs::write(&path, field(&ctx, "content")) {
+            Ok(()) => Ok(Some(json!({ "written": path }).to_string())),
+            Err(e) => Err(StepError::Retryable(format!("cannot write {path}: {e}"))),
+        }
+    }
+
+    fn connect(ctx: StepContext) -> Result<Option<String>, StepError> {
+        let addr = field(&ctx, "addr");
+        match std::net::TcpStream::connect(&addr) {
+            Ok(_) => Ok(Some(json!({ "connected": addr }).to_string())),
+            Err(e) => Err(StepError::Retryable(format!(
+                "cannot connect to {addr}: {e}"
+            ))),
         }
     }
 
