@@ -10,12 +10,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The repository's root directory.
+/// The repository's root directory: found from the package directory cargo gives the running
+/// test or benchmark (`CARGO_MANIFEST_DIR` at run time), else from where this crate was
+/// compiled. Two clones that share one target directory share this crate's compiled code, so
+/// the path baked in at compile time may be the other clone's.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
+    let is_root = |dir: &Path| dir.join("wit/plugin.wit").is_file() && dir.join("plugins").is_dir();
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .and_then(|dir| dir.ancestors().find(|d| is_root(d)).map(Path::to_path_buf))
+        .or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .nth(2)
+                .map(Path::to_path_buf)
+        })
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
