@@ -132,6 +132,8 @@ pub struct BlockedRun {
     pub run: String,
     pub work: PathBuf,
     pub out: std::io::Lines<BufReader<std::process::ChildStdout>>,
+    /// Its stderr, line by line, read by a thread so the process never blocks on a full pipe.
+    pub err: std::sync::mpsc::Receiver<String>,
 }
 
 pub fn blocked_run(s: &Sandbox, flow: &str) -> BlockedRun {
@@ -165,20 +167,39 @@ steps:
         .nth(1)
         .unwrap()
         .to_string();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        if line.unwrap().contains("waiting for release") {
-            break;
+    let (tx, err) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-    }
-    BlockedRun {
+    });
+    let mut blocked = BlockedRun {
         child,
         run,
         work,
         out,
-    }
+        err,
+    };
+    blocked.wait_for_stderr("waiting for release");
+    blocked
 }
 
 impl BlockedRun {
+    /// Waits until the process writes a line to stderr that contains `text` (at most 180 s, so
+    /// a hung process fails the test instead of hanging it).
+    pub fn wait_for_stderr(&mut self, text: &str) {
+        loop {
+            match self.err.recv_timeout(std::time::Duration::from_secs(180)) {
+                Ok(line) if line.contains(text) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no stderr line with {text:?}: {e}"),
+            }
+        }
+    }
+
     /// Lets `slow` finish and collects the rest of stdout and the exit code.
     pub fn release(mut self) -> (Option<i32>, Vec<String>) {
         std::fs::write(self.work.join("release"), "go").unwrap();

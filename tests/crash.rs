@@ -310,3 +310,60 @@ steps:
         "a waiting run's resume redelivers nothing: {shown}"
     );
 }
+
+/// The second Ctrl-C does not wait for a step that never ends: the process leaves at once
+/// (exit 3), the step's result is never saved, and `resume` runs it again, marked redelivered.
+#[test]
+fn a_second_ctrl_c_abandons_the_step_in_flight_and_resume_redelivers_it() {
+    let s = Sandbox::new();
+    let mut blocked = blocked_run(&s, "abandon.v1");
+    let run = blocked.run.clone();
+    let interrupt = |pid: u32| {
+        let status = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    interrupt(blocked.child.id());
+    // The first request is heard (and said) before the second is sent: two signals sent at
+    // once may arrive as one.
+    blocked.wait_for_stderr("stopping after the step in flight");
+    interrupt(blocked.child.id());
+    // `slow` is still spinning (no release file): only abandoning it ends the process.
+    let rest: Vec<String> = blocked.out.by_ref().map(|l| l.unwrap()).collect();
+    let code = blocked.child.wait().unwrap().code();
+    assert_eq!(code, Some(3), "{rest:?}");
+    assert!(
+        rest.iter()
+            .any(|l| l.contains("abandoned the step in flight")),
+        "{rest:?}"
+    );
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let steps: Vec<&str> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["abandon.v1/first"], "slow was not saved: {shown}");
+
+    let out = s.run(&["resume", &run, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = json(&s.run(&["show", &run, "--json"]));
+    let history: Vec<(&str, bool)> = shown["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["step"].as_str().unwrap(), h["redelivered"] == true))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("abandon.v1/first", false),
+            ("abandon.v1/slow", true),
+            ("abandon.v1/last", false)
+        ],
+        "{shown}"
+    );
+}

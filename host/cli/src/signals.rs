@@ -18,7 +18,12 @@ pub fn stop_requests() -> StopRequests {
                 let stop = stop.clone();
                 tokio::spawn(async move {
                     while signals.recv().await.is_some() {
-                        stop.request();
+                        if stop.request() == 1 {
+                            tracing::warn!(
+                                "stopping after the step in flight; a second Ctrl-C (or SIGTERM) \
+                                 abandons it, and it runs again on resume"
+                            );
+                        }
                     }
                 });
             }
