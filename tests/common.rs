@@ -60,6 +60,14 @@ pub fn bin() -> Command {
     c
 }
 
+/// The `step` of each of a shown run's history rows (`stepflow show RUN --json`), in order.
+pub fn history_steps(shown: &serde_json::Value) -> Vec<&str> {
+    shown["history"]
+        .as_array()
+        .map(|rows| rows.iter().filter_map(|h| h["step"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// The built Rust plugins.
 pub fn plugins_dir() -> PathBuf {
     stepflow_testkit::rust_plugin("noop")

@@ -229,12 +229,7 @@ fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume()
         let shown = json(&s.run(&["show", &run, "--json"]));
         assert_eq!(shown["status"], "waiting", "SIG{signal}");
         // `slow` finished and was saved; `last` did not start.
-        let steps: Vec<&str> = shown["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["step"].as_str().unwrap())
-            .collect();
+        let steps = common::history_steps(&shown);
         assert_eq!(steps, ["term.v1/first", "term.v1/slow"], "SIG{signal}");
         let out = s.run(&["resume", &run, "--json"]);
         assert_eq!(out.status.code(), Some(0), "SIG{signal}: {}", stderr(&out));
@@ -340,12 +335,7 @@ fn a_second_ctrl_c_abandons_the_step_in_flight_and_resume_redelivers_it() {
         "{rest:?}"
     );
     let shown = json(&s.run(&["show", &run, "--json"]));
-    let steps: Vec<&str> = shown["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["step"].as_str().unwrap())
-        .collect();
+    let steps = common::history_steps(&shown);
     assert_eq!(steps, ["abandon.v1/first"], "slow was not saved: {shown}");
 
     let out = s.run(&["resume", &run, "--json"]);

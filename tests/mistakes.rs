@@ -398,12 +398,7 @@ fn one_process_drives_a_run_whatever_path_reaches_its_database() {
     assert_eq!(code, Some(0), "{rest:?}");
     // Each step ran once, and no lock files were left behind.
     let shown = json(&s.run(&["show", &run, "--json"]));
-    let steps: Vec<&str> = shown["history"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["step"].as_str().unwrap())
-        .collect();
+    let steps = common::history_steps(&shown);
     assert_eq!(steps, ["lease.v1/first", "lease.v1/slow", "lease.v1/last"]);
     assert!(!std::path::Path::new(&format!("{}.locks", s.db().display())).exists());
 }
