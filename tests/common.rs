@@ -19,6 +19,16 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox for a durability test (a crash, a kill): on a disk, in `$STEPFLOW_BENCH_DIR`
+    /// or the target directory, never on tmpfs, where a lost write could not be told from a
+    /// saved one.
+    pub fn durable() -> Self {
+        let dir = stepflow_testkit::durable_dir().unwrap_or_else(|why| panic!("{why}"));
+        Sandbox {
+            dir: tempfile::tempdir_in(dir).expect("tempdir"),
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("runs.db")
     }

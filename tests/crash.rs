@@ -10,7 +10,7 @@ use serde_json::Value;
 
 #[test]
 fn a_step_killed_in_flight_runs_again_with_the_same_key_and_is_marked_redelivered() {
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     // The plugin has said it is inside `slow`: kill the process there.
     let mut blocked = blocked_run(&s, "crash.v1");
     let run = blocked.run.clone();
@@ -73,7 +73,7 @@ impl Lcg {
 
 #[test]
 fn twenty_kills_at_random_points_end_in_the_same_data_as_an_uninterrupted_run() {
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let wasm = common::plugins_dir().join("dataproc.wasm");
     let flow = s.flow("pages.yaml", &common::pages_flow(&wasm));
     let input = r#"{"pages": 20, "flaky": true}"#;
@@ -144,7 +144,7 @@ fn twenty_kills_at_random_points_end_in_the_same_data_as_an_uninterrupted_run() 
 
 #[test]
 fn ctrl_c_during_a_wait_saves_and_says_how_to_resume() {
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let yaml = r#"flow: wait.v1
 plugins:
   d:
@@ -191,7 +191,7 @@ steps:
 
 #[test]
 fn a_run_cancelled_while_it_runs_stops_at_its_next_step() {
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let blocked = blocked_run(&s, "cancel.v1");
     let run = blocked.run.clone();
     // While `slow` is blocked, cancel the run from another process, then let `slow` finish.
@@ -210,7 +210,7 @@ fn a_run_cancelled_while_it_runs_stops_at_its_next_step() {
 #[test]
 fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume() {
     for signal in ["TERM", "HUP"] {
-        let s = Sandbox::new();
+        let s = Sandbox::durable();
         let blocked = blocked_run(&s, "term.v1");
         let run = blocked.run.clone();
         // While `slow` is blocked, send the signal, then let `slow` finish.
@@ -247,7 +247,7 @@ fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume()
 /// after a wait it was saved at, has its next call marked as a first delivery.
 #[test]
 fn a_failed_or_waiting_run_resumes_without_redelivery() {
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     // `transform` fails on its first attempt and nothing retries it: the run fails.
     let yaml = r#"flow: fails.v1
 plugins:
@@ -310,7 +310,7 @@ steps:
 /// (exit 3), the step's result is never saved, and `resume` runs it again, marked redelivered.
 #[test]
 fn a_second_ctrl_c_abandons_the_step_in_flight_and_resume_redelivers_it() {
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let mut blocked = blocked_run(&s, "abandon.v1");
     let run = blocked.run.clone();
     let interrupt = |pid: u32| {

@@ -93,7 +93,7 @@ fn wait_for_completions(server: &mut ServerProcess, n: usize) {
 #[test]
 fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
     let _heavy = heavy();
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let flow = s.flow("mixed.yaml", &mixed_flow());
     let ids: Vec<String> = (0..200).map(|i| submit(&s, &flow, INPUTS[i % 3])).collect();
     // Submitted, not driven: nothing has run yet.
@@ -121,7 +121,7 @@ fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
     assert!(out.contains("200 runs completed"), "the summary: {out}");
 
     // The same inputs in the foreground, in another database.
-    let fg = Sandbox::new();
+    let fg = Sandbox::durable();
     let fg_flow = fg.flow("mixed.yaml", &mixed_flow());
     for (i, input) in INPUTS.iter().enumerate() {
         let out = fg.run(&["run", fg_flow.to_str().unwrap(), "--input", input, "--json"]);
@@ -186,7 +186,7 @@ fn twenty_kills_with_fifty_runs_in_flight_skip_nothing_and_repeat_only_redeliver
     let seed = common::seed();
     eprintln!("kill schedule seed: {seed} (replay with STEPFLOW_TEST_SEED={seed})");
     let mut rng = Lcg(seed);
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let work = s.path("work");
     std::fs::create_dir(&work).unwrap();
     let yaml = KILLS.replace("WORK", &work.display().to_string());
@@ -217,7 +217,7 @@ fn twenty_kills_with_fifty_runs_in_flight_skip_nothing_and_repeat_only_redeliver
     assert_eq!(code, Some(0), "{out}");
 
     // What an uninterrupted run does, in the foreground.
-    let fg = Sandbox::new();
+    let fg = Sandbox::durable();
     let fg_work = fg.path("work");
     std::fs::create_dir(&fg_work).unwrap();
     let fg_flow = fg.flow(
@@ -290,7 +290,7 @@ fn blocked_in_server(s: &Sandbox) -> (ServerProcess, String, std::path::PathBuf)
 #[test]
 fn a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_after() {
     let _heavy = heavy();
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let (mut server, run, work) = blocked_in_server(&s);
 
     let out = s.run(&["resume", &run]);
@@ -333,7 +333,7 @@ fn a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_a
 #[test]
 fn a_second_sigterm_abandons_the_step_in_flight_and_the_next_start_redelivers_it() {
     let _heavy = heavy();
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let (mut server, run, work) = blocked_in_server(&s);
     server.terminate();
     server.wait_for("the server to drain", |e| {
@@ -365,7 +365,7 @@ fn a_second_sigterm_abandons_the_step_in_flight_and_the_next_start_redelivers_it
 #[test]
 fn a_cancel_stops_a_run_the_server_drives_at_its_next_step() {
     let _heavy = heavy();
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let (mut server, run, work) = blocked_in_server(&s);
 
     let out = s.run(&["cancel", &run]);
@@ -401,7 +401,7 @@ fn a_cancel_stops_a_run_the_server_drives_at_its_next_step() {
 #[test]
 fn a_submitted_run_completes_after_its_flow_file_moved_and_its_wasm_was_deleted() {
     let _heavy = heavy();
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let wasm = s.path("noop.wasm");
     std::fs::copy(common::plugins_dir().join("noop.wasm"), &wasm).unwrap();
     let flow = s.path("moving.yaml");
@@ -426,7 +426,7 @@ fn a_submitted_run_completes_after_its_flow_file_moved_and_its_wasm_was_deleted(
 
 #[test]
 fn submit_refuses_a_broken_flow_and_stores_no_run() {
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let flow = s.flow(
         "broken.yaml",
         "flow: broken.v1\nplugins:\n  n: { wasm: {plugins}/noop.wasm }\nsteps:\n  - { name: a, do: n.missing }\n",
@@ -454,7 +454,7 @@ fn submit_refuses_a_broken_flow_and_stores_no_run() {
 #[test]
 fn the_server_finishes_a_run_left_waiting_by_run_no_wait() {
     let _heavy = heavy();
-    let s = Sandbox::new();
+    let s = Sandbox::durable();
     let flow = s.flow("mixed.yaml", &mixed_flow());
     let out = s.run(&["run", flow.to_str().unwrap(), "--no-wait", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

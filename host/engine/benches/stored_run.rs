@@ -1,22 +1,32 @@
 //! Steps per second of a 1,000-step flow of no-op plugin steps, driven by the engine's real
 //! [`Driver`] and measured in one run: in memory (apply only, no store), stored (the driver
 //! saves the state and its history entry in one SQLite transaction after every step, as
-//! `stepflow run` does), and the disk's floor two ways: a 4 KiB block overwritten in place plus
-//! `fdatasync` (`fsync`), and a 4 KiB record appended to a log plus `fdatasync`
-//! (`fsync_append`, what a write-ahead-log commit is), and the stored run without row checksums
-//! (`sqlite_without_checksums`: its ratio to `sqlite` is what checksums cost). Read the ratios: stored time per step /
-//! fsync time is what a step costs in fsyncs; in-memory time per step should stay within 2x of
-//! the plugin-call benchmark (`cargo bench -p stepflow-plugin --bench plugin_call`).
+//! `stepflow run` does), the stored run without row checksums (`sqlite_without_checksums`: its
+//! ratio to `sqlite` is what checksums cost), and the disk's floor as SQLite's WAL meets it
+//! (`wal_floor`): a preallocated file written sequentially and wrapped, as many bytes per
+//! commit as the stored run wrote per step (read from `/proc/self/io`), one `fdatasync` each.
+//!
+//! After criterion, a summary measured in the same run prints `(stored − in-memory) / floor`,
+//! what a step costs in disk syncs with its CPU time taken out (1.0 is one sync per step, no
+//! more), and how many `fdatasync`/`fsync` calls a stored run made per step (counted by
+//! re-running one stored run under `strace -c`, when strace is installed). In-memory time per
+//! step should stay within 2x of the plugin-call benchmark (`cargo bench -p stepflow-plugin
+//! --bench plugin_call`).
+//!
+//! The databases live in `$STEPFLOW_BENCH_DIR` (default: the target directory); the bench
+//! refuses a directory on tmpfs, where `fdatasync` does nothing.
 //!
 //! Run with `cargo bench -p stepflow-engine --bench stored_run`.
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
-use std::io::{Seek, SeekFrom, Write};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput};
 use serde_json::json;
-use stepflow_engine::{DriveOptions, Driver, Engine, Finish, StopRequests, start_run};
+use stepflow_engine::{DriveOptions, Driver, Engine, Finish, LoadedFlow, StopRequests, start_run};
 use stepflow_model::RunContext;
 use stepflow_store::SqliteStore;
 
@@ -37,109 +47,213 @@ fn flow_file(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
-fn runs(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engine = Engine::new(Some(
-        stepflow_testkit::target_dir().join("bench-component-cache"),
-    ))
-    .expect("engine");
-    let loaded = engine.load(&flow_file(dir.path())).expect("load the flow");
-    let flow = &loaded.flow;
-    let mut store = SqliteStore::open(&dir.path().join("bench.db")).expect("store");
-    let mut unchecked = SqliteStore::open(&dir.path().join("unchecked.db"))
+/// What every measurement shares: the loaded flow, a runtime and a scratch directory on a disk.
+struct Bench {
+    rt: tokio::runtime::Runtime,
+    loaded: LoadedFlow,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio");
+        let durable = stepflow_testkit::durable_dir().unwrap_or_else(|why| panic!("{why}"));
+        let dir = tempfile::tempdir_in(durable).expect("tempdir");
+        let engine = Engine::new(Some(
+            stepflow_testkit::target_dir().join("bench-component-cache"),
+        ))
+        .expect("engine");
+        let loaded = engine.load(&flow_file(dir.path())).expect("load the flow");
+        Bench { rt, loaded, dir }
+    }
+
+    fn in_memory(&self) {
+        let flow = &self.loaded.flow;
+        self.rt.block_on(async {
+            let ctx = RunContext::new("bench");
+            let mut state = flow.new_state(json!({}));
+            while !flow.is_completed(&state) {
+                state = flow.apply(&ctx, state).await;
+            }
+        });
+    }
+
+    fn stored(&self, store: &mut SqliteStore) {
+        let (run_id, state) = start_run(store, &self.loaded, None).expect("start");
+        let flow = &self.loaded.flow;
+        let finish = self
+            .rt
+            .block_on(
+                Driver::new(flow, store, &mut (), StopRequests::never()).drive(
+                    &run_id,
+                    state,
+                    DriveOptions::default(),
+                ),
+            )
+            .expect("drive");
+        assert!(matches!(finish, Finish::Completed(_)));
+    }
+}
+
+/// The disk's floor as a write-ahead log meets it: `bytes` per commit written at advancing
+/// offsets of a preallocated file that wraps, one `fdatasync` per commit.
+struct WalFloor {
+    file: File,
+    bytes: Vec<u8>,
+    offset: u64,
+}
+
+/// How large the floor's file is: it wraps like a WAL that is checkpointed and reused.
+const WAL_FILE_BYTES: u64 = 4 << 20;
+
+impl WalFloor {
+    fn new(path: &Path, bytes_per_commit: usize) -> WalFloor {
+        let file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(path)
+            .expect("floor file");
+        // Preallocated and synced once: the commits below rewrite blocks that exist.
+        file.write_all_at(&vec![0u8; WAL_FILE_BYTES as usize], 0)
+            .expect("preallocate");
+        file.sync_all().expect("sync");
+        WalFloor {
+            file,
+            bytes: vec![7u8; bytes_per_commit.max(1)],
+            offset: 0,
+        }
+    }
+
+    fn commits(&mut self, n: usize) {
+        for _ in 0..n {
+            if self.offset + self.bytes.len() as u64 > WAL_FILE_BYTES {
+                self.offset = 0;
+            }
+            self.file
+                .write_all_at(&self.bytes, self.offset)
+                .expect("write");
+            self.file.sync_data().expect("fdatasync");
+            self.offset += self.bytes.len() as u64;
+        }
+    }
+}
+
+/// Bytes this process has passed to `write` so far (`wchar` in `/proc/self/io`).
+fn written_bytes() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// How many bytes a stored run writes per step: what the floor writes per commit.
+fn bytes_per_step(bench: &Bench, store: &mut SqliteStore) -> usize {
+    let before = written_bytes();
+    bench.stored(store);
+    match (before, written_bytes()) {
+        (Some(a), Some(b)) => usize::try_from((b - a) / STEPS as u64).unwrap_or(8 << 10),
+        // Two WAL frames of a 4 KiB page, as a commit of one row and one index entry appends.
+        _ => 2 * (4096 + 24),
+    }
+}
+
+fn runs(c: &mut Criterion, bench: &Bench) {
+    let mut store = SqliteStore::open(&bench.dir.path().join("bench.db")).expect("store");
+    let mut unchecked = SqliteStore::open(&bench.dir.path().join("unchecked.db"))
         .expect("store")
         .without_checksums_for_benchmarks();
     let mut g = c.benchmark_group("thousand_step_run");
     g.sample_size(10);
     g.throughput(Throughput::Elements(STEPS as u64));
-
-    g.bench_function("in_memory", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let ctx = RunContext::new("bench");
-                let mut state = flow.new_state(json!({}));
-                while !flow.is_completed(&state) {
-                    state = flow.apply(&ctx, state).await;
-                }
-                state
-            })
-        })
-    });
-
-    g.bench_function("sqlite", |b| {
-        b.iter(|| {
-            let (run_id, state) = start_run(&mut store, &loaded, None).expect("start");
-            let finish = rt
-                .block_on(
-                    Driver::new(flow, &mut store, &mut (), StopRequests::never()).drive(
-                        &run_id,
-                        state,
-                        DriveOptions::default(),
-                    ),
-                )
-                .expect("drive");
-            assert!(matches!(finish, Finish::Completed(_)));
-        })
-    });
-
+    g.bench_function("in_memory", |b| b.iter(|| bench.in_memory()));
+    g.bench_function("sqlite", |b| b.iter(|| bench.stored(&mut store)));
     // The same without row checksums: the ratio to `sqlite` is what the checksums cost a step.
     g.bench_function("sqlite_without_checksums", |b| {
-        b.iter(|| {
-            let (run_id, state) = start_run(&mut unchecked, &loaded, None).expect("start");
-            let finish = rt
-                .block_on(
-                    Driver::new(flow, &mut unchecked, &mut (), StopRequests::never()).drive(
-                        &run_id,
-                        state,
-                        DriveOptions::default(),
-                    ),
-                )
-                .expect("drive");
-            assert!(matches!(finish, Finish::Completed(_)));
-        })
+        b.iter(|| bench.stored(&mut unchecked))
     });
-
-    // The disk's floor, in the same run: one small write and fdatasync per step.
-    let path = dir.path().join("fsync.bin");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&path)
-        .expect("fsync file");
-    let block = [7u8; 4096];
-    g.bench_function("fsync", |b| {
-        b.iter(|| {
-            for _ in 0..STEPS {
-                file.seek(SeekFrom::Start(0)).expect("seek");
-                file.write_all(&block).expect("write");
-                file.sync_data().expect("fdatasync");
-            }
-        })
-    });
-    // A durable append: a 4 KiB record added to a log file and fdatasync'd, as a write-ahead
-    // log does (the file grows, so the flush carries its new size too).
-    let log_path = dir.path().join("append.bin");
-    g.bench_function("fsync_append", |b| {
-        b.iter(|| {
-            let mut log = OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(&log_path)
-                .expect("log file");
-            for _ in 0..STEPS {
-                log.write_all(&block).expect("append");
-                log.sync_data().expect("fdatasync");
-            }
-        })
-    });
+    let per_commit = bytes_per_step(bench, &mut store);
+    let mut floor = WalFloor::new(&bench.dir.path().join("wal-floor.bin"), per_commit);
+    g.bench_function("wal_floor", |b| b.iter(|| floor.commits(STEPS)));
     g.finish();
 }
 
-criterion_group!(benches, runs);
-criterion_main!(benches);
+/// The best of `n` timings of `f`, per step.
+fn per_step(n: usize, mut f: impl FnMut()) -> Duration {
+    (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            f();
+            start.elapsed() / STEPS as u32
+        })
+        .min()
+        .unwrap_or_default()
+}
+
+/// `fdatasync` and `fsync` calls per step of one stored run, counted by strace in a child run
+/// of this benchmark; `None` without strace.
+fn syncs_per_step() -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = tempfile::NamedTempFile::new().ok()?;
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-c", "-e", "trace=fdatasync,fsync", "-o"])
+        .arg(out.path())
+        .arg(&exe)
+        .env("STEPFLOW_BENCH_ONE_STORED_RUN", "1")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let table = std::fs::read_to_string(out.path()).ok()?;
+    // strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall".
+    let calls: u64 = table
+        .lines()
+        .filter(|l| l.ends_with(" fdatasync") || l.ends_with(" fsync"))
+        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+        .sum();
+    Some(calls as f64 / STEPS as f64)
+}
+
+fn summary(bench: &Bench) {
+    let mut store = SqliteStore::open(&bench.dir.path().join("summary.db")).expect("store");
+    let per_commit = bytes_per_step(bench, &mut store);
+    let mut floor = WalFloor::new(&bench.dir.path().join("summary-floor.bin"), per_commit);
+    let memory = per_step(5, || bench.in_memory());
+    let stored = per_step(5, || bench.stored(&mut store));
+    let disk = per_step(5, || floor.commits(STEPS));
+    let ratio = stored.saturating_sub(memory).as_secs_f64() / disk.as_secs_f64().max(1e-9);
+    println!(
+        "\nthousand_step_run summary (best of 5, per step, in {}):",
+        bench.dir.path().display()
+    );
+    println!(
+        "  in memory {memory:?}, stored {stored:?}, WAL floor {disk:?} ({per_commit} bytes per commit)"
+    );
+    println!(
+        "  (stored - in memory) / floor = {ratio:.2} (1.00: one disk sync per step, nothing more)"
+    );
+    match syncs_per_step() {
+        Some(n) => println!("  fdatasync + fsync calls per step of a stored run: {n:.3} (strace)"),
+        None => println!("  fdatasync calls per step: not counted (strace is not installed)"),
+    }
+}
+
+fn main() {
+    let bench = Bench::new();
+    if std::env::var_os("STEPFLOW_BENCH_ONE_STORED_RUN").is_some() {
+        // The child run `syncs_per_step` counts: one stored run, nothing else.
+        let mut store = SqliteStore::open(&bench.dir.path().join("one.db")).expect("store");
+        bench.stored(&mut store);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    runs(&mut c, &bench);
+    c.final_summary();
+    summary(&bench);
+}

@@ -41,6 +41,36 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
+/// Where benchmarks and durability tests keep their databases: `$STEPFLOW_BENCH_DIR`, else
+/// the target directory. Refused when it is on tmpfs, where `fdatasync` does nothing, so a
+/// figure or a crash test there would say nothing about a disk.
+pub fn durable_dir() -> Result<PathBuf, String> {
+    let dir = std::env::var_os("STEPFLOW_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("durable-scratch"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    if on_tmpfs(&dir) {
+        return Err(format!(
+            "{} is on tmpfs, where fdatasync does nothing: set STEPFLOW_BENCH_DIR to a \
+             directory on a disk",
+            dir.display()
+        ));
+    }
+    Ok(dir)
+}
+
+/// Whether `dir` is on tmpfs (or ramfs): memory, where a sync is free.
+pub fn on_tmpfs(dir: &Path) -> bool {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    rustix::fs::statfs(dir).is_ok_and(|s| {
+        // `f_type` is i64 here but another integer type on other platforms.
+        #[allow(clippy::unnecessary_cast)]
+        let kind = s.f_type as i64;
+        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+    })
+}
+
 /// The path of the built Rust plugin `name` (e.g. `quickstart`), building all of them first.
 ///
 /// Panics with a message that says what to do when the build fails: this is test support.
@@ -189,3 +219,42 @@ steps:
           - do: d.transform
   - do: d.summarize
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::on_tmpfs;
+    use std::path::Path;
+
+    /// `/proc/mounts` is the oracle: every mount point it lists as tmpfs is seen as tmpfs, and
+    /// every one on a disk file system is not.
+    #[test]
+    fn tmpfs_is_told_from_a_disk_as_proc_mounts_says() {
+        let mounts = std::fs::read_to_string("/proc/mounts").expect("/proc/mounts");
+        // The last mount at a place is the one seen there.
+        let last: std::collections::BTreeMap<&str, &str> = mounts
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace().skip(1);
+                Some((f.next()?, f.next()?))
+            })
+            .collect();
+        let mut checked = (0, 0);
+        for (point, kind) in last {
+            let point = Path::new(point);
+            if !point.is_dir() {
+                continue;
+            }
+            if kind == "tmpfs" {
+                assert!(on_tmpfs(point), "{} is tmpfs", point.display());
+                checked.0 += 1;
+            } else if ["ext4", "xfs", "btrfs"].contains(&kind) {
+                assert!(!on_tmpfs(point), "{} is {kind}", point.display());
+                checked.1 += 1;
+            }
+        }
+        assert!(
+            checked.1 > 0,
+            "no disk file system to check against: {mounts}"
+        );
+    }
+}
