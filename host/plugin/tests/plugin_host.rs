@@ -321,11 +321,31 @@ async fn a_memory_bomb_hits_the_memory_cap() {
     still_healthy().await;
 }
 
+/// Wasm's own call stack overflowing is told apart from every other trap.
 #[tokio::test]
-async fn a_stack_overflow_is_a_step_error() {
+async fn a_call_stack_overflow_is_a_step_error_that_says_so() {
+    let f = hostile("deep-recursion", Grants::default(), json!({})).await;
+    assert!(
+        f.message
+            .ends_with("`deep-recursion` at step `hostile.v1/victim`: overflowed its stack"),
+        "{}",
+        f.message
+    );
+    still_healthy().await;
+}
+
+/// Rust keeps big stack frames in linear memory, so overflowing them is an out-of-bounds access,
+/// which the host cannot tell from a bad pointer: its message names both.
+#[tokio::test]
+async fn a_stack_overflow_in_linear_memory_is_an_out_of_bounds_trap() {
     let f = hostile("stack-overflow", Grants::default(), json!({})).await;
-    // Rust keeps its stack in linear memory, so the overflow shows as an out-of-bounds access.
-    assert!(f.message.contains("stack overflow"), "{}", f.message);
+    assert!(
+        f.message.ends_with(
+            "trapped: out-of-bounds memory access (a stack overflow or a bad pointer in the plugin)"
+        ),
+        "{}",
+        f.message
+    );
     still_healthy().await;
 }
 

@@ -41,6 +41,16 @@ fn recurse(depth: u64, pad: &mut [u8; 256]) -> u64 {
     recurse(depth + 1, &mut local) + u64::from(local[0])
 }
 
+/// Recursion whose frames live on wasm's own call stack (no locals in linear memory), so it
+/// ends when the engine's stack limit does: a `StackOverflow` trap, not a bad memory access.
+#[inline(never)]
+fn deep(n: u64, limit: u64) -> u64 {
+    if n >= limit {
+        return n;
+    }
+    deep(n + 1, limit).wrapping_mul(3).wrapping_add(n)
+}
+
 impl Guest for Hostile {
     fn spin(_ctx: StepContext) -> Result<Option<String>, StepError> {
         let mut n: u64 = 0;
@@ -61,6 +71,12 @@ impl Guest for Hostile {
         let mut pad = [0u8; 256];
         let n = recurse(0, &mut pad);
         Ok(Some(json!({ "depth": n }).to_string()))
+    }
+
+    fn deep_recursion(ctx: StepContext) -> Result<Option<String>, StepError> {
+        // The limit comes from outside, so the recursion cannot be computed away.
+        let limit = data(&ctx)?["limit"].as_u64().unwrap_or(u64::MAX);
+        Ok(Some(json!({ "depth": deep(0, limit) }).to_string()))
     }
 
     fn count(_ctx: StepContext) -> Result<Option<String>, StepError> {
