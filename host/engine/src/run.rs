@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stepflow_model::{Clock, State, Status, StepFlow, SystemClock};
-use stepflow_store::{Lease, LeaseInfo, RunRecord, RunStatus, Store};
+use stepflow_store::{Lease, LeaseInfo, RunRecord, RunStatus, Store, StoreError};
 
 use crate::error::EngineError;
 use crate::load::LoadedFlow;
@@ -20,9 +20,10 @@ pub fn start_run(
     loaded: &LoadedFlow,
     input: Option<&Value>,
 ) -> Result<(String, State), EngineError> {
-    let run_id = new_run_id();
-    let state = create(store, loaded, input, &run_id, None, SystemClock.now_ms())?;
-    Ok((run_id, state))
+    let now = SystemClock.now_ms();
+    with_free_id(new_run_id, |run_id| {
+        create(store, loaded, input, run_id, None, now)
+    })
 }
 
 /// Creates a run as [`start_run`] does, already claimed by `owner` for `ttl` in the same
@@ -35,17 +36,40 @@ pub fn start_claimed_run(
     owner: &str,
     ttl: Duration,
 ) -> Result<(String, State, Lease), EngineError> {
-    let run_id = new_run_id();
     let now = SystemClock.now_ms();
     let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    let lease = Lease {
-        run_id: run_id.clone(),
-        owner: owner.to_string(),
-        fence: 1,
-        expires_ms: now.saturating_add(ttl_ms),
-    };
-    let state = create(store, loaded, input, &run_id, Some(&lease), now)?;
+    let (run_id, (state, lease)) = with_free_id(new_run_id, |run_id| {
+        let lease = Lease {
+            run_id: run_id.to_string(),
+            owner: owner.to_string(),
+            fence: 1,
+            expires_ms: now.saturating_add(ttl_ms),
+        };
+        let state = create(store, loaded, input, run_id, Some(&lease), now)?;
+        Ok((state, lease))
+    })?;
     Ok((run_id, state, lease))
+}
+
+/// How many ids a new run tries before its creation fails.
+const ID_ATTEMPTS: usize = 8;
+
+/// Runs `create` with new ids from `ids` until one is free. Runs started in the same second
+/// share the time part of their ids, and 24 random bits collide now and then (a server that
+/// takes a thousand submissions a second meets one within a minute).
+fn with_free_id<T>(
+    mut ids: impl FnMut() -> String,
+    mut create: impl FnMut(&str) -> Result<T, StoreError>,
+) -> Result<(String, T), EngineError> {
+    let mut attempt = 1;
+    loop {
+        let id = ids();
+        match create(&id) {
+            Ok(created) => return Ok((id, created)),
+            Err(StoreError::AlreadyExists { .. }) if attempt < ID_ATTEMPTS => attempt += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Writes the row of new run `run_id`, held by `lease` when given.
@@ -56,7 +80,7 @@ fn create(
     run_id: &str,
     lease: Option<&Lease>,
     now: u64,
-) -> Result<State, EngineError> {
+) -> Result<State, StoreError> {
     let mut data = loaded.file.data.clone();
     if let Some(input) = input {
         json_patch::merge(&mut data, input);
@@ -157,6 +181,45 @@ pub fn new_run_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A taken id is not an error while fresh ones remain: the run gets the next free one.
+    #[test]
+    fn a_run_whose_id_is_taken_gets_another() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store =
+            stepflow_store::SqliteStore::open(&dir.path().join("runs.db")).expect("store");
+        let record = |id: &str| RunRecord {
+            id: id.to_string(),
+            flow: "f.v1".into(),
+            flow_file: "f.yaml".into(),
+            definition: "0".into(),
+            status: RunStatus::Running,
+            state: State::default(),
+            next_check_ms: None,
+            last_error: None,
+            created_ms: 1,
+            updated_ms: 1,
+            lease: None,
+            deployment: None,
+        };
+        store.create_run(&record("taken")).expect("create");
+        let mut ids = ["taken", "taken", "free"].into_iter().map(String::from);
+        let (id, ()) = with_free_id(
+            || ids.next().unwrap_or_default(),
+            |id| store.create_run(&record(id)),
+        )
+        .expect("a free id");
+        assert_eq!(id, "free");
+        // Only taken ids: after ID_ATTEMPTS tries, the store's own error.
+        let err = with_free_id(|| "taken".to_string(), |id| store.create_run(&record(id)));
+        assert!(
+            matches!(
+                &err,
+                Err(EngineError::Store(StoreError::AlreadyExists { .. }))
+            ),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn run_ids_sort_by_time_and_differ() {

@@ -65,18 +65,8 @@ fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
     {
         let mut store = SqliteStore::open(&db).expect("store");
         for _ in 0..runs {
-            // Run ids carry 24 random bits per second: retry the rare collision.
-            let mut tries = 0;
-            loop {
-                match start_run(&mut store, &loaded, Some(&json!({}))) {
-                    Ok(_) => break,
-                    Err(e) if tries < 3 => {
-                        tries += 1;
-                        eprintln!("starting a run failed, trying again: {e}");
-                    }
-                    Err(e) => panic!("cannot start a run: {e}"),
-                }
-            }
+            // A run id that is taken is retried by the engine itself.
+            start_run(&mut store, &loaded, Some(&json!({}))).expect("start a run");
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
