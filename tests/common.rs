@@ -78,6 +78,16 @@ pub fn history_steps(shown: &serde_json::Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
+/// Sends `signal` (`INT`, `TERM`, `HUP`, ...) to process `pid`, as a person or a service
+/// manager would.
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
 /// The built Rust plugins.
 pub fn plugins_dir() -> PathBuf {
     stepflow_testkit::rust_plugin("noop")
@@ -304,11 +314,7 @@ impl ServerProcess {
 
     /// Sends SIGTERM (as `kill` does): the server stops claiming and drains.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        send_signal(self.child.id(), "TERM");
     }
 
     /// Sends SIGKILL and reaps the process.

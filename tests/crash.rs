@@ -171,11 +171,7 @@ steps:
             break;
         }
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::send_signal(child.id(), "INT");
     let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
     let code = child.wait().unwrap().code();
     assert_eq!(code, Some(3), "{rest:?}");
@@ -214,11 +210,7 @@ fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume()
         let blocked = blocked_run(&s, "term.v1");
         let run = blocked.run.clone();
         // While `slow` is blocked, send the signal, then let `slow` finish.
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), blocked.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::send_signal(blocked.child.id(), signal);
         let (code, rest) = blocked.release();
         assert_eq!(code, Some(3), "SIG{signal}: {rest:?}");
         assert!(
@@ -313,18 +305,11 @@ fn a_second_ctrl_c_abandons_the_step_in_flight_and_resume_redelivers_it() {
     let s = Sandbox::durable();
     let mut blocked = blocked_run(&s, "abandon.v1");
     let run = blocked.run.clone();
-    let interrupt = |pid: u32| {
-        let status = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    interrupt(blocked.child.id());
+    common::send_signal(blocked.child.id(), "INT");
     // The first request is heard (and said) before the second is sent: two signals sent at
     // once may arrive as one.
     blocked.wait_for_stderr("stopping after the step in flight");
-    interrupt(blocked.child.id());
+    common::send_signal(blocked.child.id(), "INT");
     // `slow` is still spinning (no release file): only abandoning it ends the process.
     let rest: Vec<String> = blocked.out.by_ref().map(|l| l.unwrap()).collect();
     let code = blocked.child.wait().unwrap().code();

@@ -294,11 +294,7 @@ fn ctrl_c_during_a_build_stops_it_with_its_children_and_starts_no_run() {
         .map(str::to_string)
         .collect();
     assert_eq!(pids, sleeper_pids(&s.path("pids")));
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::send_signal(child.id(), "INT");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let code = child.wait().unwrap().code();

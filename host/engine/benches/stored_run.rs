@@ -162,7 +162,8 @@ fn bytes_per_step(bench: &Bench, store: &mut SqliteStore) -> usize {
     }
 }
 
-fn runs(c: &mut Criterion, bench: &Bench) {
+/// The criterion measurements; returns the bytes a stored step writes, for the summary.
+fn runs(c: &mut Criterion, bench: &Bench) -> usize {
     let mut store = SqliteStore::open(&bench.dir.path().join("bench.db")).expect("store");
     let mut unchecked = SqliteStore::open(&bench.dir.path().join("unchecked.db"))
         .expect("store")
@@ -180,6 +181,7 @@ fn runs(c: &mut Criterion, bench: &Bench) {
     let mut floor = WalFloor::new(&bench.dir.path().join("wal-floor.bin"), per_commit);
     g.bench_function("wal_floor", |b| b.iter(|| floor.commits(STEPS)));
     g.finish();
+    per_commit
 }
 
 /// The best of `n` timings of `f`, per step.
@@ -220,9 +222,8 @@ fn syncs_per_step() -> Option<f64> {
     Some(calls as f64 / STEPS as f64)
 }
 
-fn summary(bench: &Bench) {
+fn summary(bench: &Bench, per_commit: usize) {
     let mut store = SqliteStore::open(&bench.dir.path().join("summary.db")).expect("store");
-    let per_commit = bytes_per_step(bench, &mut store);
     let mut floor = WalFloor::new(&bench.dir.path().join("summary-floor.bin"), per_commit);
     let memory = per_step(5, || bench.in_memory());
     let stored = per_step(5, || bench.stored(&mut store));
@@ -253,7 +254,7 @@ fn main() {
         return;
     }
     let mut c = Criterion::default().configure_from_args();
-    runs(&mut c, &bench);
+    let per_commit = runs(&mut c, &bench);
     c.final_summary();
-    summary(&bench);
+    summary(&bench, per_commit);
 }

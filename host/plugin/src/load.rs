@@ -73,7 +73,7 @@ impl Plugin {
             reason,
         };
         check_grants(runtime, name, &options.grants)?;
-        let compile = || compile(&rt.engine, name, wasm);
+        let compile = || compile_announced(&rt.engine, name, wasm);
         let (component, loaded_from) = match &rt.cache {
             Some(cache) => cache.load(&rt.engine, wasm, compile),
             None => compile().map(|c| (c, LoadedFrom::Compiled)),
@@ -145,7 +145,11 @@ fn check_grants(runtime: &Runtime, plugin: &str, grants: &Grants) -> Result<(), 
 const ANNOUNCED_COMPILE_BYTES: usize = 1 << 20;
 
 /// Compiles `wasm`; a large component's compile is logged before and after, with its time.
-fn compile(engine: &wasmtime::Engine, plugin: &str, wasm: &[u8]) -> wasmtime::Result<Component> {
+fn compile_announced(
+    engine: &wasmtime::Engine,
+    plugin: &str,
+    wasm: &[u8],
+) -> wasmtime::Result<Component> {
     if wasm.len() < ANNOUNCED_COMPILE_BYTES {
         return Component::new(engine, wasm);
     }

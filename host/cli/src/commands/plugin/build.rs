@@ -12,6 +12,7 @@ use super::files;
 use crate::cli::PluginLanguage;
 use crate::error::Exit;
 use crate::output;
+use crate::progress::human_ms;
 
 /// A plugin project found on disk.
 pub struct Project {
@@ -23,20 +24,20 @@ pub struct Project {
 
 impl Project {
     /// The project in `dir`, its language told by its files.
-    pub fn find(dir: &Path) -> Result<Project, Exit> {
-        let has = |file: &str| dir.join(file).is_file();
+    pub fn find(given: &Path) -> Result<Project, Exit> {
         let not_a_project = |what: &str| {
             Exit::usage(format!(
                 "{} is not a plugin project: {what}; create one with \
                  `stepflow plugin new --lang rust|python|javascript|c NAME`",
-                dir.display()
+                given.display()
             ))
         };
         // Absolute, so the build may run anywhere.
-        let dir = &std::fs::canonicalize(dir)
+        let dir = std::fs::canonicalize(given)
             .ok()
             .filter(|d| d.is_dir())
             .ok_or_else(|| not_a_project("there is no such directory"))?;
+        let has = |file: &str| dir.join(file).is_file();
         let language = if has("Cargo.toml") {
             PluginLanguage::Rust
         } else if has("app.py") {
@@ -60,7 +61,7 @@ impl Project {
             ))
         })?;
         Ok(Project {
-            dir: dir.to_path_buf(),
+            dir,
             language,
             name,
         })
@@ -107,7 +108,7 @@ pub fn build(dir: &Path, json: bool) -> Result<Project, Exit> {
         output::line(format!(
             "built {} in {}",
             project.wasm().display(),
-            human(took)
+            human_ms(u64::try_from(took.as_millis()).unwrap_or(u64::MAX))
         ));
     }
     Ok(project)
@@ -122,24 +123,12 @@ fn install_kit(tools: &Path, language: PluginLanguage) -> Result<PathBuf, Exit> 
         if std::fs::read(&path).is_ok_and(|bytes| bytes == file.text.as_bytes()) {
             continue;
         }
-        let failed = |e: std::io::Error| {
+        files::write(&path, file.text, file.executable).map_err(|e| {
             Exit::usage(format!(
                 "cannot write the {language} build kit at {}: {e}",
                 path.display()
             ))
-        };
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(failed)?;
-        }
-        // Written aside and renamed, so a build running at the same time never sees half a file.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, file.text).map_err(failed)?;
-        if file.executable {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
-                .map_err(failed)?;
-        }
-        std::fs::rename(&tmp, &path).map_err(failed)?;
+        })?;
     }
     Ok(kit)
 }
@@ -270,16 +259,6 @@ fn first_build_time(language: PluginLanguage) -> &'static str {
         PluginLanguage::Python => "about a minute",
         PluginLanguage::Javascript => "about a minute",
         PluginLanguage::C => "5 to 10 minutes, it compiles wit-bindgen and wasm-tools",
-    }
-}
-
-/// `850 ms`, `12.3 s`, `2 min 5 s`.
-fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    match ms {
-        0..1000 => format!("{ms} ms"),
-        1000..60_000 => format!("{:.1} s", d.as_secs_f64()),
-        _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
     }
 }
 

@@ -4,6 +4,8 @@
 //! repository's own `plugins/<language>/build` and what it needs), so a project outside the
 //! repository is built by the same script as the plugins inside it.
 
+use std::path::Path;
+
 use crate::cli::PluginLanguage;
 
 /// One file: its path inside the project (or kit), its text, and whether it is a program.
@@ -94,4 +96,19 @@ pub fn kit(language: PluginLanguage) -> &'static [File] {
             ),
         ],
     }
+}
+
+/// Writes `text` to `path` (creating its folder; a program gets mode 0755), aside and then
+/// renamed, so a build running at the same time never sees half a file.
+pub fn write(path: &Path, text: &str, executable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    if executable {
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(&tmp, path)
 }

@@ -131,16 +131,8 @@ fn check_name(name: &str) -> Result<(), Exit> {
 /// Writes `file` under `dir` with the plugin's name in place of `template`.
 fn write(dir: &Path, file: &File, name: &str) -> Result<(), Exit> {
     let path = dir.join(file.path);
-    let failed = |e: std::io::Error| Exit::usage(format!("cannot write {}: {e}", path.display()));
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(failed)?;
-    }
-    std::fs::write(&path, file.text.replace("template", name)).map_err(failed)?;
-    if file.executable {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).map_err(failed)?;
-    }
-    Ok(())
+    files::write(&path, &file.text.replace("template", name), file.executable)
+        .map_err(|e| Exit::usage(format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]

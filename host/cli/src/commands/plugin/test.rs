@@ -32,12 +32,12 @@ pub async fn test(dir: &Path, json: bool) -> Result<(), Exit> {
         }
     }
     // Built above: the flow's `build` command would only build again.
-    let ran = super::super::run::run(&db, &flow, None, 16 << 20, None, false, json).await;
+    let ran = crate::commands::run::run(&db, &flow, None, 16 << 20, None, false, json).await;
     if !json {
-        let store = super::super::read_store(&db)?;
+        let store = crate::commands::read_store(&db)?;
         if let Some(run) = store.runs_where(&RunFilter::default())?.first() {
             crate::output::line("");
-            super::super::show::show(&db, &run.id, false)?;
+            crate::commands::show::show(&db, &run.id, false)?;
             crate::output::line(format!(
                 "(the run is kept in {}: `stepflow --db {} show {}`)",
                 db.display(),
