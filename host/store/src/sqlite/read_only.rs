@@ -112,6 +112,7 @@ pub(super) fn open(path: &Path) -> Result<Reader, StoreError> {
     let conn = opened.map_err(|e| classify(path, "opening the database read-only", e))?;
     conn.busy_timeout(BUSY_TIMEOUT)
         .map_err(|e| classify(path, "setting the busy timeout", e))?;
+    super::setup::stable_plans(&conn, path)?;
     // The file may have changed since `inspect`: the same checks on this connection.
     let version = file_check::check_connection(&conn, path)?;
     if version > 0 {
