@@ -9,11 +9,11 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::checksum;
 use super::decode::at;
-use super::encode::{self, StepRow, invalid};
+use super::encode::{self, HistoryRow, StepRow, invalid};
 use super::error::{SQLITE_CONSTRAINT_CHECK, classify, is_fatal, no_deployment, not_found};
 use super::queries::{held, held_for_save, lease_lost};
 use crate::{Lease, RunStatus, StepSave, StoreError};
@@ -64,16 +64,13 @@ pub(super) fn save_steps(
     };
     // IMMEDIATE takes the write lock up front, so the busy timeout applies to it rather than
     // failing when a read transaction is upgraded.
-    let mut tx = conn
+    let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| classify(path, action(), e))?;
-    // A step's writes need a savepoint of their own only when another step's may be kept
-    // while its own are undone; a batch of one is undone with the transaction.
-    let alone = steps.len() == 1;
     let mut saved = 0usize;
     let mut results = Vec::with_capacity(steps.len());
     for (step, row) in steps.iter().zip(rows) {
-        let result = row.and_then(|row| save_one(&mut tx, path, step, &row, checksums, alone));
+        let result = row.and_then(|row| write_step(&tx, path, step, &row, checksums));
         match result {
             // Dropping `tx` rolls back every step saved so far.
             Err(e) if is_fatal(&e) => return Err(e),
@@ -86,38 +83,6 @@ pub(super) fn save_steps(
         tx.commit().map_err(|e| classify(path, action(), e))?;
     }
     Ok(results)
-}
-
-/// One step of a batch, inside its transaction: checked, then its state and its history entry
-/// written together (in a savepoint unless it is `alone`), or neither.
-fn save_one(
-    tx: &mut Transaction<'_>,
-    path: &Path,
-    step: &StepSave<'_>,
-    row: &StepRow<'_>,
-    checksums: bool,
-    alone: bool,
-) -> Result<(), StoreError> {
-    if alone || row.history.is_none() {
-        // The run's update is then its only write, or the transaction is its savepoint.
-        return write_step(tx, path, step, row, checksums);
-    }
-    let savepoint = tx.savepoint().map_err(|e| {
-        classify(
-            path,
-            format!("saving a step of run `{}` (savepoint)", step.run_id),
-            e,
-        )
-    })?;
-    // Dropping the savepoint undoes the step's writes, not those of the steps before it.
-    write_step(&savepoint, path, step, row, checksums)?;
-    savepoint.commit().map_err(|e| {
-        classify(
-            path,
-            format!("saving a step of run `{}` (savepoint)", step.run_id),
-            e,
-        )
-    })
 }
 
 /// Checks the run of `step` under the write lock and writes its row and history entry.
@@ -155,6 +120,12 @@ fn write_step(
     }
     // After those: a driver of a damaged run that was cancelled or taken over hears that.
     let run_checksum = checked.transpose()?;
+    // The history entry goes first: a refusal of it is the last one a step can meet, and a
+    // refused statement writes nothing, so a refused step leaves no trace without a savepoint
+    // of its own. Any failure after it is the database's, and rolls back the transaction.
+    if let Some(entry) = &row.history {
+        insert_history(conn, path, run_id, entry, checksums)?;
+    }
     conn.prepare_cached(UPDATE_STEP)
         .and_then(|mut stmt| {
             stmt.execute(rusqlite::params![
@@ -167,10 +138,18 @@ fn write_step(
                 run_checksum.map(checksum::to_stored),
             ])
         })
-        .map_err(|e| classify(path, action(), e))?;
-    let Some(entry) = &row.history else {
-        return Ok(());
-    };
+        .map(drop)
+        .map_err(|e| classify(path, action(), e))
+}
+
+/// Appends `entry` to the history of `run_id`, numbered one after its last entry.
+fn insert_history(
+    conn: &Connection,
+    path: &Path,
+    run_id: &str,
+    entry: &HistoryRow<'_>,
+    checksums: bool,
+) -> Result<(), StoreError> {
     let inserted = conn
         .prepare_cached(NEXT_SEQ)
         .and_then(|mut stmt| stmt.query_row([run_id], |r| r.get::<_, i64>(0)))
@@ -194,7 +173,6 @@ fn write_step(
         });
     match inserted {
         Ok(_) => Ok(()),
-        // The caller undoes the state update too (savepoint or transaction).
         Err(e) if e.sqlite_extended_error_code() == Some(SQLITE_CONSTRAINT_CHECK) => {
             // The typed kind and outcome always fit the schema this build creates; a
             // refusal means the file's CHECK lists differ from this build's types.
@@ -207,7 +185,11 @@ fn write_step(
                 ),
             ))
         }
-        Err(e) => Err(classify(path, action(), e)),
+        Err(e) => Err(classify(
+            path,
+            format!("saving a step of run `{run_id}`"),
+            e,
+        )),
     }
 }
 
