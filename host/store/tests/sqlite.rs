@@ -18,7 +18,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// `SFLW`, the application id of stepflow databases.
 const APPLICATION_ID: i64 = 0x5346_4C57;
 /// The schema version this build creates.
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 /// The schema exactly as the first release created it (schema version 1), to test that older
 /// databases are migrated (or read read-only) with their runs intact.
@@ -374,12 +374,12 @@ fn save_step_is_atomic_when_the_history_row_is_refused() -> TestResult {
         })?;
     }
     // A file whose history table refuses a kind this build has, as a schema older than the
-    // build's types would: the run's UPDATE succeeds first, then the INSERT fails its CHECK.
+    // build's types would: the history INSERT fails its CHECK (a step's first write).
     {
         let raw = Connection::open(&path)?;
         raw.execute_batch("PRAGMA writable_schema = ON;")?;
         let changed = raw.execute(
-            "UPDATE sqlite_schema SET sql = replace(sql, ', ''error-handler''', '') \
+            "UPDATE sqlite_schema SET sql = replace(sql, ' OR kind = ''error-handler''', '') \
              WHERE name = 'history'",
             [],
         )?;

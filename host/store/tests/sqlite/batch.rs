@@ -154,13 +154,13 @@ fn a_step_whose_history_row_is_refused_writes_neither_and_the_others_are_saved()
             store.create_run(&record(id, 1, RunStatus::Running))?;
         }
     }
-    // A history table that refuses a kind this build has: the run's UPDATE succeeds first,
-    // then the INSERT fails its CHECK, inside the batch.
+    // A history table that refuses a kind this build has: the history INSERT fails its CHECK
+    // inside the batch.
     {
         let raw = Connection::open(&path)?;
         raw.execute_batch("PRAGMA writable_schema = ON;")?;
         raw.execute(
-            "UPDATE sqlite_schema SET sql = replace(sql, ', ''error-handler''', '') \
+            "UPDATE sqlite_schema SET sql = replace(sql, ' OR kind = ''error-handler''', '') \
              WHERE name = 'history'",
             [],
         )?;
