@@ -13,6 +13,11 @@ use crate::cache::Cache;
 use crate::epoch::EpochClock;
 use crate::sandbox::HostState;
 
+/// How much of a freed instance's linear memory is reset in place and stays resident for the
+/// next instance of the pool slot (the rest is decommitted): enough for what a small plugin's
+/// call writes, bounded because up to `max_unused_warm_slots` idle slots keep this much each.
+const KEEP_RESIDENT: usize = 4 << 20;
+
 /// Settings for the one engine a process uses.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
@@ -82,9 +87,14 @@ impl Runtime {
             pool.max_tables_per_component(32);
             pool.max_component_instance_size(1 << 20);
             pool.max_core_instance_size(1 << 20);
-            // A table keeps its first 64 KiB resident between uses (reset in place, cheaper
-            // than decommitting it); linear memories are decommitted in full.
-            pool.linear_memory_keep_resident(0);
+            // A freed instance's memory is reset in place rather than given back to the
+            // kernel: the pages it wrote (found with Linux's PAGEMAP_SCAN where the kernel has
+            // it, else the lowest ones) are copied back from the memory image, up to
+            // `KEEP_RESIDENT` bytes, and only what lies beyond is decommitted. Decommitting
+            // costs a TLB shootdown on every core and a page fault per page at the next call,
+            // which made up most of a no-op step's cost with many runs in flight.
+            pool.pagemap_scan(wasmtime::Enabled::Auto);
+            pool.linear_memory_keep_resident(KEEP_RESIDENT);
             pool.table_keep_resident(1 << 16);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
