@@ -87,14 +87,19 @@ impl Runtime {
             pool.max_tables_per_component(32);
             pool.max_component_instance_size(1 << 20);
             pool.max_core_instance_size(1 << 20);
-            // A freed instance's memory is reset in place rather than given back to the
-            // kernel: the pages it wrote (found with Linux's PAGEMAP_SCAN where the kernel has
-            // it, else the lowest ones) are copied back from the memory image, up to
-            // `KEEP_RESIDENT` bytes, and only what lies beyond is decommitted. Decommitting
-            // costs a TLB shootdown on every core and a page fault per page at the next call,
-            // which made up most of a no-op step's cost with many runs in flight.
-            pool.pagemap_scan(wasmtime::Enabled::Auto);
-            pool.linear_memory_keep_resident(KEEP_RESIDENT);
+            // Where the kernel can say which pages a freed instance wrote (Linux 6.7's
+            // PAGEMAP_SCAN), its memory is reset in place rather than given back: those pages
+            // are copied back from the memory image, up to `KEEP_RESIDENT` bytes, and only
+            // what lies beyond is decommitted. Decommitting costs a TLB shootdown on every
+            // core and a page fault per page at the next call, which made up most of a no-op
+            // step's cost with many runs in flight. Without the scan the lowest bytes would be
+            // reset whether written or not, so memory is decommitted in full as before.
+            if PoolingAllocationConfig::is_pagemap_scan_available() {
+                pool.pagemap_scan(wasmtime::Enabled::Yes);
+                pool.linear_memory_keep_resident(KEEP_RESIDENT);
+            } else {
+                pool.linear_memory_keep_resident(0);
+            }
             pool.table_keep_resident(1 << 16);
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
