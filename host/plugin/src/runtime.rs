@@ -14,8 +14,10 @@ use crate::epoch::EpochClock;
 use crate::sandbox::HostState;
 
 /// How much of a freed instance's linear memory is reset in place and stays resident for the
-/// next instance of the pool slot (the rest is decommitted): enough for what a small plugin's
-/// call writes, bounded because up to `max_unused_warm_slots` idle slots keep this much each.
+/// next instance of the pool slot (the rest is decommitted): all that a small plugin's call
+/// writes, and most of what an interpreter's does. Bounded because each idle slot the pool
+/// keeps warm (wasmtime's default: up to 100) keeps up to this much resident: 400 MiB at
+/// worst with large interpreters, a few MiB with Rust or C plugins.
 const KEEP_RESIDENT: usize = 4 << 20;
 
 /// Settings for the one engine a process uses.
