@@ -3,6 +3,7 @@
 //! turned into a [`StepError`] that names the plugin, the function and the step.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use serde_json::Value;
 use stepflow_model::{
@@ -11,10 +12,9 @@ use stepflow_model::{
 use wasmtime::component::{
     ComponentExportIndex, ComponentNamedList, Instance, Lift, Lower, ResourceTable,
 };
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::stepflow::plugin::types as wit;
-use crate::epoch::EPOCH_TICK;
 use crate::load::PluginInner;
 use crate::sandbox::{CapturedOutput, Grants, HostState, LogTag, MemoryCap};
 
@@ -244,10 +244,20 @@ impl PluginFunction {
                     hit: false,
                 },
                 tag: LogTag::default(),
+                deadline: Instant::now(),
             },
         );
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        // At every tick a running call yields to the executor (a thread may drive many runs,
+        // and a busy plugin must not hold up the others), until its time limit is used up;
+        // then it is stopped as an interrupt, which `explain` reports as a time-out.
+        store.epoch_deadline_callback(|ctx| {
+            Ok(if Instant::now() >= ctx.data().deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
         // Instantiation runs guest code (start functions): it gets the same limits as a call.
         set_limits(&mut store, grants)?;
         let instance = p
@@ -275,11 +285,15 @@ impl PluginFunction {
     }
 }
 
-/// Gives the guest code that runs next in `store` the grants' time limit (counted in epoch
-/// ticks from now) and, when granted, its fuel.
+/// A time limit too large to represent as an instant: about thirty years.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(1 << 30);
+
+/// Gives the guest code that runs next in `store` the grants' time limit (from now, checked
+/// at every epoch tick) and, when granted, its fuel.
 fn set_limits(store: &mut Store<HostState>, grants: &Grants) -> Result<(), String> {
-    let ticks = grants.timeout.as_millis() / EPOCH_TICK.as_millis().max(1) + 1;
-    store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+    let now = Instant::now();
+    store.data_mut().deadline = now.checked_add(grants.timeout).unwrap_or(now + FOREVER);
+    store.set_epoch_deadline(1);
     if let Some(fuel) = grants.fuel {
         store
             .set_fuel(fuel)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wasmtime::ResourceLimiter;
@@ -87,6 +87,9 @@ pub(crate) struct HostState {
     pub table: ResourceTable,
     pub limits: MemoryCap,
     pub tag: LogTag,
+    /// When the guest code now running is stopped (its time limit); until then it yields to
+    /// the executor at every epoch tick, so other runs driven by the same thread go on.
+    pub deadline: Instant,
 }
 
 /// Who a log line is about.
