@@ -112,7 +112,7 @@ impl<'a> Driver<'a> {
             calls: 0,
         };
         let finish = run.from(state, options).await;
-        run.release();
+        run.release().await;
         let finish = finish?;
         if let Some(why) = match &finish {
             Finish::Stopped(_, why) => Some(*why),
@@ -156,11 +156,11 @@ impl Drive<'_, '_> {
                 Status::Failed(_) => return Ok(Finish::Failed(state)),
                 Status::Waiting(until) => {
                     if options.stop_at_wait {
-                        self.save_stopped(&state)?;
+                        self.save_stopped(&state).await?;
                         return Ok(Finish::Stopped(state, Stopped::AtWait));
                     }
                     if !self.sleep_until(&state, until).await? {
-                        self.save_stopped(&state)?;
+                        self.save_stopped(&state).await?;
                         return Ok(Finish::Stopped(state, Stopped::Requested));
                     }
                     check_cancel = true;
@@ -169,7 +169,7 @@ impl Drive<'_, '_> {
                 Status::Ready => {}
             }
             if self.driver.stop.count() >= 1 {
-                self.save_stopped(&state)?;
+                self.save_stopped(&state).await?;
                 return Ok(Finish::Stopped(state, Stopped::Requested));
             }
             self.renew()?;
@@ -188,7 +188,7 @@ impl Drive<'_, '_> {
             ctx.redelivered = false;
             let applied = bound_data(applied, &state, options.max_data_bytes);
             let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            match self.save(&applied, started_ms, duration_ms) {
+            match self.save(&applied, started_ms, duration_ms).await {
                 Ok(()) => {}
                 Err(StoreError::Cancelled { .. }) => return Ok(Finish::Cancelled(state)),
                 Err(e) => return Err(e.into()),
@@ -251,17 +251,18 @@ impl Drive<'_, '_> {
 
     /// Gives the lease back, so the next driver need not wait for it to expire. A lease that
     /// was lost meanwhile is someone else's now: nothing to give back.
-    fn release(&mut self) {
+    async fn release(&mut self) {
         let d = &mut self.driver;
-        if let Some((lease, _)) = d.lease.take()
-            && let Err(e) = d.store.release(&lease)
-        {
+        let Some((lease, _)) = d.lease.take() else {
+            return;
+        };
+        if let Err(e) = d.store.begin_release(&lease).await {
             tracing::debug!(run = self.run_id, "could not release the lease: {e}");
         }
     }
 
     /// The new state and its history entry, in one store call.
-    fn save(
+    async fn save(
         &mut self,
         applied: &Applied,
         started_ms: u64,
@@ -274,7 +275,7 @@ impl Drive<'_, '_> {
             .as_ref()
             .map(|call| HistoryEntry::from_call(self.run_id, call, started_ms, duration_ms));
         let last_error = applied.state.error.as_ref().map(|f| f.to_string());
-        d.store.save_step(&StepSave {
+        let saving = d.store.begin_save_step(&StepSave {
             run_id: self.run_id,
             status,
             state: &applied.state,
@@ -282,18 +283,19 @@ impl Drive<'_, '_> {
             last_error: last_error.as_deref(),
             history: history.as_ref(),
             lease: d.lease.as_ref().map(|(lease, _)| lease),
-        })
+        });
+        saving.await
     }
 
     /// A clean stop: the run is saved as waiting (for its next due time, or for a resume).
-    fn save_stopped(&mut self, state: &State) -> Result<(), EngineError> {
+    async fn save_stopped(&mut self, state: &State) -> Result<(), EngineError> {
         let d = &mut self.driver;
         let (status, next_check_ms) = stored_status(d.flow, state, d.clock.now_ms());
         let status = match status {
             RunStatus::Running => RunStatus::Waiting,
             other => other,
         };
-        match d.store.save_step(&StepSave {
+        let saving = d.store.begin_save_step(&StepSave {
             run_id: self.run_id,
             status,
             state,
@@ -301,7 +303,8 @@ impl Drive<'_, '_> {
             last_error: None,
             history: None,
             lease: d.lease.as_ref().map(|(lease, _)| lease),
-        }) {
+        });
+        match saving.await {
             Ok(()) | Err(StoreError::Cancelled { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }

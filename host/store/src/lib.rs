@@ -442,6 +442,11 @@ pub struct StepSave<'a> {
     pub lease: Option<&'a Lease>,
 }
 
+/// A write in progress ([`Store::begin_save_step`], [`Store::begin_release`]): it owns what it
+/// writes, so the store may be used again before it completes.
+pub type Writing =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send>>;
+
 /// Where runs are saved: the one interface runners and the CLI use, whatever the backend.
 ///
 /// Calls are synchronous and each is its own transaction; `Send` so a store can move to the
@@ -460,6 +465,13 @@ pub trait Store: Send {
     /// row no longer matches its checksum is not overwritten ([`StoreError::Checksum`]): a
     /// damaged state is never replaced silently; an operator restores it or cancels the run.
     fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError>;
+
+    /// [`Store::save_step`] as a future: a store that commits many drivers' saves together
+    /// hands the step over and lets its caller await the commit, so one thread can drive many
+    /// runs while their saves wait. The default saves at once.
+    fn begin_save_step(&mut self, step: &StepSave<'_>) -> Writing {
+        Box::pin(std::future::ready(self.save_step(step)))
+    }
 
     /// Saves many steps (of different runs, or several of one run, in order) in ONE
     /// transaction, so they share one commit (one fsync): the primitive of group commit. Each
@@ -519,6 +531,12 @@ pub trait Store: Send {
     /// over, or released) is not an error and changes nothing: the new holder keeps the run.
     /// An unknown run gives [`StoreError::NotFound`].
     fn release(&mut self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// [`Store::release`] as a future, for the same reason as [`Store::begin_save_step`]. The
+    /// default releases at once.
+    fn begin_release(&mut self, lease: &Lease) -> Writing {
+        Box::pin(std::future::ready(self.release(lease)))
+    }
 
     /// Claims up to `limit` due runs for `owner` (each as [`Store::claim`] would: a lease until
     /// `now_ms + ttl_ms` and a fence larger than any before), earliest due first, in one
