@@ -1,12 +1,16 @@
-//! The drivers: a bounded pool of OS threads, each with its own current-thread runtime and
-//! read connection, driving one claimed run at a time with the engine's [`Driver`] through a
-//! [`GroupCommitStore`]. A run's flow is loaded once and cached; a run whose flow cannot be
-//! loaded is marked failed with the reason; a plugin that hangs or traps ends only its run's
-//! drive (the sandbox's limits turn it into a step error).
+//! The drivers: a few OS threads (one per core, at most one per run driven at once), each with
+//! its own current-thread runtime and read connection, driving many claimed runs at once as
+//! tasks, each with the engine's [`Driver`] through a [`GroupCommitStore`]: while one run's
+//! save waits for the shared commit, the thread drives the others, so a step costs no thread
+//! switch of its own. A run's flow is loaded once and cached (loading, which may compile,
+//! runs off the drive threads); a run whose flow cannot be loaded is marked failed with the
+//! reason; a plugin that hangs or traps ends only its run's drive (the sandbox's limits turn it
+//! into a step error, and a running call yields its thread at every epoch tick).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +19,7 @@ use stepflow_engine::{
     lease_ttl, prepare_resume,
 };
 use stepflow_store::{Lease, RunRecord, RunStatus, SqliteStore, StepSave, Store, StoreError};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::error::ServerError;
 use crate::group_store::GroupCommitStore;
@@ -61,9 +65,10 @@ struct Shared {
     done: UnboundedSender<Done>,
 }
 
-/// The pool of driver threads and the queue of claimed runs they take from.
+/// The driver threads and the queue of claimed runs of each.
 pub(crate) struct Drivers {
-    jobs: Option<mpsc::Sender<Lease>>,
+    queues: Vec<UnboundedSender<Lease>>,
+    next: AtomicUsize,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -77,13 +82,21 @@ pub(crate) struct DriverSetup {
     pub done: UnboundedSender<Done>,
     pub writer: WriterHandle,
     pub db: PathBuf,
-    pub threads: usize,
+    /// The most runs driven at once: no more threads than this are started.
+    pub concurrency: usize,
+    /// How many threads to start (default: one per core).
+    pub threads: Option<usize>,
 }
 
 impl Drivers {
-    /// Starts `setup.threads` driver threads, each with its own read connection to the
-    /// database.
+    /// Starts the driver threads (one per core unless told, never more than the runs driven at
+    /// once), each with its own read connection to the database.
     pub(crate) fn start(setup: DriverSetup) -> Result<Drivers, ServerError> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let count = setup
+            .threads
+            .unwrap_or(cores)
+            .clamp(1, setup.concurrency.max(1));
         let shared = Arc::new(Shared {
             engine: setup.engine,
             flows: FlowCache::default(),
@@ -93,11 +106,10 @@ impl Drivers {
             max_data_bytes: setup.max_data_bytes,
             done: setup.done,
         });
-        let (jobs, rx) = mpsc::channel::<Lease>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut threads = Vec::with_capacity(setup.threads);
-        for i in 0..setup.threads {
-            let read = SqliteStore::open(&setup.db)?;
+        let mut queues = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for i in 0..count {
+            let read = Arc::new(Mutex::new(SqliteStore::open(&setup.db)?));
             let store = GroupCommitStore::new(setup.writer.clone(), read);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -106,70 +118,96 @@ impl Drivers {
                     what: "a driver's runtime for a",
                     source: e,
                 })?;
-            let (shared, rx) = (shared.clone(), rx.clone());
+            let (tx, rx) = unbounded_channel();
+            let shared = shared.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("stepflow-driver-{i}"))
-                .spawn(move || driver_thread(&shared, &runtime, store, &rx))
+                .spawn(move || driver_thread(shared, &runtime, store, rx))
                 .map_err(|e| ServerError::Thread {
                     what: "a driver",
                     source: e,
                 })?;
+            queues.push(tx);
             threads.push(thread);
         }
         Ok(Drivers {
-            jobs: Some(jobs),
+            queues,
+            next: AtomicUsize::new(0),
             threads,
         })
     }
 
-    /// Hands a claimed run to the next free driver thread; false if none is left.
+    /// Hands a claimed run to the next driver thread, in turn; false if none is left.
     pub(crate) fn submit(&self, lease: Lease) -> bool {
-        self.jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(lease).is_ok())
+        if self.queues.is_empty() {
+            return false;
+        }
+        let at = self.next.fetch_add(1, Ordering::Relaxed) % self.queues.len();
+        self.queues[at].send(lease).is_ok()
     }
 
-    /// Closes the queue and leaves the threads, still inside their calls, to end with the
+    /// Closes the queues and leaves the threads, still inside their calls, to end with the
     /// process (after a second stop request).
     pub(crate) fn detach(mut self) {
-        self.jobs = None;
+        self.queues.clear();
         self.threads.clear();
     }
 
-    /// Lets the threads end once the queue is empty, and waits for them.
+    /// Lets the threads end once their queues are closed and their drives have ended, and
+    /// waits for them.
     pub(crate) fn join(mut self) {
-        self.jobs = None;
+        self.queues.clear();
         for thread in self.threads.drain(..) {
             if thread.join().is_err() {
-                tracing::error!("a driver thread panicked; its run will be redelivered");
+                tracing::error!("a driver thread panicked; its runs will be redelivered");
             }
         }
     }
 }
 
-/// One driver thread: take a claimed run, drive it, report, repeat until the queue closes.
+/// One driver thread: drive every claimed run it is given as a task of its own, until the
+/// queue closes and the last drive has ended.
 fn driver_thread(
-    shared: &Shared,
+    shared: Arc<Shared>,
     runtime: &tokio::runtime::Runtime,
-    mut store: GroupCommitStore,
-    jobs: &Mutex<mpsc::Receiver<Lease>>,
+    store: GroupCommitStore,
+    mut jobs: UnboundedReceiver<Lease>,
 ) {
-    loop {
-        let next = match jobs.lock() {
-            Ok(rx) => rx.recv(),
-            Err(_) => return,
-        };
-        let Ok(lease) = next else { return };
-        let run = lease.run_id.clone();
-        let ended = runtime.block_on(drive_one(shared, &mut store, lease));
-        tracing::debug!(run = %run, ended = ?ended, "drive ended");
-        // The scheduler may have gone (it failed); nothing else waits for this answer.
-        let _ = shared.done.send(Done { ended });
+    let local = tokio::task::LocalSet::new();
+    local.block_on(runtime, async move {
+        let mut drives = tokio::task::JoinSet::new();
+        while let Some(lease) = jobs.recv().await {
+            let (drive, mut store) = (shared.clone(), store.clone());
+            drives.spawn_local(async move {
+                let run = lease.run_id.clone();
+                let ended = drive_one(&drive, &mut store, lease).await;
+                tracing::debug!(run = %run, ended = ?ended, "drive ended");
+                // The scheduler may have gone (it failed); nothing else waits for this answer.
+                let _ = drive.done.send(Done { ended });
+            });
+            while let Some(ended) = drives.try_join_next() {
+                reap(&shared, ended);
+            }
+        }
+        while let Some(ended) = drives.join_next().await {
+            reap(&shared, ended);
+        }
+    });
+}
+
+/// A drive that panicked still frees its place: the scheduler hears of it as a drive that
+/// failed for a reason outside the run (it is driven again once its lease expires).
+fn reap(shared: &Shared, ended: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = ended {
+        tracing::error!("a drive panicked ({e}); its run will be redelivered");
+        let _ = shared.done.send(Done {
+            ended: Ended::Error,
+        });
     }
 }
 
 /// Drives one claimed run to its end, its next wait, or a stop.
-async fn drive_one(shared: &Shared, store: &mut GroupCommitStore, lease: Lease) -> Ended {
+async fn drive_one(shared: &Arc<Shared>, store: &mut GroupCommitStore, lease: Lease) -> Ended {
     let run_id = lease.run_id.clone();
     let record = match store.run(&run_id) {
         Ok(record) => record,
@@ -179,17 +217,17 @@ async fn drive_one(shared: &Shared, store: &mut GroupCommitStore, lease: Lease) 
             return Ended::Error;
         }
     };
-    let loaded = match shared.flows.get(&shared.engine, store, &record) {
+    let loaded = match load(shared, store, &record).await {
         Ok(loaded) => loaded,
-        Err(reason) => return mark_failed(store, &record, &lease, &reason),
+        Err(reason) => return mark_failed(store, &record, &lease, &reason).await,
     };
     let resumable = match prepare_resume(&record, &loaded.flow, Some(&lease)) {
         Ok(r) => r,
         Err(EngineError::Cancelled { .. }) => {
-            release(store, &lease);
+            release(store, &lease).await;
             return Ended::Cancelled;
         }
-        Err(e) => return mark_failed(store, &record, &lease, &e.to_string()),
+        Err(e) => return mark_failed(store, &record, &lease, &e.to_string()).await,
     };
     let ttl = shared.lease_ttl.max(lease_ttl(loaded.longest_call()));
     let mut observer = (shared.observer)(&run_id);
@@ -239,16 +277,32 @@ fn log_end(run: &str, finish: &Result<Finish, EngineError>) {
     }
 }
 
+/// The flow of `record`: from the cache when it is there, else loaded (which may compile its
+/// plugins) on a thread for blocking work, so the other drives of this thread go on meanwhile.
+async fn load(
+    shared: &Arc<Shared>,
+    store: &GroupCommitStore,
+    record: &RunRecord,
+) -> Result<Arc<LoadedFlow>, String> {
+    if let Some(loaded) = shared.flows.cached(record) {
+        return Ok(loaded);
+    }
+    let (shared, store, record) = (shared.clone(), store.clone(), record.clone());
+    tokio::task::spawn_blocking(move || shared.flows.get(&shared.engine, &store, &record))
+        .await
+        .unwrap_or_else(|e| Err(format!("loading its flow failed: {e}")))
+}
+
 /// Marks a run failed with `reason` (its state unchanged, so a fixed flow can resume it) and
 /// gives it up: it is not claimed again until someone resumes it.
-fn mark_failed(
+async fn mark_failed(
     store: &mut GroupCommitStore,
     record: &RunRecord,
     lease: &Lease,
     reason: &str,
 ) -> Ended {
     tracing::error!(run = %record.id, "the run cannot be driven: {reason}");
-    let saved = store.save_step(&StepSave {
+    let saved = store.begin_save_step(&StepSave {
         run_id: &record.id,
         status: RunStatus::Failed,
         state: &record.state,
@@ -257,16 +311,16 @@ fn mark_failed(
         history: None,
         lease: Some(lease),
     });
-    match saved {
+    match saved.await {
         Ok(()) | Err(StoreError::Cancelled { .. }) => {}
         Err(e) => tracing::warn!(run = %record.id, "cannot mark the run failed: {e}"),
     }
-    release(store, lease);
+    release(store, lease).await;
     Ended::Unloadable
 }
 
-fn release(store: &mut GroupCommitStore, lease: &Lease) {
-    if let Err(e) = store.release(lease) {
+async fn release(store: &mut GroupCommitStore, lease: &Lease) {
+    if let Err(e) = store.begin_release(lease).await {
         tracing::debug!(run = %lease.run_id, "cannot release the lease: {e}");
     }
 }
@@ -282,6 +336,14 @@ struct FlowCache {
 }
 
 impl FlowCache {
+    /// The flow of `record` if it is loaded already; `None` when it is not, or is loading
+    /// now (this never waits).
+    fn cached(&self, record: &RunRecord) -> Option<Arc<LoadedFlow>> {
+        let key = cache_key(record).ok()?;
+        let slot = self.slots.try_lock().ok()?.get(&key)?.clone();
+        slot.try_lock().ok()?.clone()
+    }
+
     /// The flow of `record`, loaded at most once per source; the error is the reason to record.
     fn get(
         &self,
@@ -290,10 +352,7 @@ impl FlowCache {
         record: &RunRecord,
     ) -> Result<Arc<LoadedFlow>, String> {
         let path = Path::new(&record.flow_file);
-        let key = match &record.deployment {
-            Some(id) => format!("deployment:{id}"),
-            None => file_key(path)?,
-        };
+        let key = cache_key(record)?;
         let slot = {
             let mut slots = self
                 .slots
@@ -321,6 +380,15 @@ impl FlowCache {
         let loaded = Arc::new(loaded.map_err(|e| format!("its flow cannot be loaded: {e}"))?);
         *slot = Some(loaded.clone());
         Ok(loaded)
+    }
+}
+
+/// What a run's flow is cached by: its deployment, or (for runs from before deployments) its
+/// flow file as it is now.
+fn cache_key(record: &RunRecord) -> Result<String, String> {
+    match &record.deployment {
+        Some(id) => Ok(format!("deployment:{id}")),
+        None => file_key(Path::new(&record.flow_file)),
     }
 }
 

@@ -1,26 +1,42 @@
-//! [`GroupCommitStore`]: the [`Store`] a server's driver drives through, so the engine's own
+//! [`GroupCommitStore`]: the [`Store`] a server's drive goes through, so the engine's own
 //! [`Driver`](stepflow_engine::Driver) is reused unchanged. Writes go to the writer thread
-//! (committed with other drivers' writes; the call returns once durable), reads go to this
-//! driver thread's own connection (WAL readers do not wait for the writer).
+//! (committed with other drives' writes): a step save or a release is a future that completes
+//! once durable, so one thread drives many runs while their saves wait; the other writes block
+//! their caller. Reads go to the driver thread's own connection, shared by its drives (WAL
+//! readers do not wait for the writer).
+
+use std::sync::{Arc, Mutex};
 
 use stepflow_store::{
     Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunFilter, RunRecord, RunStatus,
-    SqliteStore, StepSave, Store, StoreError, Subject,
+    SqliteStore, StepSave, Store, StoreError, Subject, Writing,
 };
 
 use crate::writer::{OwnedSave, Request, WriterHandle};
 
-/// A store whose writes are group-committed by the server's writer thread. It blocks its
-/// caller until the write is durable, so use it from a thread of its own (each server driver
-/// has one).
+/// A store whose writes are group-committed by the server's writer thread.
+#[derive(Clone)]
 pub struct GroupCommitStore {
     writer: WriterHandle,
-    read: SqliteStore,
+    read: Arc<Mutex<SqliteStore>>,
 }
 
 impl GroupCommitStore {
-    pub(crate) fn new(writer: WriterHandle, read: SqliteStore) -> Self {
+    pub(crate) fn new(writer: WriterHandle, read: Arc<Mutex<SqliteStore>>) -> Self {
         GroupCommitStore { writer, read }
+    }
+
+    /// Runs `f` on the read connection (used by one drive at a time: reads do not await).
+    fn with_read<T>(
+        &self,
+        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let read = self.read.lock().map_err(|_| StoreError::Backend {
+            location: "the run database".into(),
+            action: "reading".into(),
+            source: "a driver's read connection is unusable after a panic".into(),
+        })?;
+        f(&read)
     }
 }
 
@@ -35,6 +51,18 @@ impl Store for GroupCommitStore {
         let save = Box::new(OwnedSave::of(step));
         self.writer
             .call("saving a step", |reply| Request::Save(save, reply))
+    }
+
+    fn begin_save_step(&mut self, step: &StepSave<'_>) -> Writing {
+        let save = Box::new(OwnedSave::of(step));
+        self.writer
+            .begin("saving a step", |reply| Request::Save(save, reply))
+    }
+
+    fn begin_release(&mut self, lease: &Lease) -> Writing {
+        let lease = lease.clone();
+        self.writer
+            .begin("releasing a lease", |reply| Request::Release(lease, reply))
     }
 
     fn save_steps(
@@ -54,15 +82,15 @@ impl Store for GroupCommitStore {
     }
 
     fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
-        self.read.run(id)
+        self.with_read(|read| read.run(id))
     }
 
     fn runs_where(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
-        self.read.runs_where(filter)
+        self.with_read(|read| read.runs_where(filter))
     }
 
     fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
-        self.read.history(run_id)
+        self.with_read(|read| read.history(run_id))
     }
 
     fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
@@ -124,11 +152,11 @@ impl Store for GroupCommitStore {
     }
 
     fn next_due_ms(&self, now_ms: u64) -> Result<Option<u64>, StoreError> {
-        self.read.next_due_ms(now_ms)
+        self.with_read(|read| read.next_due_ms(now_ms))
     }
 
     fn data_version(&self) -> Result<u64, StoreError> {
-        self.read.data_version()
+        self.with_read(|read| read.data_version())
     }
 
     fn put_deployment(&mut self, deployment: &Deployment) -> Result<bool, StoreError> {
@@ -139,7 +167,7 @@ impl Store for GroupCommitStore {
     }
 
     fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
-        self.read.deployment(id)
+        self.with_read(|read| read.deployment(id))
     }
 
     fn deployments(
@@ -147,7 +175,7 @@ impl Store for GroupCommitStore {
         flow: Option<&str>,
         limit: usize,
     ) -> Result<Vec<DeploymentInfo>, StoreError> {
-        self.read.deployments(flow, limit)
+        self.with_read(|read| read.deployments(flow, limit))
     }
 
     fn move_run(

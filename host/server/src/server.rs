@@ -19,8 +19,11 @@ use crate::writer::{Request, Writer, WriterStats};
 pub struct ServerConfig {
     /// The run database (SQLite); created if missing.
     pub db: PathBuf,
-    /// The most runs driven at once (one driver thread each).
+    /// The most runs driven at once.
     pub concurrency: usize,
+    /// How many OS threads drive them (each drives many runs at once, switching while saves
+    /// wait): one per core by default; never more than `concurrency`.
+    pub drive_threads: Option<usize>,
     /// The lease owner id this server claims runs as (`host:pid:start` by default).
     pub owner: String,
     /// How long a claim lasts unless renewed; drivers renew it, and a flow whose calls may
@@ -39,6 +42,7 @@ impl ServerConfig {
         ServerConfig {
             db,
             concurrency: 16,
+            drive_threads: None,
             owner: this_owner(),
             lease_ttl: MIN_LEASE,
             idle_poll: Duration::from_secs(1),
@@ -146,7 +150,8 @@ impl Server {
             done: done_tx,
             writer: handle.clone(),
             db: config.db.clone(),
-            threads: config.concurrency,
+            concurrency: config.concurrency,
+            threads: config.drive_threads,
         })?;
         let result = Scheduler {
             writer: &handle,

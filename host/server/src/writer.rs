@@ -58,8 +58,8 @@ impl OwnedSave {
     }
 }
 
-/// Where the writer sends an answer: a driver thread blocks on a std channel, the scheduler
-/// awaits a oneshot.
+/// Where the writer sends an answer: a caller that may block waits on a std channel; a drive's
+/// save or release and the scheduler await a oneshot.
 pub(crate) enum Reply<T> {
     Blocking(mpsc::SyncSender<T>),
     Async(oneshot::Sender<T>),
@@ -330,6 +330,21 @@ impl WriterHandle {
         Ok(Pending {
             rx,
             what: what.to_string(),
+        })
+    }
+
+    /// Sends a write and returns a future of its answer, which owns everything it needs: for
+    /// drives, which await their saves while other drives on the thread go on.
+    pub(crate) fn begin(
+        &self,
+        what: &'static str,
+        make: impl FnOnce(Answer<()>) -> Request,
+    ) -> stepflow_store::Writing {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.tx.send(make(Reply::Async(tx)));
+        Box::pin(async move {
+            sent.map_err(|_| gone(what))?;
+            rx.await.map_err(|_| gone(what))?
         })
     }
 

@@ -284,3 +284,86 @@ async fn a_run_whose_flow_file_is_gone_fails_and_the_others_complete() {
         assert!(run.lease.is_none());
     }
 }
+
+/// Tells when the spinning run's call has started.
+struct Started(Arc<tokio::sync::Notify>);
+
+impl Observer for Started {
+    fn step_started(&mut self, _: u64, _: &str, _: stepflow_model::CallKind) {
+        self.0.notify_one();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_spins_does_not_hold_up_the_runs_its_thread_drives() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("server.db");
+    let engine = engine();
+    // A call that never returns by itself; its time limit is far beyond the test.
+    let spin = dir.path().join("spin.yaml");
+    let yaml = format!(
+        "flow: spin.v1\nplugins:\n  h:\n    wasm: {}\n    timeout: 10m\nsteps:\n  - {{ name: \
+         forever, do: h.spin }}\n",
+        stepflow_testkit::rust_plugin("hostile").display()
+    );
+    std::fs::write(&spin, yaml).expect("write the flow file");
+    let spinner = create_runs(&db, &engine.load(&spin).expect("load"), 1, |_| json!({}));
+    let others = engine
+        .load(&noop_flow(dir.path(), "others", 3))
+        .expect("load");
+    let started = Arc::new(tokio::sync::Notify::new());
+    let observer = {
+        let (started, spinner) = (started.clone(), spinner[0].clone());
+        Arc::new(move |run: &str| -> Box<dyn Observer> {
+            if run == spinner {
+                Box::new(Started(started.clone()))
+            } else {
+                Box::new(())
+            }
+        })
+    };
+    // One driver thread: the spinning call and every other run share it.
+    let server = Server::new(ServerConfig {
+        drive_threads: Some(1),
+        ..config(&db, 8)
+    })
+    .with_observer(observer);
+    let (stop, requests) = Stop::new();
+    let watch = async {
+        // The other runs are submitted only once the spinning call is under way.
+        started.notified().await;
+        let fine = create_runs(&db, &others, 6, |_| json!({}));
+        let store = SqliteStore::open(&db).expect("a second connection");
+        // A bound, not a measure: without yielding, the runs would wait ten minutes.
+        let give_up = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < give_up {
+            let finished = fine.iter().all(|id| {
+                store
+                    .run(id)
+                    .is_ok_and(|r| r.status == RunStatus::Completed)
+            });
+            if finished {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The spinning call is abandoned, as an operator's second Ctrl-C would.
+        stop.request();
+        stop.request();
+        fine
+    };
+    let (summary, fine) = tokio::join!(server.run(engine, requests), watch);
+    summary.expect("the server runs");
+    let store = SqliteStore::open(&db).expect("store");
+    for id in &fine {
+        assert_eq!(
+            store.run(id).expect("run").status,
+            RunStatus::Completed,
+            "{id}"
+        );
+    }
+    assert!(
+        store.history(&spinner[0]).expect("history").is_empty(),
+        "the spinning call was still running when the others had finished"
+    );
+}
