@@ -1,4 +1,4 @@
-//! The drivers: a few OS threads (one per core, at most one per run driven at once), each with
+//! The drivers: a few OS threads (four per core, at most one per run driven at once), each with
 //! its own current-thread runtime and read connection, driving many claimed runs at once as
 //! tasks, each with the engine's [`Driver`] through a [`GroupCommitStore`]: while one run's
 //! save waits for the shared commit, the thread drives the others, so a step costs no thread
@@ -84,18 +84,21 @@ pub(crate) struct DriverSetup {
     pub db: PathBuf,
     /// The most runs driven at once: no more threads than this are started.
     pub concurrency: usize,
-    /// How many threads to start (default: one per core).
+    /// How many threads to start (default: four per core).
     pub threads: Option<usize>,
 }
 
 impl Drivers {
-    /// Starts the driver threads (one per core unless told, never more than the runs driven at
-    /// once), each with its own read connection to the database.
+    /// Starts the driver threads (four per core unless told, never more than the runs driven
+    /// at once), each with its own read connection to the database.
     pub(crate) fn start(setup: DriverSetup) -> Result<Drivers, ServerError> {
+        // Four per core: one thread per core drives the most steps per second, but a run that
+        // comes due then waits behind the others of its thread, which more threads shorten
+        // (10,000 timers: p99 lateness 28-39 ms with one per core, 3 ms with four).
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let count = setup
             .threads
-            .unwrap_or(cores)
+            .unwrap_or(cores * 4)
             .clamp(1, setup.concurrency.max(1));
         let shared = Arc::new(Shared {
             engine: setup.engine,

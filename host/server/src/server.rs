@@ -22,7 +22,7 @@ pub struct ServerConfig {
     /// The most runs driven at once.
     pub concurrency: usize,
     /// How many OS threads drive them (each drives many runs at once, switching while saves
-    /// wait): one per core by default; never more than `concurrency`.
+    /// wait): four per core by default; never more than `concurrency`.
     pub drive_threads: Option<usize>,
     /// The lease owner id this server claims runs as (`host:pid:start` by default).
     pub owner: String,
