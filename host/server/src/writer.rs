@@ -333,32 +333,29 @@ impl WriterHandle {
         })
     }
 
-    /// Sends a write and returns a future of its answer, which owns everything it needs: for
-    /// drives, which await their saves while other drives on the thread go on.
+    /// A write of a drive, as a store's future: see [`WriterHandle::ask`].
     pub(crate) fn begin(
         &self,
         what: &'static str,
         make: impl FnOnce(Answer<()>) -> Request,
     ) -> stepflow_store::Writing {
-        let (tx, rx) = oneshot::channel();
-        let sent = self.tx.send(make(Reply::Async(tx)));
-        Box::pin(async move {
-            sent.map_err(|_| gone(what))?;
-            rx.await.map_err(|_| gone(what))?
-        })
+        Box::pin(self.ask(what, make))
     }
 
-    /// The same for async callers (the scheduler): awaits the answer without blocking.
-    pub(crate) async fn ask<T>(
+    /// Sends a request and returns a future of its answer that owns everything it needs, for
+    /// async callers (the scheduler, and drives, which await their saves while the other
+    /// drives of their thread go on): the caller's thread never blocks.
+    pub(crate) fn ask<T: Send + 'static>(
         &self,
-        what: &str,
+        what: &'static str,
         make: impl FnOnce(Answer<T>) -> Request,
-    ) -> Result<T, StoreError> {
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(make(Reply::Async(tx)))
-            .map_err(|_| gone(what))?;
-        rx.await.map_err(|_| gone(what))?
+        let sent = self.tx.send(make(Reply::Async(tx)));
+        async move {
+            sent.map_err(|_| gone(what))?;
+            rx.await.map_err(|_| gone(what))?
+        }
     }
 }
 
