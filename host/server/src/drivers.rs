@@ -179,17 +179,20 @@ fn driver_thread(
     let local = tokio::task::LocalSet::new();
     local.block_on(runtime, async move {
         let mut drives = tokio::task::JoinSet::new();
-        while let Some(lease) = jobs.recv().await {
-            let (drive, mut store) = (shared.clone(), store.clone());
-            drives.spawn_local(async move {
-                let run = lease.run_id.clone();
-                let ended = drive_one(&drive, &mut store, lease).await;
-                tracing::debug!(run = %run, ended = ?ended, "drive ended");
-                // The scheduler may have gone (it failed); nothing else waits for this answer.
-                let _ = drive.done.send(Done { ended });
-            });
-            while let Some(ended) = drives.try_join_next() {
-                reap(&shared, ended);
+        loop {
+            tokio::select! {
+                lease = jobs.recv() => {
+                    let Some(lease) = lease else { break };
+                    let (drive, mut store) = (shared.clone(), store.clone());
+                    drives.spawn_local(async move {
+                        let run = lease.run_id.clone();
+                        let ended = drive_one(&drive, &mut store, lease).await;
+                        tracing::debug!(run = %run, ended = ?ended, "drive ended");
+                        // The scheduler may have gone (it failed); nothing else waits for this.
+                        let _ = drive.done.send(Done { ended });
+                    });
+                }
+                Some(ended) = drives.join_next(), if !drives.is_empty() => reap(&shared, ended),
             }
         }
         while let Some(ended) = drives.join_next().await {
