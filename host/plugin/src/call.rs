@@ -244,7 +244,8 @@ impl PluginFunction {
                     hit: false,
                 },
                 tag: LogTag::default(),
-                deadline: Instant::now(),
+                started: Instant::now(),
+                time_limit: grants.timeout,
             },
         );
         store.limiter(|s| &mut s.limits);
@@ -252,7 +253,8 @@ impl PluginFunction {
         // and a busy plugin must not hold up the others), until its time limit is used up;
         // then it is stopped as an interrupt, which `explain` reports as a time-out.
         store.epoch_deadline_callback(|ctx| {
-            Ok(if Instant::now() >= ctx.data().deadline {
+            let state = ctx.data();
+            Ok(if state.started.elapsed() >= state.time_limit {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -285,14 +287,11 @@ impl PluginFunction {
     }
 }
 
-/// A time limit too large to represent as an instant: about thirty years.
-const FOREVER: std::time::Duration = std::time::Duration::from_secs(1 << 30);
-
 /// Gives the guest code that runs next in `store` the grants' time limit (from now, checked
 /// at every epoch tick) and, when granted, its fuel.
 fn set_limits(store: &mut Store<HostState>, grants: &Grants) -> Result<(), String> {
-    let now = Instant::now();
-    store.data_mut().deadline = now.checked_add(grants.timeout).unwrap_or(now + FOREVER);
+    let state = store.data_mut();
+    (state.started, state.time_limit) = (Instant::now(), grants.timeout);
     store.set_epoch_deadline(1);
     if let Some(fuel) = grants.fuel {
         store

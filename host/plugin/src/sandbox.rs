@@ -87,9 +87,11 @@ pub(crate) struct HostState {
     pub table: ResourceTable,
     pub limits: MemoryCap,
     pub tag: LogTag,
-    /// When the guest code now running is stopped (its time limit); until then it yields to
-    /// the executor at every epoch tick, so other runs driven by the same thread go on.
-    pub deadline: Instant,
+    /// When the guest code now running started, and how long it may run (its time limit);
+    /// until then it yields to the executor at every epoch tick, so other runs driven by the
+    /// same thread go on.
+    pub started: Instant,
+    pub time_limit: Duration,
 }
 
 /// Who a log line is about.
