@@ -253,6 +253,10 @@ impl ServerProcess {
     /// Starts `stepflow server --log-format json` with `args` on the sandbox's database.
     pub fn start(s: &Sandbox, args: &[&str]) -> Self {
         let mut all = vec!["server", "--log-format", "json"];
+        // Tests run side by side: each server's API takes a free port (it logs which).
+        if !args.iter().any(|a| *a == "--listen" || *a == "--no-api") {
+            all.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+        }
         all.extend_from_slice(args);
         let mut child = spawn(s, &all, "info");
         let stderr = child.stderr.take().expect("stderr");

@@ -470,3 +470,97 @@ fn the_server_finishes_a_run_left_waiting_by_run_no_wait() {
     server.terminate();
     assert_eq!(server.finish().0, Some(0));
 }
+
+/// A deployment that waits for an approval signal between its first step and the rest.
+const APPROVAL: &str = "flow: approval.v1
+plugins:
+  deploy: { wasm: {plugins}/deploy.wasm }
+data: { version: \"2.0\", current: \"1.0\", rollout_ms: 0, flaky_validations: 0 }
+steps:
+  - do: deploy.prepare
+  - { name: approval, wait-for: { signal: approve }, timeout: 24h }
+  - do: deploy.deploy
+  - do: deploy.cleanup
+";
+
+#[test]
+fn submitted_runs_wait_for_their_approval_signal_and_one_sent_early_is_kept() {
+    let _heavy = heavy();
+    let s = Sandbox::durable();
+    let flow = s.flow("approval.yaml", APPROVAL);
+    let waits = submit(&s, &flow, "{}");
+    let early = submit(&s, &flow, "{}");
+    let out = s.run(&["signal", &early, "approve", "--data", r#"{"by": "bob"}"#]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let mut server = ServerProcess::start(&s, &[]);
+    let mut waiting = false;
+    let mut early_done = false;
+    while !(waiting && early_done) {
+        let event = server.wait_for("a wait and a completion", |e| {
+            matches!(
+                message(e),
+                "run waits for a signal" | "run completed" | "run failed"
+            )
+        });
+        match (message(&event), event["run"].as_str()) {
+            ("run waits for a signal", Some(run)) if run == waits => {
+                assert_eq!(event["signal"], "approve", "{event}");
+                waiting = true;
+            }
+            ("run completed", Some(run)) if run == early => early_done = true,
+            _ => panic!("unexpected: {event}\n{}", server.tail()),
+        }
+    }
+    let shown = json(&s.run(&["show", &waits, "--json"]));
+    assert_eq!(shown["status"], "waiting", "{shown}");
+
+    // A name the flow never waits for, and an unknown run, are refused; nothing is stored.
+    let out = s.run(&["signal", &waits, "aprove"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("it waits for `approve`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = s.run(&["signal", "20260101-000000-000000", "approve"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+
+    // The same id twice is one signal.
+    for _ in 0..2 {
+        let out = s.run(&[
+            "signal",
+            &waits,
+            "approve",
+            "--id",
+            "ticket-1",
+            "--data",
+            r#"{"by": "ana"}"#,
+            "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(json(&out)["seq"], 1, "{}", stdout(&out));
+    }
+    let event = server.wait_for("the approved run to end", |e| {
+        matches!(message(e), "run completed" | "run failed") && e["run"] == waits.as_str()
+    });
+    assert_eq!(message(&event), "run completed", "{event}");
+    server.terminate();
+    assert_eq!(server.finish().0, Some(0));
+
+    for (run, by) in [(&waits, "ana"), (&early, "bob")] {
+        let shown = json(&s.run(&["show", run, "--json"]));
+        assert_eq!(shown["data"]["signals"]["approve"]["by"], by, "{shown}");
+        let approvals: Vec<_> = shown["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["step"] == "approval.v1/approval")
+            .collect();
+        assert_eq!(approvals.len(), 1, "one signal, one wait: {shown}");
+        assert_eq!(approvals[0]["outcome"], "done", "{shown}");
+    }
+    let out = s.run(&["signal", &waits, "approve"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is completed"), "{}", stderr(&out));
+}

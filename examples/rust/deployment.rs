@@ -152,6 +152,11 @@ async fn run(flow: &StepFlow, run_id: &str, version: &str) -> Result<(), String>
                 let wait = due.saturating_sub(clock.now_ms());
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
+            Status::AwaitingSignal { signal, .. } => {
+                return Err(format!(
+                    "waits for signal `{signal}`, which this example never sends"
+                ));
+            }
             Status::Ready => state = flow.apply(&ctx, state).await,
         }
     }

@@ -171,7 +171,7 @@ fn start_server(db: &Path) -> (Child, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_stepflow"))
         .arg("--db")
         .arg(db)
-        .args(["server", "--log-format", "json"])
+        .args(["server", "--log-format", "json", "--no-api"])
         .env("STEPFLOW_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -204,6 +204,34 @@ pub enum Command {
         /// collectors.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Where the HTTP API and the web page listen (port 0: any free port, logged).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
+        listen: std::net::SocketAddr,
+        /// Serve no HTTP API and no web page.
+        #[arg(long, conflicts_with_all = ["listen", "reads_need_token"])]
+        no_api: bool,
+        /// Make reads of the API need the token too (writes always do).
+        #[arg(long)]
+        reads_need_token: bool,
+    },
+    /// Send a signal to a run: a wait for it (`wait-for: {signal: NAME}`) moves on. A signal
+    /// that arrives before the run reaches its wait is kept for it.
+    #[command(
+        after_help = "Examples:\n  stepflow signal 20261128-101500-4f2a approve --data '{\"by\": \"ana\"}'\n  stepflow signal 20261128-101500-4f2a approve --id ticket-4711   # sent twice, applied once"
+    )]
+    Signal {
+        /// The run id.
+        run: String,
+        /// The signal's name, as the flow's `wait-for: {signal: NAME}` spells it.
+        name: String,
+        /// The signal's payload, merged under `signals.NAME` in the run's data: JSON text, or
+        /// @file (default `{}`).
+        #[arg(long, value_name = "JSON|@FILE")]
+        data: Option<String>,
+        /// An id for this signal: a second delivery with the same id is applied once (a retry
+        /// after a timeout, say). Default: a fresh id.
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Cancel a run so that it is never resumed.
     #[command(after_help = "Example:\n  stepflow cancel 20261128-101500-4f2a")]

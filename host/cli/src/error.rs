@@ -36,6 +36,14 @@ impl Exit {
         }
     }
 
+    /// A file next to the database could not be read or written.
+    pub fn storage(message: impl fmt::Display) -> Self {
+        Exit {
+            code: STORAGE,
+            message: message.to_string(),
+        }
+    }
+
     /// An exit with nothing more to say.
     pub fn quiet(code: u8) -> Self {
         Exit {
@@ -79,7 +87,9 @@ impl From<StoreError> for Exit {
                 code: CANCELLED,
                 message: e.to_string(),
             },
-            StoreError::Leased { .. } | StoreError::Finished { .. } => Exit::usage(e),
+            StoreError::Leased { .. }
+            | StoreError::Finished { .. }
+            | StoreError::NotListening { .. } => Exit::usage(e),
             StoreError::Missing { .. } => Exit {
                 code: STORAGE,
                 message: format!(
@@ -133,6 +143,9 @@ impl From<EngineError> for Exit {
             },
             EngineError::Busy { ref owner, .. } => Exit::usage(format!(
                 "{e}\n  hint: {owner} (host:pid:start) is a `stepflow server` or another `run`/`resume`; stop it (Ctrl-C, or SIGTERM for a server) or wait for it to finish, then try again"
+            )),
+            EngineError::UnknownSignal { ref run, .. } => Exit::usage(format!(
+                "{message}\n  hint: `stepflow show {run}` shows where the run waits"
             )),
             EngineError::BuildStopped { .. } => Exit {
                 code: INTERRUPTED,

@@ -106,6 +106,12 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Inspect { plugin } => commands::inspect::inspect(&plugin, json),
         Command::Graph { flow, format } => commands::graph::graph(&flow, format, json),
         Command::Cancel { run } => commands::cancel::cancel(&db, &run, json),
+        Command::Signal {
+            run,
+            name,
+            data,
+            id,
+        } => commands::signal::signal(&db, &run, &name, data.as_deref(), id.as_deref(), json),
         Command::Submit {
             flow,
             input,
@@ -123,8 +129,18 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
             commands::plugin::build(&dir, json).map(|_| ())
         }
         Command::Plugin(PluginCommand::Test { dir }) => commands::plugin::test(&dir, json).await,
-        Command::Server { concurrency, .. } => {
-            commands::server::server(&db, usize::from(concurrency), json).await
+        Command::Server {
+            concurrency,
+            listen,
+            no_api,
+            reads_need_token,
+            ..
+        } => {
+            let api = (!no_api).then_some(commands::server::Api {
+                listen,
+                reads_need_token,
+            });
+            commands::server::server(&db, usize::from(concurrency), api, json).await
         }
     }
 }

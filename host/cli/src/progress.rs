@@ -41,6 +41,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 /// The progress display.
 pub struct Progress {
     mode: Mode,
+    /// The run being driven, once known, for the hint of a wait for a signal.
+    run_id: Option<String>,
 }
 
 enum Mode {
@@ -66,7 +68,12 @@ impl Progress {
         } else {
             Mode::Lines
         };
-        Progress { mode }
+        Progress { mode, run_id: None }
+    }
+
+    /// Names the run being driven, so a wait for a signal can say how to send it.
+    pub fn set_run(&mut self, run_id: &str) {
+        self.run_id = Some(run_id.to_string());
     }
 
     /// Prints a line above the live line (or as a plain line).
@@ -139,6 +146,33 @@ impl Progress {
         }
     }
 
+    /// The run waits at `wait.step` for `signal` (until `wait.until_ms`, when it has a timeout).
+    fn awaiting_signal(&self, wait: &Waiting<'_>, signal: &str) {
+        let left = match wait.until_ms {
+            stepflow_store::NEVER_DUE_MS => String::new(),
+            until => format!(
+                ", giving up in {}",
+                human_ms(until.saturating_sub(wait.now_ms))
+            ),
+        };
+        let hint = match &self.run_id {
+            Some(run) => format!(" (send it: stepflow signal {run} {signal})"),
+            None => String::new(),
+        };
+        match &self.mode {
+            Mode::Silent => {}
+            Mode::Lines if wait.first => output::line(format!(
+                "… {} waits for signal `{signal}`{left}{hint}",
+                wait.step
+            )),
+            Mode::Lines => {}
+            Mode::Live(bar) => bar.set_message(format!(
+                "{} waits for signal `{signal}`{left}{hint}",
+                wait.step
+            )),
+        }
+    }
+
     /// The step in flight was abandoned by a second Ctrl-C.
     pub fn abandoned(&self) {
         self.line("abandoned the step in flight; it will run again on resume");
@@ -166,7 +200,10 @@ impl Observer for Progress {
     }
 
     fn waiting(&mut self, wait: &Waiting<'_>) {
-        Progress::waiting(self, wait.step, wait.until_ms, wait.now_ms, wait.first);
+        match wait.signal {
+            Some(signal) => self.awaiting_signal(wait, signal),
+            None => Progress::waiting(self, wait.step, wait.until_ms, wait.now_ms, wait.first),
+        }
     }
 
     fn stopped(&mut self, why: Stopped) {

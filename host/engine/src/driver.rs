@@ -67,6 +67,13 @@ pub struct Driver<'a> {
 /// How often a wait reports to the observer (its countdown's resolution).
 const WAIT_REPORT: Duration = Duration::from_secs(1);
 
+/// How often a drive that sleeps at a wait for a signal reads the store for it. A server does
+/// not sleep there: it gives the run back, and the signal makes it due.
+const SIGNAL_POLL: Duration = Duration::from_millis(500);
+
+/// How many signals one read delivers; a longer inbox is read in several.
+const SIGNALS_PER_READ: usize = 256;
+
 impl<'a> Driver<'a> {
     /// A driver of runs of `flow` in `store`.
     pub fn new(
@@ -144,6 +151,9 @@ impl Drive<'_, '_> {
         // The store is read on entry and after each wait; while steps run, a cancel shows up as
         // the store's refusal to save.
         let mut check_cancel = true;
+        // Signals that arrived while nobody drove the run join its inbox at once, so a save
+        // of the run as waiting has read them all (the store makes a run due that has not).
+        self.deliver_signals(&mut state)?;
         loop {
             let d = &mut self.driver;
             if std::mem::take(&mut check_cancel)
@@ -160,6 +170,21 @@ impl Drive<'_, '_> {
                         return Ok(Finish::Stopped(state, Stopped::AtWait));
                     }
                     if !self.sleep_until(&state, until).await? {
+                        self.save_stopped(&state).await?;
+                        return Ok(Finish::Stopped(state, Stopped::Requested));
+                    }
+                    check_cancel = true;
+                    continue;
+                }
+                Status::AwaitingSignal { signal, until } => {
+                    if self.deliver_signals(&mut state)? {
+                        continue;
+                    }
+                    if options.stop_at_wait {
+                        self.save_stopped(&state).await?;
+                        return Ok(Finish::Stopped(state, Stopped::AtWait));
+                    }
+                    if !self.await_signal(&mut state, &signal, until).await? {
                         self.save_stopped(&state).await?;
                         return Ok(Finish::Stopped(state, Stopped::Requested));
                     }
@@ -221,6 +246,7 @@ impl Drive<'_, '_> {
                 until_ms: until,
                 now_ms: now,
                 first: std::mem::take(&mut first),
+                signal: None,
             });
             let left = until.saturating_sub(now);
             if left == 0 {
@@ -232,6 +258,66 @@ impl Drive<'_, '_> {
                 _ = d.stop.reached(1) => return Ok(false),
             }
             self.renew()?;
+        }
+    }
+
+    /// Reads the signals the store received for the run after the last one its state has read
+    /// into its inbox; true if any arrived.
+    fn deliver_signals(&mut self, state: &mut State) -> Result<bool, StoreError> {
+        let mut delivered = false;
+        loop {
+            let signals =
+                self.driver
+                    .store
+                    .signals(self.run_id, state.signals_read, SIGNALS_PER_READ)?;
+            let full = signals.len() == SIGNALS_PER_READ;
+            delivered |= state.deliver(signals);
+            if !full {
+                return Ok(delivered);
+            }
+        }
+    }
+
+    /// Waits for `signal` to reach the run's inbox (the store is read once a second, so a
+    /// signal sent from another process is seen), or for the wait's deadline `until`, keeping
+    /// the lease and reporting the wait; false if a stop was requested.
+    async fn await_signal(
+        &mut self,
+        state: &mut State,
+        signal: &str,
+        until: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let step = self
+            .driver
+            .flow
+            .next_call(state)
+            .map(|(p, _)| p.to_string())
+            .unwrap_or_default();
+        let until_ms = until.unwrap_or(stepflow_store::NEVER_DUE_MS);
+        let mut first = true;
+        loop {
+            let d = &mut self.driver;
+            let now = d.clock.now_ms();
+            d.observer.waiting(&Waiting {
+                step: &step,
+                until_ms,
+                now_ms: now,
+                first: std::mem::take(&mut first),
+                signal: Some(signal),
+            });
+            let left = until_ms.saturating_sub(now);
+            if left == 0 {
+                return Ok(true);
+            }
+            let slice = Duration::from_millis(left).min(SIGNAL_POLL);
+            tokio::select! {
+                _ = tokio::time::sleep(slice) => {}
+                _ = d.stop.reached(1) => return Ok(false),
+            }
+            self.renew()?;
+            if self.deliver_signals(state)? && state.inbox.iter().any(|s| s.name == signal) {
+                return Ok(true);
+            }
         }
     }
 

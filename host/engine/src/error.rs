@@ -116,4 +116,23 @@ pub enum EngineError {
     /// The store failed or refused.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A signal for a run whose flow has no wait for a signal of that name: no wait would
+    /// ever take it, so it is refused rather than kept forever.
+    #[error(
+        "run `{run}` (flow `{flow}`) has no wait for a signal `{signal}`, so nothing would take it; {}",
+        match .awaited.as_slice() {
+            [] => "the flow waits for no signal at all".to_string(),
+            names => format!("it waits for {}", names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")),
+        }
+    )]
+    UnknownSignal {
+        /// The run.
+        run: String,
+        /// Its flow.
+        flow: String,
+        /// The signal's name.
+        signal: String,
+        /// The signal names the flow's waits are for.
+        awaited: Vec<String>,
+    },
 }

@@ -14,6 +14,8 @@
 //!   check that a saved one can go on;
 //! - [`claim`] makes this process the run's one driver (a lease in the store that every save
 //!   checks; a dead local owner is taken over at once);
+//! - [`send_signal`] sends a signal to a run whose flow waits for it (the run's inbox, read by
+//!   its driver);
 //! - [`Driver::drive`] moves a run forward: apply, save the new state and its history entry in
 //!   one store call, sleep through waits, stop when asked ([`Stop`]). It reports what happens
 //!   to an [`Observer`].
@@ -57,6 +59,7 @@ mod load;
 mod observer;
 mod paths;
 mod run;
+mod signal;
 mod stop;
 mod time;
 mod upgrade;
@@ -70,6 +73,7 @@ pub use load::{Engine, LoadedFlow, shape};
 pub use observer::{Observer, Stopped, Waiting};
 pub use paths::{default_cache_dir, default_db_path, default_tools_dir};
 pub use run::{Resumable, new_run_id, prepare_resume, start_claimed_run, start_run, stored_status};
+pub use signal::{SignalRequest, send_signal};
 pub use stepflow_store::{DeployedPlugin, Deployment};
 pub use stop::{Stop, StopRequests};
 pub use time::utc_time;

@@ -32,8 +32,11 @@ impl Observer for () {}
 pub struct Waiting<'a> {
     /// The step that is due next (empty when the run waits on a retry back-off of a group).
     pub step: &'a str,
-    /// When it is due (Unix milliseconds).
+    /// When it is due (Unix milliseconds); for a wait for a signal, when the wait gives up
+    /// ([`stepflow_store::NEVER_DUE_MS`] when it has no timeout).
     pub until_ms: u64,
+    /// The signal the run waits for, when it waits for one rather than for a time.
+    pub signal: Option<&'a str>,
     /// Now (Unix milliseconds).
     pub now_ms: u64,
     /// True for the first report of this wait.

@@ -160,6 +160,10 @@ pub fn stored_status(flow: &StepFlow, state: &State, now_ms: u64) -> (RunStatus,
         Status::Completed => (RunStatus::Completed, None),
         Status::Failed(_) => (RunStatus::Failed, None),
         Status::Waiting(t) => (RunStatus::Waiting, Some(t)),
+        Status::AwaitingSignal { until, .. } => (
+            RunStatus::Waiting,
+            Some(until.unwrap_or(stepflow_store::NEVER_DUE_MS)),
+        ),
         Status::Ready => (RunStatus::Running, None),
     }
 }

@@ -174,7 +174,7 @@ fn collect(parent: &str, items: &[Item], out: &mut Vec<Reference>) {
                     add(handler, FunctionKind::ErrorHandler, "handler");
                 }
             }
-            ItemKind::Group { .. } => {}
+            ItemKind::WaitForSignal { .. } | ItemKind::Group { .. } => {}
         }
         collect(&step, item.kind.steps(), out);
     }
@@ -202,6 +202,10 @@ impl Resolver<'_> {
                     };
                     group.wait_for_shared(name, self.condition(condition, "wait-for")?, wait)
                 }
+                ItemKind::WaitForSignal { signal, timeout } => match timeout {
+                    Some(timeout) => group.wait_for_signal_within(name, signal.as_str(), *timeout),
+                    None => group.wait_for_signal(name, signal.as_str()),
+                },
                 ItemKind::Case { condition, steps } => {
                     let condition = self.condition(condition, "case")?;
                     group.case_shared(name, condition, self.items(Steps::new(), steps)?)

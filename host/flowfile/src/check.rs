@@ -9,6 +9,7 @@ use stepflow_model::Backoff;
 use crate::diagnostic::{Diagnostic, Position, suggest};
 use crate::document::{
     DirDoc, FlowDoc, ItemDoc, KINDS, KindRule, Located, PluginDoc, ReferenceText, RetryDoc,
+    WaitTarget,
 };
 use crate::parse::{MINIMAL, base_dir};
 use crate::types::{DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl};
@@ -315,24 +316,50 @@ impl Checker<'_> {
             }
             (steps, _) => steps,
         };
-        // The function the item is about, which also gives it a default name.
+        // The function the item is about (or, for a wait, the signal), which also gives it a
+        // default name.
+        let mut signal = None;
+        let condition;
         let function = match rule.key {
             "do" => item.do_.as_ref(),
-            "wait-for" => item.wait_for.as_ref(),
+            "wait-for" => match &item.wait_for {
+                Some(Located {
+                    value: WaitTarget::Condition(reference),
+                    at,
+                }) => {
+                    condition = Located {
+                        value: reference.clone(),
+                        at: *at,
+                    };
+                    Some(&condition)
+                }
+                Some(Located {
+                    value: WaitTarget::Signal(wait),
+                    at,
+                }) => {
+                    signal = Some(self.signal_wait(item, &wait.signal, *at)?);
+                    None
+                }
+                None => None,
+            },
             "case" => item.case.as_ref(),
             "loop-until" => item.loop_until.as_ref(),
             _ => None,
         };
         let function = function.map(|f| self.reference(f)).transpose()?;
-        let (name, name_at, name_defaulted) = match (&item.name, &function) {
-            (Some(name), _) => {
+        let (name, name_at, name_defaulted) = match (&item.name, &function, &signal) {
+            (Some(name), _, _) => {
                 self.name(&name.value.0, name.at, "the name")?;
                 (name.value.0.clone(), name.at, false)
             }
-            (None, Some(f)) if !rule.name_required => {
+            (None, Some(f), _) if !rule.name_required => {
                 let short = default_name(&f.function).to_string();
                 self.name(&short, f.at, "the name taken from the function")?;
                 (short, f.at, true)
+            }
+            (None, None, Some((signal, at))) => {
+                self.name(signal, *at, "the name taken from the signal")?;
+                (signal.clone(), *at, true)
             }
             _ => {
                 return Err(self.error(
@@ -353,6 +380,13 @@ impl Checker<'_> {
                 condition,
                 every: item.every.as_ref().map(|e| e.value.0),
                 timeout: item.timeout.as_ref().map(|t| t.value.0),
+            },
+            ("wait-for", None) => match signal {
+                Some((signal, _)) => ItemKind::WaitForSignal {
+                    signal,
+                    timeout: item.timeout.as_ref().map(|t| t.value.0),
+                },
+                None => ItemKind::Group { steps },
             },
             ("case", Some(condition)) => ItemKind::Case { condition, steps },
             ("loop-until", Some(condition)) => ItemKind::LoopUntil { condition, steps },
@@ -412,6 +446,31 @@ impl Checker<'_> {
     }
 
     /// `<plugin>.<function>`, with a declared plugin.
+    /// Checks the signal of a `wait-for: {signal: NAME}` written at `at`; returns its name and
+    /// position.
+    fn signal_wait(
+        &self,
+        item: &ItemDoc,
+        signal: &str,
+        at: Position,
+    ) -> Result<(String, Position), Diagnostic> {
+        if let Err(problem) = stepflow_model::check_signal_name(signal) {
+            return Err(self.error(
+                at,
+                format!("the signal name {signal:?} {problem}"),
+                "name the signal with letters, digits, `-`, `_` or `.`, e.g. `{signal: approve}`",
+            ));
+        }
+        if let Some(every) = &item.every {
+            return Err(self.error(
+                every.at,
+                "`every` does not apply to a wait for a signal: the signal moves it when it arrives",
+                "remove `every`; `timeout` bounds the wait",
+            ));
+        }
+        Ok((signal.to_string(), at))
+    }
+
     fn reference(&self, text: &Located<ReferenceText>) -> Result<FunctionRef, Diagnostic> {
         let value = text.value.0.as_str();
         let example_plugin = self.plugins.first().map_or("deploy", String::as_str);

@@ -178,6 +178,67 @@ impl JsonSchema for ReferenceText {
     }
 }
 
+/// What a `wait-for` waits for: a condition function (`deploy.ready`) or a signal
+/// (`{signal: approve}`).
+#[derive(Clone, Debug)]
+pub(crate) enum WaitTarget {
+    /// A condition `<plugin>.<function>`, asked until it is true.
+    Condition(ReferenceText),
+    /// A signal, sent with `stepflow signal RUN NAME` or the HTTP API.
+    Signal(SignalWaitDoc),
+}
+
+impl<'de> Deserialize<'de> for WaitTarget {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Target;
+        impl<'de> serde::de::Visitor<'de> for Target {
+            type Value = WaitTarget;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a condition `<plugin>.<function>` or `{signal: <name>}`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WaitTarget, E> {
+                Ok(WaitTarget::Condition(ReferenceText(v.to_string())))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<WaitTarget, A::Error> {
+                SignalWaitDoc::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(WaitTarget::Signal)
+            }
+        }
+        deserializer.deserialize_any(Target)
+    }
+}
+
+impl JsonSchema for WaitTarget {
+    fn schema_name() -> Cow<'static, str> {
+        "WaitTarget".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let condition = generator.subschema_for::<ReferenceText>();
+        let signal = generator.subschema_for::<SignalWaitDoc>();
+        schemars::json_schema!({
+            "description": "A condition `<plugin>.<function>` to ask until it is true, or `{signal: <name>}` to wait for a signal.",
+            "oneOf": [condition, signal]
+        })
+    }
+}
+
+/// A wait for a signal: `wait-for: {signal: approve}`. Its payload is merged under
+/// `signals.<name>` in the data document when it arrives; `timeout` bounds the wait.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SignalWaitDoc {
+    /// The signal's name: ASCII letters, digits, `-`, `_` and `.`, e.g. `approve`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
+    pub(crate) signal: String,
+}
+
 /// A WebAssembly component whose exported functions steps call, and what its sandbox may use.
 /// A plugin gets nothing that is not listed here.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -241,9 +302,10 @@ pub(crate) struct ItemDoc {
     /// A step: the action `<plugin>.<function>` to call.
     #[serde(default, rename = "do", deserialize_with = "present")]
     pub(crate) do_: Option<Located<ReferenceText>>,
-    /// Waits until the condition `<plugin>.<function>` is true.
+    /// Waits until the condition `<plugin>.<function>` is true, or, written
+    /// `{signal: <name>}`, until a signal of that name arrives for the run.
     #[serde(default, deserialize_with = "present")]
-    pub(crate) wait_for: Option<Located<ReferenceText>>,
+    pub(crate) wait_for: Option<Located<WaitTarget>>,
     /// For `wait-for`: the least time between two checks, e.g. `1s`.
     #[serde(default, deserialize_with = "present")]
     pub(crate) every: Option<Located<Period>>,

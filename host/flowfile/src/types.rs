@@ -102,6 +102,13 @@ pub enum ItemKind {
         /// How long the condition may stay false.
         timeout: Option<Duration>,
     },
+    /// `wait-for: {signal: NAME}`: waits until a signal of that name arrives for the run.
+    WaitForSignal {
+        /// The signal's name.
+        signal: String,
+        /// How long to wait before the wait fails.
+        timeout: Option<Duration>,
+    },
     /// `case`: runs `steps` when the condition is true.
     Case {
         /// The condition.
@@ -134,7 +141,7 @@ impl ItemKind {
     /// The nested items, if the kind has any.
     pub fn steps(&self) -> &[Item] {
         match self {
-            ItemKind::Do { .. } | ItemKind::WaitFor { .. } => &[],
+            ItemKind::Do { .. } | ItemKind::WaitFor { .. } | ItemKind::WaitForSignal { .. } => &[],
             ItemKind::Case { steps, .. }
             | ItemKind::LoopUntil { steps, .. }
             | ItemKind::Retry { steps, .. }

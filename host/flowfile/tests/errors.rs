@@ -991,3 +991,46 @@ fn a_device_that_never_ends_is_refused_quickly() {
         "{d}"
     );
 }
+
+#[test]
+fn signal_waits_check_their_name_and_options_at_their_place() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - wait-for: {{ signal: \"app rove\" }}\n"
+    ));
+    assert_eq!((d.line, d.column), (5, 15), "{d}");
+    assert!(
+        d.message
+            .contains("the signal name \"app rove\" contains ' '"),
+        "{d}"
+    );
+    assert!(
+        d.hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("{signal: approve}"),
+        "{d}"
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - wait-for: {{ signal: approve }}\n    every: 1s\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        12,
+        "`every` does not apply to a wait for a signal: the signal moves it when it arrives",
+        "remove `every`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - wait-for: {{ signl: approve }}\n"
+    ));
+    assert!(d.message.contains("unknown key `signl`"), "{d}");
+
+    let d = error(&format!("{HEAD}steps:\n  - wait-for: 5\n"));
+    assert!(
+        d.message
+            .contains("a condition `<plugin>.<function>` or `{signal: <name>}`"),
+        "{d}"
+    );
+}

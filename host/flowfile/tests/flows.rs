@@ -452,3 +452,28 @@ fn the_format_example_in_the_crate_docs_parses() {
     }
     assert!(matches!(file.steps[5].kind, ItemKind::Group { .. }));
 }
+
+#[test]
+fn a_signal_wait_builds_what_the_fluent_api_builds_and_is_named_after_its_signal() {
+    let text = "flow: s.v1\nplugins:\n  deploy: { wasm: deploy.wasm }\nsteps:\n  - do: deploy.prepare\n  - wait-for: { signal: approve }\n    timeout: 1h\n  - name: again\n    wait-for: { signal: approve }\n";
+    let file = match stepflow_flowfile::parse(text, Path::new("flows/s.yaml")) {
+        Ok(file) => file,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(names(&file.steps), ["prepare", "approve", "again"]);
+    assert!(
+        file.references().iter().all(|r| r.key == "do"),
+        "a signal wait calls no function"
+    );
+    let fakes = Fakes::default();
+    let flow = built(&file, &fakes);
+    let fluent = StepFlow::new(
+        Steps::named("s.v1")
+            .step_shared("prepare", fakes.fake("deploy.prepare"))
+            .wait_for_signal_within("approve", "approve", std::time::Duration::from_secs(3600))
+            .wait_for_signal("again", "approve"),
+    )
+    .expect("fluent flow");
+    assert_eq!(flow.definition_hash(), fluent.definition_hash());
+    assert_eq!(flow.signal_names(), ["approve"]);
+}

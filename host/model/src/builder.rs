@@ -36,6 +36,11 @@ pub(crate) enum Item {
         condition: Arc<dyn Condition>,
         wait: Wait,
     },
+    WaitForSignal {
+        name: String,
+        signal: Arc<str>,
+        timeout: Option<Duration>,
+    },
     Steps(Steps),
     Case {
         name: String,
@@ -59,6 +64,7 @@ impl Item {
         match self {
             Item::Step { name, .. }
             | Item::WaitFor { name, .. }
+            | Item::WaitForSignal { name, .. }
             | Item::Case { name, .. }
             | Item::LoopUntil { name, .. }
             | Item::Retry { name, .. } => name,
@@ -138,6 +144,39 @@ impl Steps {
             name: name.into(),
             condition,
             wait,
+        });
+        self
+    }
+
+    /// Waits until a signal called `signal` has arrived for the run (from `stepflow signal`,
+    /// say): a person's approval or another system's callback. Its payload replaces
+    /// `signals.<signal>` in the data document. A signal that arrived before the run got here
+    /// is kept for it; each signal moves at most one wait.
+    pub fn wait_for_signal(self, name: impl Into<String>, signal: impl Into<Arc<str>>) -> Self {
+        self.push_signal_wait(name.into(), signal.into(), None)
+    }
+
+    /// [`Steps::wait_for_signal`] that fails with a retryable error when no signal has arrived
+    /// within `timeout`, so an enclosing `retry` can take it.
+    pub fn wait_for_signal_within(
+        self,
+        name: impl Into<String>,
+        signal: impl Into<Arc<str>>,
+        timeout: Duration,
+    ) -> Self {
+        self.push_signal_wait(name.into(), signal.into(), Some(timeout))
+    }
+
+    fn push_signal_wait(
+        mut self,
+        name: String,
+        signal: Arc<str>,
+        timeout: Option<Duration>,
+    ) -> Self {
+        self.items.push(Item::WaitForSignal {
+            name,
+            signal,
+            timeout,
         });
         self
     }

@@ -3,7 +3,8 @@
 //!
 //! The flow tree is written out in a small canonical text (below, [`encode`]) and hashed with
 //! 64-bit FNV-1a. The text holds, in definition order and with the nesting spelled out: every
-//! item's kind and name, the `every` and `timeout` of each `wait_for`, each `retry`'s policy
+//! item's kind and name, the `every` and `timeout` of each `wait_for` (the signal name and
+//! `timeout` of each wait for a signal), each `retry`'s policy
 //! (whether it has an error handler, `max_attempts`, and the back-off's initial and longest
 //! wait, multiplier and jitter), and each function's [`identity`](crate::Action::identity)
 //! (`plugin.function` for plugin functions). Rust type names, labels and `Debug` output are not
@@ -79,6 +80,18 @@ fn write_item(out: &mut String, item: &Item) {
         } => {
             let mut fields = vec![calls(condition.identity())];
             fields.extend(wait_fields(wait));
+            line(out, CallKind::WaitFor.as_str(), name, &fields);
+            out.push('\n');
+        }
+        Item::WaitForSignal {
+            name,
+            signal,
+            timeout,
+        } => {
+            let fields = [
+                format!("signal={}", text(signal)),
+                format!("timeout={}", duration(*timeout)),
+            ];
             line(out, CallKind::WaitFor.as_str(), name, &fields);
             out.push('\n');
         }

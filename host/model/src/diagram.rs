@@ -54,6 +54,10 @@ impl StepFlow {
                             (CallKind::Step, action.label()),
                             vec![to(dynamic.yes, "done")],
                         ),
+                        Call::Signal(signal) => (
+                            (CallKind::WaitFor, format!("signal {signal}")),
+                            vec![to(dynamic.yes, "signalled"), to(dynamic.no, "not yet")],
+                        ),
                         Call::Condition(condition, kind) => {
                             let (yes, no) = match kind {
                                 CallKind::WaitFor => ("ready", "not yet"),

@@ -224,8 +224,60 @@ impl StepFlow {
         } else {
             match state.not_before {
                 Some(t) if t > now_ms => Status::Waiting(t),
-                _ => Status::Ready,
+                _ => self.signal_status(state, now_ms),
             }
+        }
+    }
+
+    /// The names of the signals this flow's waits are for, in definition order, each once:
+    /// a sender can refuse a signal that no wait would ever take.
+    pub fn signal_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for dynamic in &self.graph.dynamics {
+            if let Call::Signal(name) = &dynamic.call
+                && !names.contains(&&**name)
+            {
+                names.push(name);
+            }
+        }
+        names
+    }
+
+    /// The name of the signal the run stands waiting for, whether or not its inbox holds one:
+    /// a runner reads its store's new signals into the state ([`State::deliver`]) while this is
+    /// `Some`, and only then, so a run that waits for no signal costs no read.
+    pub fn awaited_signal(&self, state: &State) -> Option<&str> {
+        self.signal_wait(state).map(|(_, signal)| signal)
+    }
+
+    /// The dynamic transition and signal name of the wait for a signal the run stands at.
+    fn signal_wait(&self, state: &State) -> Option<(&graph::Dynamic, &str)> {
+        let dynamic = self.next_dynamic(state)?;
+        match &dynamic.call {
+            Call::Signal(signal) => Some((dynamic, signal)),
+            _ => None,
+        }
+    }
+
+    /// `Ready`, unless the run stands at a wait for a signal that its inbox lacks and whose
+    /// deadline (if any) is recorded and not yet reached: an apply would do nothing.
+    fn signal_status(&self, state: &State, now_ms: u64) -> Status {
+        let Some((dynamic, signal)) = self.signal_wait(state) else {
+            return Status::Ready;
+        };
+        if state.inbox.iter().any(|s| s.name == signal) {
+            return Status::Ready;
+        }
+        let path = &*self.graph.scopes[dynamic.scope as usize].path;
+        let until = state.deadlines.get(path).copied();
+        match (dynamic.wait.timeout, until) {
+            // The next apply records the deadline; one that has passed fails the wait.
+            (Some(_), None) => Status::Ready,
+            (_, Some(t)) if now_ms >= t => Status::Ready,
+            _ => Status::AwaitingSignal {
+                signal: signal.to_string(),
+                until,
+            },
         }
     }
 
@@ -342,6 +394,17 @@ impl StepFlow {
     /// The step whose function the next apply will call, and what kind of call it is; `None`
     /// when the run is complete or its state does not fit the flow. For progress displays.
     pub fn next_call(&self, state: &State) -> Option<(&str, CallKind)> {
+        let dynamic = self.next_dynamic(state)?;
+        let kind = match &dynamic.call {
+            Call::Action(_) => CallKind::Step,
+            Call::Condition(_, kind) => *kind,
+            Call::Signal(_) => CallKind::WaitFor,
+        };
+        Some((&self.graph.scopes[dynamic.scope as usize].path, kind))
+    }
+
+    /// The dynamic transition the next apply reaches, past the static ones.
+    fn next_dynamic(&self, state: &State) -> Option<&graph::Dynamic> {
         let mut at = match state.cursor.is_empty() {
             true => start(0),
             false => self.resume_point(state).ok()??,
@@ -349,14 +412,7 @@ impl StepFlow {
         loop {
             match self.graph.next[at as usize] {
                 Next::Static(to) => at = to,
-                Next::Dynamic(d) => {
-                    let dynamic = &self.graph.dynamics[d as usize];
-                    let kind = match &dynamic.call {
-                        Call::Action(_) => CallKind::Step,
-                        Call::Condition(_, kind) => *kind,
-                    };
-                    return Some((&self.graph.scopes[dynamic.scope as usize].path, kind));
-                }
+                Next::Dynamic(d) => return Some(&self.graph.dynamics[d as usize]),
                 Next::End => return None,
             }
         }
@@ -405,6 +461,11 @@ impl StepFlow {
                     condition.check(step_ctx).await.map(Outcome::Answered),
                 )
             }
+            Call::Signal(signal) => match self.take_signal(ctx, state, at, dynamic, signal) {
+                Some(result) => (CallKind::WaitFor, result),
+                // Nothing arrived and the wait goes on: no call, nothing for the history.
+                None => return None,
+            },
         };
         let (outcome, handlers) = match self.settle(ctx, state, d, kind, result) {
             Ok(outcome) => (outcome, Vec::new()),
@@ -423,6 +484,39 @@ impl StepFlow {
         })
     }
 
+    /// A wait for `signal` at event `at`: the inbox's first signal of that name as the patch
+    /// that stores its payload under `signals.<name>`; the timeout's error once the deadline
+    /// has passed without one; `None` (the run stays at the wait) otherwise.
+    fn take_signal(
+        &self,
+        ctx: &RunContext,
+        state: &mut State,
+        at: u32,
+        dynamic: &graph::Dynamic,
+        signal: &str,
+    ) -> Option<Result<Outcome, StepError>> {
+        let path = &self.graph.scopes[dynamic.scope as usize].path;
+        let now = ctx.clock.now_ms();
+        if let Some(timeout) = dynamic.wait.timeout {
+            let t = now.saturating_add(millis(timeout));
+            state.deadlines.entry(path.clone()).or_insert(t);
+        }
+        if let Some(i) = state.inbox.iter().position(|s| s.name == signal) {
+            let taken = state.inbox.remove(i);
+            let patch = serde_json::json!({ "signals": { signal: taken.payload } });
+            return Some(Ok(Outcome::Done(Some(patch))));
+        }
+        if state.deadlines.get(&**path).is_some_and(|&t| now >= t) {
+            state.deadlines.remove(&**path);
+            let waited = dynamic.wait.timeout.unwrap_or_default();
+            return Some(Err(StepError::retryable(format!(
+                "gave up waiting: no signal `{signal}` arrived within {waited:?}"
+            ))));
+        }
+        self.set_cursor(state, at);
+        None
+    }
+
     fn settle(
         &self,
         ctx: &RunContext,
@@ -436,6 +530,9 @@ impl StepFlow {
         let now = || ctx.clock.now_ms();
         let outcome = match result {
             Ok(Outcome::Done(patch)) => {
+                if kind == CallKind::WaitFor {
+                    state.deadlines.remove(&**path);
+                }
                 if let Some(patch) = &patch {
                     json_patch::merge(Arc::make_mut(&mut state.data), patch);
                 }

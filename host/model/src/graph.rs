@@ -68,6 +68,19 @@ pub enum BuildError {
         /// The event.
         event: String,
     },
+    /// A `wait_for_signal` names a signal that could never be sent or stored under
+    /// `signals.<name>` as written.
+    #[error("in `{parent}`: the wait `{step}` waits for the signal {signal:?}, which {problem}")]
+    BadSignalName {
+        /// The scope that holds the wait.
+        parent: String,
+        /// The wait's name.
+        step: String,
+        /// The signal name given.
+        signal: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// Static transitions form a loop that no function call could ever break.
     #[error("static transitions loop through `{event}` without calling any function")]
     StaticCycle {
@@ -92,6 +105,8 @@ pub(crate) enum Next {
 pub(crate) enum Call {
     Action(Arc<dyn Action>),
     Condition(Arc<dyn Condition>, CallKind),
+    /// A `wait_for_signal`: no function, the run's inbox decides (the signal's name).
+    Signal(Arc<str>),
 }
 
 /// What kind of item a call serves (for records, diagrams and messages).
@@ -399,6 +414,37 @@ impl Item {
                 )?;
                 Ok(s)
             }
+            Item::WaitForSignal {
+                name,
+                signal,
+                timeout,
+            } => {
+                if let Err(problem) = check_signal_name(signal) {
+                    return Err(BuildError::BadSignalName {
+                        parent: parent
+                            .map_or_else(String::new, |p| b.scopes[p as usize].path.to_string()),
+                        step: name.clone(),
+                        signal: signal.to_string(),
+                        problem,
+                    });
+                }
+                let s = b.scope(parent, name, ItemKind::WaitFor);
+                b.dynamic(
+                    start(s),
+                    Dynamic {
+                        scope: s,
+                        call: Call::Signal(signal.clone()),
+                        yes: completed(s),
+                        no: start(s),
+                        retry,
+                        wait: Wait {
+                            every: None,
+                            timeout: *timeout,
+                        },
+                    },
+                )?;
+                Ok(s)
+            }
             Item::Steps(steps) => {
                 let s = b.scope(parent, &steps.name, ItemKind::Steps);
                 b.body(s, &steps.items, retry)?;
@@ -468,6 +514,33 @@ impl Item {
                 Ok(s)
             }
         }
+    }
+}
+
+/// The longest signal name: it travels in URLs, command lines and the data document.
+pub const MAX_SIGNAL_NAME: usize = 128;
+
+/// Checks a signal name, for flows and for whoever sends signals: 1 to [`MAX_SIGNAL_NAME`]
+/// ASCII letters, digits, `-`, `_` and `.`, so it is the same word in a flow file, a URL, a
+/// shell and the data document's `signals` object. The error says what is wrong.
+pub fn check_signal_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("is empty; name the signal, e.g. `approve`".into());
+    }
+    if name.len() > MAX_SIGNAL_NAME {
+        return Err(format!(
+            "is {} bytes long; a signal name has at most {MAX_SIGNAL_NAME}",
+            name.len()
+        ));
+    }
+    match name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        Some(c) => Err(format!(
+            "contains {c:?}; a signal name has only ASCII letters, digits, `-`, `_` and `.`"
+        )),
+        None => Ok(()),
     }
 }
 

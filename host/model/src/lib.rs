@@ -50,5 +50,5 @@ pub use function::{
     Action, BoxFuture, Condition, ErrorHandler, ErrorKind, FunctionKind, IntoPatch, StepContext,
     StepError, StepResult,
 };
-pub use graph::{BuildError, CallKind, ItemKind};
-pub use state::{Event, Failure, State, Status};
+pub use graph::{BuildError, CallKind, ItemKind, MAX_SIGNAL_NAME, check_signal_name};
+pub use state::{Event, Failure, Signal, State, Status};

@@ -46,6 +46,52 @@ pub struct State {
     /// every apply; a state saved before it existed has none and is checked by event names.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kinds: BTreeMap<Arc<str>, ItemKind>,
+    /// Signals delivered to the run that no wait has taken yet, oldest first. A runner adds
+    /// what its store received ([`State::deliver`]); a wait for a signal takes the first of
+    /// its name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbox: Vec<Signal>,
+    /// The store's number of the last signal delivered into [`State::inbox`]: a runner asks
+    /// its store only for later ones, so a signal is delivered once however often the run
+    /// stops and resumes.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub signals_read: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl State {
+    /// Adds signals the store received for this run to its inbox: those numbered after
+    /// [`State::signals_read`], in order; earlier ones were delivered already and are skipped.
+    /// True if any was added.
+    pub fn deliver(&mut self, signals: impl IntoIterator<Item = Signal>) -> bool {
+        let before = self.inbox.len();
+        for signal in signals {
+            if signal.seq > self.signals_read {
+                self.signals_read = signal.seq;
+                self.inbox.push(signal);
+            }
+        }
+        self.inbox.len() > before
+    }
+}
+
+/// A signal sent to a run: a name that a wait can be for, and a JSON payload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signal {
+    /// Its number in the run's inbox, 1, 2, ...: assigned by the store, in arrival order.
+    pub seq: u64,
+    /// The sender's id for it: a second delivery with the same id is the same signal.
+    pub id: String,
+    /// What it is, e.g. `approve`: a wait for a signal of this name takes it.
+    pub name: String,
+    /// The data it carries; stored under `signals.<name>` in the data document.
+    pub payload: Value,
+    /// When the store received it (Unix milliseconds).
+    pub received_ms: u64,
 }
 
 /// An event of the cursor: `start:<scope>` or `completed:<scope>`.
@@ -136,6 +182,14 @@ pub enum Status {
     Failed(Failure),
     /// Nothing to do before this time (Unix milliseconds): a wait or a back-off.
     Waiting(u64),
+    /// At a wait for a signal that the inbox does not hold: nothing to do until a signal of
+    /// this name is delivered, or until the wait's deadline (then it fails).
+    AwaitingSignal {
+        /// The signal's name.
+        signal: String,
+        /// When the wait gives up (Unix milliseconds), if it has a timeout.
+        until: Option<u64>,
+    },
     /// Applying now makes progress.
     Ready,
 }

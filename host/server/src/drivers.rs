@@ -18,6 +18,7 @@ use stepflow_engine::{
     DriveOptions, Driver, Engine, EngineError, Finish, LoadedFlow, Observer, StopRequests, Stopped,
     lease_ttl, prepare_resume,
 };
+use stepflow_model::StepFlow;
 use stepflow_store::{Lease, RunRecord, RunStatus, SqliteStore, StepSave, Store, StoreError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -249,7 +250,7 @@ async fn drive_one(shared: &Arc<Shared>, store: &mut GroupCommitStore, lease: Le
             },
         )
         .await;
-    log_end(&run_id, &finish);
+    log_end(&run_id, &loaded.flow, &finish);
     match finish {
         Ok(Finish::Completed(_)) => Ended::Completed,
         Ok(Finish::Failed(_)) => Ended::Failed,
@@ -262,7 +263,7 @@ async fn drive_one(shared: &Arc<Shared>, store: &mut GroupCommitStore, lease: Le
 
 /// One line per drive's end, with the run's new status, so an operator (or a test) can follow
 /// runs to their end in the log.
-fn log_end(run: &str, finish: &Result<Finish, EngineError>) {
+fn log_end(run: &str, flow: &StepFlow, finish: &Result<Finish, EngineError>) {
     match finish {
         Ok(Finish::Completed(_)) => tracing::info!(run, status = "completed", "run completed"),
         Ok(Finish::Failed(state)) => {
@@ -274,9 +275,13 @@ fn log_end(run: &str, finish: &Result<Finish, EngineError>) {
                 "run failed"
             );
         }
-        Ok(Finish::Stopped(_, Stopped::AtWait)) => {
-            tracing::debug!(run, status = "waiting", "run waiting")
-        }
+        Ok(Finish::Stopped(state, Stopped::AtWait)) => match flow.awaited_signal(state) {
+            // A person or another system has to act: worth a line at the default level.
+            Some(signal) => {
+                tracing::info!(run, status = "waiting", signal, "run waits for a signal")
+            }
+            None => tracing::debug!(run, status = "waiting", "run waiting"),
+        },
         Ok(Finish::Stopped(..)) => tracing::info!(run, status = "stopped", "run stopped"),
         Ok(Finish::Cancelled(_)) => tracing::info!(run, status = "cancelled", "run cancelled"),
         Err(e) => tracing::warn!(run, "the drive failed: {e}; the run is driven again later"),

@@ -8,11 +8,12 @@
 use std::sync::{Arc, Mutex};
 
 use stepflow_store::{
-    Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunFilter, RunRecord, RunStatus,
-    SqliteStore, StepSave, Store, StoreError, Subject, Writing,
+    Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunCounts, RunFilter, RunPage,
+    RunRecord, RunStatus, Signal, SignalReceipt, SignalSend, SqliteStore, StepSave, Store,
+    StoreError, Subject, Writing,
 };
 
-use crate::writer::{OwnedSave, Request, WriterHandle};
+use crate::writer::{OwnedSave, OwnedSignal, Request, WriterHandle};
 
 /// A store whose writes are group-committed by the server's writer thread.
 #[derive(Clone)]
@@ -93,6 +94,23 @@ impl Store for GroupCommitStore {
         self.with_read(|read| read.history(run_id))
     }
 
+    fn runs_page(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        self.with_read(|read| read.runs_page(filter))
+    }
+
+    fn run_counts(&self) -> Result<RunCounts, StoreError> {
+        self.with_read(|read| read.run_counts())
+    }
+
+    fn history_page(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<HistoryEntry>, u64), StoreError> {
+        self.with_read(|read| read.history_page(run_id, after, limit))
+    }
+
     fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
         let id = run_id.to_string();
         self.writer.call("changing a run's status", |reply| {
@@ -157,6 +175,22 @@ impl Store for GroupCommitStore {
 
     fn data_version(&self) -> Result<u64, StoreError> {
         self.with_read(|read| read.data_version())
+    }
+
+    fn send_signal(&mut self, signal: &SignalSend<'_>) -> Result<SignalReceipt, StoreError> {
+        let signal = Box::new(OwnedSignal {
+            run_id: signal.run_id.to_string(),
+            id: signal.id.to_string(),
+            name: signal.name.to_string(),
+            payload: signal.payload.clone(),
+            now_ms: signal.now_ms,
+        });
+        self.writer
+            .call("sending a signal", |reply| Request::Signal(signal, reply))
+    }
+
+    fn signals(&self, run_id: &str, after: u64, limit: usize) -> Result<Vec<Signal>, StoreError> {
+        self.with_read(|read| read.signals(run_id, after, limit))
     }
 
     fn put_deployment(&mut self, deployment: &Deployment) -> Result<bool, StoreError> {

@@ -11,8 +11,8 @@ use std::thread::JoinHandle;
 
 use stepflow_model::State;
 use stepflow_store::{
-    Claim, Deployment, HistoryEntry, Lease, RunRecord, RunStatus, SqliteStore, StepSave, Store,
-    StoreError, Subject,
+    Claim, Deployment, HistoryEntry, Lease, RunRecord, RunStatus, SignalReceipt, SignalSend,
+    SqliteStore, StepSave, Store, StoreError, Subject,
 };
 use tokio::sync::oneshot;
 
@@ -21,6 +21,15 @@ use crate::error::ServerError;
 
 /// A step save that owns its values, so it can cross to the writer thread.
 #[derive(Debug)]
+/// A [`SignalSend`] that owns its values, to cross to the writer thread.
+pub(crate) struct OwnedSignal {
+    pub run_id: String,
+    pub id: String,
+    pub name: String,
+    pub payload: serde_json::Value,
+    pub now_ms: u64,
+}
+
 pub(crate) struct OwnedSave {
     pub run_id: String,
     pub status: RunStatus,
@@ -105,6 +114,7 @@ pub(crate) enum Request {
     NextDue(u64, Answer<Option<u64>>),
     DataVersion(Answer<u64>),
     PutDeployment(Box<Deployment>, Answer<bool>),
+    Signal(Box<OwnedSignal>, Answer<SignalReceipt>),
     MoveRun {
         run_id: String,
         deployment: String,
@@ -286,6 +296,13 @@ fn handle(store: &mut SqliteStore, request: Request) {
         Request::NextDue(now_ms, reply) => reply.send(store.next_due_ms(now_ms)),
         Request::DataVersion(reply) => reply.send(store.data_version()),
         Request::PutDeployment(deployment, reply) => reply.send(store.put_deployment(&deployment)),
+        Request::Signal(signal, reply) => reply.send(store.send_signal(&SignalSend {
+            run_id: &signal.run_id,
+            id: &signal.id,
+            name: &signal.name,
+            payload: &signal.payload,
+            now_ms: signal.now_ms,
+        })),
         Request::MoveRun {
             run_id,
             deployment,

@@ -20,6 +20,10 @@
 //! with [`Store::data_version`], and saves the steps of many runs with one commit
 //! ([`Store::save_steps`]).
 //!
+//! A run has an inbox: [`Store::send_signal`] appends a signal and makes the run due in one
+//! transaction, and a driver reads what arrived after its state's last one
+//! ([`Store::signals`]) into the state, where a wait for that signal takes it.
+//!
 //! ```
 //! use stepflow_store::{Claim, RunRecord, RunStatus, SqliteStore, StepSave, Store};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -73,6 +77,7 @@ use serde::{Deserialize, Serialize};
 use stepflow_model::{CallKind, CallRecord, HandlerCall, Outcome, State};
 
 pub use sqlite::SqliteStore;
+pub use stepflow_model::Signal;
 
 /// Where a run stands, as the runner last saved it; stored as lower-case text so the database
 /// stays readable with any SQL tool.
@@ -235,8 +240,47 @@ pub struct RunFilter {
     pub flow: Option<String>,
     /// Only runs that use this deployment (its full id).
     pub deployment: Option<String>,
+    /// Only runs whose id starts with this text, or whose flow is exactly this name: what a
+    /// search box finds without scanning every run.
+    pub search: Option<String>,
+    /// Only runs created at or after this time (Unix milliseconds).
+    pub created_from: Option<u64>,
+    /// Only runs created before this time (Unix milliseconds).
+    pub created_until: Option<u64>,
+    /// Only runs last saved at or after this time (Unix milliseconds).
+    pub updated_from: Option<u64>,
+    /// Only runs last saved before this time (Unix milliseconds).
+    pub updated_until: Option<u64>,
+    /// Only runs after this position of a previous listing ([`RunPage::next`]), so a listing
+    /// is read page by page, each one index search, however many runs there are.
+    pub after: Option<String>,
     /// At most this many runs, newest first.
     pub limit: usize,
+}
+
+/// One page of a listing ([`Store::runs_page`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunPage {
+    /// The runs, newest first.
+    pub runs: Vec<RunRecord>,
+    /// Where the next page starts ([`RunFilter::after`]), or `None` when this is the last. An
+    /// opaque text: only the store that made it reads it.
+    pub next: Option<String>,
+}
+
+/// How many runs have each status ([`Store::run_counts`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunCounts {
+    /// Runs being driven, or due to be.
+    pub running: u64,
+    /// Runs waiting for a time or a signal.
+    pub waiting: u64,
+    /// Finished runs.
+    pub completed: u64,
+    /// Runs stopped by an error no retry took.
+    pub failed: u64,
+    /// Runs an operator cancelled.
+    pub cancelled: u64,
 }
 
 impl Default for RunFilter {
@@ -246,6 +290,12 @@ impl Default for RunFilter {
             status: None,
             flow: None,
             deployment: None,
+            search: None,
+            created_from: None,
+            created_until: None,
+            updated_from: None,
+            updated_until: None,
+            after: None,
             limit: 50,
         }
     }
@@ -442,6 +492,38 @@ pub struct StepSave<'a> {
     pub lease: Option<&'a Lease>,
 }
 
+/// The `next_check_ms` of a run that waits for a signal with no timeout: due by time never
+/// (2^63 - 1, the largest time SQLite and PostgreSQL keep), only when [`Store::send_signal`]
+/// makes it due.
+pub const NEVER_DUE_MS: u64 = i64::MAX as u64;
+
+/// A signal for [`Store::send_signal`]; one struct so the caller names each value.
+#[derive(Clone, Copy, Debug)]
+pub struct SignalSend<'a> {
+    /// The run it is for.
+    pub run_id: &'a str,
+    /// The sender's id for it: sending again with the same id is the same signal, stored once.
+    pub id: &'a str,
+    /// Its name ([`stepflow_model::check_signal_name`]): a wait for that name takes it.
+    pub name: &'a str,
+    /// The data it carries.
+    pub payload: &'a serde_json::Value,
+    /// When it was sent (Unix milliseconds): it is stored with the signal, and the run is due
+    /// from then.
+    pub now_ms: u64,
+}
+
+/// What [`Store::send_signal`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignalReceipt {
+    /// The signal's number in the run's inbox (the earlier one's, for a repeated id).
+    pub seq: u64,
+    /// True when a signal with this id was stored before: nothing was written this time.
+    pub duplicate: bool,
+    /// The run's status when the signal was stored: a failed run keeps it for its resume.
+    pub status: RunStatus,
+}
+
 /// A write in progress ([`Store::begin_save_step`], [`Store::begin_release`]): it owns what it
 /// writes, so the store may be used again before it completes.
 pub type Writing =
@@ -454,6 +536,23 @@ pub type Writing =
 pub trait Store: Send {
     /// Saves a new run; refuses an id that exists ([`StoreError::AlreadyExists`]).
     fn create_run(&mut self, run: &RunRecord) -> Result<(), StoreError>;
+
+    /// One page of the runs that match `filter`, newest first: at most `filter.limit`, and
+    /// where the next page starts.
+    fn runs_page(&self, filter: &RunFilter) -> Result<RunPage, StoreError>;
+
+    /// How many runs have each status.
+    fn run_counts(&self) -> Result<RunCounts, StoreError>;
+
+    /// The history entries of run `run_id` numbered after `after`, oldest first, at most
+    /// `limit`, and how many entries the run has in all; an unknown run is
+    /// [`StoreError::NotFound`].
+    fn history_page(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<HistoryEntry>, u64), StoreError>;
 
     /// Saves what one apply did: the run's new status, state, next check time and last error,
     /// and the history entry of its call, all in ONE transaction, so a crash keeps either both
@@ -566,6 +665,23 @@ pub trait Store: Send {
     /// submission from another process on each wake-up without scanning runs. Only compare
     /// values from the same store.
     fn data_version(&self) -> Result<u64, StoreError>;
+
+    /// Appends a signal to a run's inbox and, unless the run is failed, makes it due at once,
+    /// in one transaction, so whoever drives the run next reads it. A signal that arrives
+    /// before the run reaches its wait is kept until a wait takes it. Sending an id again
+    /// stores nothing and returns the first one's number (`duplicate`); the same id with
+    /// another name or payload is refused ([`StoreError::Invalid`]). Refused for an unknown run
+    /// ([`StoreError::NotFound`]), a completed or cancelled one ([`StoreError::NotListening`]),
+    /// and a name that no wait could have ([`StoreError::Invalid`]).
+    ///
+    /// A save of a waiting run whose state has not read every signal stored for it
+    /// ([`State::signals_read`]) makes the run due at once, whatever its `next_check_ms`
+    /// said: a signal that arrived while its driver was on the way to the wait is not missed.
+    fn send_signal(&mut self, signal: &SignalSend<'_>) -> Result<SignalReceipt, StoreError>;
+
+    /// The signals of run `run_id` numbered after `after`, oldest first, at most `limit`: what
+    /// a driver delivers into the run's state ([`State::deliver`]). An unknown run has none.
+    fn signals(&self, run_id: &str, after: u64, limit: usize) -> Result<Vec<Signal>, StoreError>;
 
     /// Stores a deployment and the bytes of its plugins, in one transaction: each distinct
     /// plugin content (by SHA-256) is stored once, however many deployments use it. Idempotent
@@ -711,6 +827,12 @@ pub enum StoreError {
         /// What is wrong and what is allowed.
         detail: String,
     },
+    /// [`RunFilter::after`] is not a position this store gave out ([`RunPage::next`]).
+    #[error("`{after}` is not a page position this store gave out; list from the first page")]
+    BadPage {
+        /// The position given.
+        after: String,
+    },
     /// Another process held the database locked for longer than the busy timeout.
     #[error(
         "{location} is locked by another process (waited {waited_ms} ms) while {action}; try \
@@ -766,6 +888,18 @@ pub enum StoreError {
         current_fence: u64,
         /// Who holds the run now, if anyone.
         owner: Option<String>,
+    },
+    /// [`Store::send_signal`] to a completed or cancelled run: no wait of it will ever take a
+    /// signal; nothing was stored.
+    #[error(
+        "run `{run}` is {status}, so no wait of it can take a signal any more; the signal was not \
+         stored"
+    )]
+    NotListening {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: RunStatus,
     },
     /// [`Store::claim`] or [`Store::move_run`] of a completed or cancelled run: nothing is
     /// left to drive; nothing changed.

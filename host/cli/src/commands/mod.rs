@@ -10,6 +10,7 @@ pub mod run;
 pub mod runs;
 pub mod server;
 pub mod show;
+pub mod signal;
 pub mod submit;
 pub mod upgrade;
 pub mod validate;

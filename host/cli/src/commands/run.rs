@@ -48,6 +48,7 @@ pub async fn run(
     let (run_id, state, lease) =
         start_claimed_run(&mut store, &loaded, input.as_ref(), &this_owner(), ttl)?;
     progress.line(&format!("run {run_id} of {} started", loaded.flow.name()));
+    progress.set_run(&run_id);
     let options = DriveOptions {
         redelivered: false,
         stop_at_wait: no_wait,
@@ -96,6 +97,7 @@ pub async fn resume(
         progress.line(&format!("retrying the failed step of run {run_id}"));
     }
     progress.line(&format!("run {run_id} of {} resumed", loaded.flow.name()));
+    progress.set_run(run_id);
     let options = DriveOptions {
         redelivered: resumable.redelivered,
         stop_at_wait: no_wait,
@@ -182,30 +184,12 @@ fn report(finish: Result<Finish, EngineError>, run_id: &str, json: bool) -> Resu
 
 /// `--input`: JSON text or `@file` (`@-` reads stdin), at most `max_bytes` long.
 pub(crate) fn read_input(input: &str, max_bytes: u64) -> Result<Value, Exit> {
-    let too_big = || {
-        Exit::usage(format!(
-            "--input is larger than {max_bytes} bytes; raise the limit with --max-input (e.g. --max-input 64MiB) if the run really needs that much data"
-        ))
-    };
-    let text = match input.strip_prefix('@') {
-        Some("-") => read_bounded(std::io::stdin(), max_bytes)
-            .map_err(|e| Exit::usage(format!("cannot read --input from stdin: {e}")))?
-            .ok_or_else(too_big)?,
-        Some(path) => {
-            let file = std::fs::File::open(path)
-                .map_err(|e| Exit::usage(format!("cannot read --input file {path}: {e}")))?;
-            read_bounded(file, max_bytes)
-                .map_err(|e| Exit::usage(format!("cannot read --input file {path}: {e}")))?
-                .ok_or_else(too_big)?
-        }
-        None if input.len() as u64 > max_bytes => return Err(too_big()),
-        None => input.to_string(),
-    };
-    let value: Value = serde_json::from_str(&text).map_err(|e| {
-        Exit::usage(format!(
-            "--input is not valid JSON ({e}); pass JSON text like '{{\"key\": 1}}' or @file.json"
-        ))
-    })?;
+    let value = read_json(
+        "--input",
+        input,
+        max_bytes,
+        "raise the limit with --max-input (e.g. --max-input 64MiB) if the run really needs that much data",
+    )?;
     if !value.is_object() {
         // A merge patch that is not an object would replace the whole data document.
         return Err(Exit::usage(format!(
@@ -214,6 +198,36 @@ pub(crate) fn read_input(input: &str, max_bytes: u64) -> Result<Value, Exit> {
         )));
     }
     Ok(value)
+}
+
+/// The JSON value of option `flag`: JSON text or `@file` (`@-` reads stdin), at most
+/// `max_bytes` long (`raise` says how to allow more).
+pub(crate) fn read_json(
+    flag: &str,
+    input: &str,
+    max_bytes: u64,
+    raise: &str,
+) -> Result<Value, Exit> {
+    let too_big = || Exit::usage(format!("{flag} is larger than {max_bytes} bytes; {raise}"));
+    let text = match input.strip_prefix('@') {
+        Some("-") => read_bounded(std::io::stdin(), max_bytes)
+            .map_err(|e| Exit::usage(format!("cannot read {flag} from stdin: {e}")))?
+            .ok_or_else(too_big)?,
+        Some(path) => {
+            let file = std::fs::File::open(path)
+                .map_err(|e| Exit::usage(format!("cannot read {flag} file {path}: {e}")))?;
+            read_bounded(file, max_bytes)
+                .map_err(|e| Exit::usage(format!("cannot read {flag} file {path}: {e}")))?
+                .ok_or_else(too_big)?
+        }
+        None if input.len() as u64 > max_bytes => return Err(too_big()),
+        None => input.to_string(),
+    };
+    serde_json::from_str(&text).map_err(|e| {
+        Exit::usage(format!(
+            "{flag} is not valid JSON ({e}); pass JSON text like '{{\"key\": 1}}' or @file.json"
+        ))
+    })
 }
 
 /// Reads at most `max_bytes` of UTF-8 text; `None` when there is more (so `/dev/zero` or a huge

@@ -28,6 +28,7 @@ pub fn runs(
         flow,
         deployment,
         limit,
+        ..RunFilter::default()
     })?;
     views::runs::print(&runs, filtered, json);
     Ok(())

@@ -1,15 +1,33 @@
-//! `stepflow server`: drive every due run of the database until Ctrl-C or SIGTERM.
+//! `stepflow server`: drive every due run of the database until Ctrl-C or SIGTERM, and serve
+//! the HTTP API and the web page beside it. The two share nothing but the database.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
+use stepflow_api::{ApiConfig, TokenFile};
+use stepflow_engine::StopRequests;
 use stepflow_server::{Server, ServerConfig};
+use tokio::task::JoinHandle;
 
 use super::server_engine;
 use crate::error::Exit;
 use crate::views::summary;
 
+/// How the HTTP API is served.
+pub struct Api {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Whether reads need the token too.
+    pub reads_need_token: bool,
+}
+
 /// `stepflow server`.
-pub async fn server(db: &Path, concurrency: usize, json: bool) -> Result<(), Exit> {
+pub async fn server(
+    db: &Path,
+    concurrency: usize,
+    api: Option<Api>,
+    json: bool,
+) -> Result<(), Exit> {
     // Listening before anything else, so an early SIGTERM is a clean stop, not a kill.
     let stop = crate::signals::stop_requests();
     let engine = server_engine(concurrency)?;
@@ -18,13 +36,77 @@ pub async fn server(db: &Path, concurrency: usize, json: bool) -> Result<(), Exi
         max_data_bytes: super::max_data_bytes(),
         ..ServerConfig::new(db.to_path_buf())
     };
+    // The store first, so the API's token file lands next to a database that exists.
+    drop(super::open_store(db)?);
+    let api = match api {
+        Some(api) => Some(start_api(db, api, stop.clone()).await?),
+        None => None,
+    };
     tracing::info!(
         db = %db.display(),
         concurrency,
         owner = %config.owner,
         "server started; Ctrl-C or SIGTERM stops it after the steps in flight"
     );
-    let summary = Server::new(config).run(engine, stop).await?;
-    summary::print(&summary, json);
+    let summary = Server::new(config).run(engine, stop).await;
+    // Open event streams would hold a graceful shutdown forever: the scheduler has stopped,
+    // so the API goes too.
+    if let Some(api) = api {
+        api.abort();
+    }
+    summary::print(&summary?, json);
     Ok(())
+}
+
+/// Binds the API and serves it on a task until `stop`; the token file is created (and the
+/// token printed, once) on the first start.
+async fn start_api(db: &Path, api: Api, stop: StopRequests) -> Result<JoinHandle<()>, Exit> {
+    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
+    let token = TokenFile::for_database(&db).map_err(|e| Exit::storage(e.to_string()))?;
+    if token.created {
+        eprintln!(
+            "created the API token in {} (readable only by you); HTTP writes need it:\n  \
+             curl -H 'Authorization: Bearer {}' -X POST http://{}/api/v1/runs/RUN/cancel\n  \
+             the web page asks for it once",
+            token.path.display(),
+            token.token.as_str(),
+            api.listen
+        );
+    }
+    let config = ApiConfig {
+        listen: api.listen,
+        db,
+        token: token.token,
+        reads_need_token: api.reads_need_token,
+    };
+    let (bound_tx, bound) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        let shutdown = async move { stop.reached(1).await };
+        let served = stepflow_api::serve(
+            config,
+            move |addr| {
+                let _ = bound_tx.send(addr);
+            },
+            shutdown,
+        )
+        .await;
+        served.map_err(|e| e.to_string())
+    });
+    match bound.await {
+        Ok(addr) => {
+            tracing::info!(addr = %addr, "api listening: http://{addr}/ (the web page), http://{addr}/openapi.json");
+            Ok(tokio::spawn(async move {
+                if let Ok(Err(e)) = task.await {
+                    tracing::error!("{e}");
+                }
+            }))
+        }
+        Err(_) => {
+            let why = match task.await {
+                Ok(Err(e)) => e,
+                _ => "the HTTP API could not start".to_string(),
+            };
+            Err(Exit::usage(why))
+        }
+    }
 }

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use stepflow_store::Store;
+use stepflow_store::{RunStatus, Store};
 
 use super::read_store;
 use crate::error::Exit;
@@ -13,6 +13,15 @@ pub fn show(db: &Path, run_id: &str, json: bool) -> Result<(), Exit> {
     let store = read_store(db)?;
     let run = store.run(run_id)?;
     let history = store.history(run_id)?;
-    views::timeline::print(&run, &history, json);
+    // Which signal a waiting run waits for: its deployment's flow knows (no plugin is loaded).
+    let signal = match (&run.status, &run.deployment) {
+        (RunStatus::Waiting, Some(id)) => store
+            .deployment(id)
+            .ok()
+            .and_then(|d| stepflow_engine::shape_deployment(&d).ok())
+            .and_then(|flow| flow.awaited_signal(&run.state).map(str::to_string)),
+        _ => None,
+    };
+    views::timeline::print(&run, &history, signal.as_deref(), json);
     Ok(())
 }

@@ -96,8 +96,8 @@ fn list(db: &Path, flow: &str, to: Option<&str>, json: bool) -> Result<(), Exit>
         runs.extend(store.runs_where(&RunFilter {
             status: Some(status),
             flow: Some(flow.to_string()),
-            deployment: None,
-            limit: usize::MAX,
+            limit: usize::MAX >> 1,
+            ..RunFilter::default()
         })?);
     }
     runs.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));

@@ -24,7 +24,9 @@ fn due(run: &stepflow_store::RunRecord, now_ms: u64) -> Option<String> {
         return None;
     }
     let next = run.next_check_ms?;
-    Some(if next <= now_ms {
+    Some(if next == stepflow_store::NEVER_DUE_MS {
+        "on a signal".to_string()
+    } else if next <= now_ms {
         "due now".to_string()
     } else {
         format!("in {}", crate::progress::human_ms(next - now_ms))

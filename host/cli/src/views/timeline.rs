@@ -6,8 +6,9 @@ use stepflow_store::{HistoryEntry, RunRecord, RunStatus};
 
 use crate::output;
 
-/// The run as a table of calls, or as one JSON document.
-pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
+/// The run as a table of calls, or as one JSON document; `signal` is the signal the run waits
+/// for, if it does.
+pub fn print(run: &RunRecord, history: &[HistoryEntry], signal: Option<&str>, json: bool) {
     if json {
         let steps: Vec<Value> = history
             .iter()
@@ -28,6 +29,7 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
             "definition": run.definition, "deployment": run.deployment, "cursor": run.state.cursor, "data": &*run.state.data,
             "error": run.last_error, "next_check_ms": run.next_check_ms, "history": steps,
             "owner": run.lease.as_ref().map(|l| &l.owner),
+            "awaits_signal": signal,
         })));
         return;
     }
@@ -48,7 +50,18 @@ pub fn print(run: &RunRecord, history: &[HistoryEntry], json: bool) {
     if let Some(lease) = &run.lease {
         output::line(format!("driven by {}", lease.owner));
     }
-    if let Some(due) = super::due(run, SystemClock.now_ms()) {
+    let on_signal_only = run.next_check_ms == Some(stepflow_store::NEVER_DUE_MS);
+    if let Some(signal) = signal {
+        output::line(format!(
+            "waits for signal `{signal}`; `stepflow signal {} {signal}` sends it",
+            run.id
+        ));
+    } else if on_signal_only {
+        output::line("waits for a signal (`stepflow signal RUN NAME` sends one)");
+    }
+    if on_signal_only {
+        // Nothing is due by time: the signal makes it due.
+    } else if let Some(due) = super::due(run, SystemClock.now_ms()) {
         output::line(format!(
             "next due {due}; `stepflow resume {}` drives it (add --now to check at once)",
             run.id

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rusqlite::Row;
 use rusqlite::types::{FromSql, ValueRef};
-use stepflow_model::{CallKind, HandlerCall, State};
+use stepflow_model::{CallKind, HandlerCall, Signal, State};
 
 use super::{checksum, schema};
 use crate::{HistoryEntry, LeaseInfo, RunRecord, RunStatus, StepOutcome, StoreError};
@@ -383,4 +383,37 @@ impl<'a, 'r> Fields<'a, 'r> {
             .map(|v| u64::try_from(v).map_err(|_| self.bad(column, format!("negative value {v}"))))
             .transpose()
     }
+}
+
+/// The columns a signal is read from, in the order of the `signals` table; the checksum
+/// covers every one before it.
+pub(super) const SIGNAL_COLUMNS: &str = "run_id, seq, id, name, payload, received_ms, checksum";
+
+/// A row of [`SIGNAL_COLUMNS`] of run `run_id` as a signal, its checksum checked first if
+/// `verify`.
+pub(super) fn signal(
+    row: &Row<'_>,
+    path: &Path,
+    run_id: &str,
+    verify: bool,
+) -> Result<Signal, StoreError> {
+    let f = Fields::new(row, path, run_id);
+    if verify {
+        f.verify(&[0, 1, 2, 3, 4, 5], 6, || {
+            match row.get_ref(1).ok().and_then(|v| v.as_i64().ok()) {
+                Some(seq) => format!("signal {seq}"),
+                None => "a signal".into(),
+            }
+        })?;
+    }
+    let seq = f.get_u64(1, "signal seq")?;
+    let column = |name: &str| format!("signal {seq} ({name})");
+    let payload: String = f.get(4, &column("payload"))?;
+    Ok(Signal {
+        seq,
+        id: f.get(2, &column("id"))?,
+        name: f.get(3, &column("name"))?,
+        payload: serde_json::from_str(&payload).map_err(|e| f.bad(column("payload"), e))?,
+        received_ms: f.get_u64(5, &column("received_ms"))?,
+    })
 }

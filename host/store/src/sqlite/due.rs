@@ -43,7 +43,8 @@ const DUE: &str = concat!(
     " LIMIT ?2"
 );
 
-/// When the earliest run that is not due yet becomes due.
+/// When the earliest run that is not due yet becomes due; a run that waits for a signal alone
+/// ([`crate::NEVER_DUE_MS`]) never becomes due by time.
 const NEXT_DUE: &str = concat!(
     "SELECT MIN(",
     due_at!(),
@@ -51,7 +52,9 @@ const NEXT_DUE: &str = concat!(
     unfinished!(),
     " AND ",
     due_at!(),
-    " > ?1"
+    " > ?1 AND ",
+    due_at!(),
+    " < 9223372036854775807"
 );
 
 /// A claim: new owner, expiry and fence (the old one plus one), as `lease.rs` claims.

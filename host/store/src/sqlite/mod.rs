@@ -16,6 +16,7 @@
 //! - `save`: the fenced writes of a run: steps (one, or a batch in one transaction), moves;
 //! - `lease`: claiming, renewing and releasing runs (compare-and-swap on the run's lease);
 //! - `due`: due runs through their index: claiming the earliest, the next due time;
+//! - `signal`: each run's inbox: sending a signal (append, make due), reading what arrived;
 //! - `deploy`: deployments, content-addressed: storing, loading (hashes checked), listing;
 //! - `read_only`: opening a database only to read it, creating and writing nothing;
 //! - `checksum`: the CRC-32 saved with every row and checked on every read;
@@ -34,6 +35,7 @@ mod read_only;
 mod save;
 mod schema;
 mod setup;
+mod signal;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -43,8 +45,8 @@ use std::cell::RefCell;
 use rusqlite::Connection;
 
 use crate::{
-    Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunFilter, RunRecord, RunStatus,
-    StepSave, Store, StoreError,
+    Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunCounts, RunFilter, RunPage,
+    RunRecord, RunStatus, SignalReceipt, SignalSend, StepSave, Store, StoreError,
 };
 use queries::Reads;
 use read_only::Reader;
@@ -195,7 +197,26 @@ impl Store for SqliteStore {
     }
 
     fn runs_where(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_page(filter).map(|page| page.runs)
+    }
+
+    fn runs_page(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
         self.read(|conn, reads| queries::runs(conn, reads, &self.path, filter))
+    }
+
+    fn run_counts(&self) -> Result<RunCounts, StoreError> {
+        self.read(|conn, reads| queries::counts(conn, reads, &self.path))
+    }
+
+    fn history_page(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<HistoryEntry>, u64), StoreError> {
+        self.read(|conn, reads| {
+            queries::history_page(conn, reads, &self.path, run_id, after, limit)
+        })
     }
 
     fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
@@ -257,6 +278,31 @@ impl Store for SqliteStore {
             Access::Read(reader) => reader.borrow().generation,
         };
         Ok((generation << 32).wrapping_add(u64::try_from(version).unwrap_or_default()))
+    }
+
+    fn send_signal(&mut self, signal: &SignalSend<'_>) -> Result<SignalReceipt, StoreError> {
+        let checksums = self.checksums();
+        let (conn, path) = self.write(|| {
+            format!(
+                "sending signal `{}` to run `{}`",
+                signal.name, signal.run_id
+            )
+        })?;
+        signal::send(conn, path, signal, checksums)
+    }
+
+    fn signals(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<stepflow_model::Signal>, StoreError> {
+        self.read(|conn, reads| {
+            if !reads.has_signals() {
+                return Ok(Vec::new());
+            }
+            signal::after(conn, &self.path, run_id, after, limit, reads.verify)
+        })
     }
 
     fn put_deployment(&mut self, deployment: &Deployment) -> Result<bool, StoreError> {

@@ -12,7 +12,7 @@ use super::error::{
     SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_CONSTRAINT_PRIMARYKEY, classify, no_deployment, not_found,
 };
 use super::schema;
-use crate::{HistoryEntry, Lease, RunFilter, RunRecord, RunStatus, StoreError};
+use crate::{HistoryEntry, Lease, RunCounts, RunFilter, RunPage, RunRecord, RunStatus, StoreError};
 
 /// The statements that read runs and history, for the schema version of the database: a
 /// read-only store may read a database older than this build, which it cannot migrate.
@@ -25,6 +25,8 @@ pub(super) struct Reads {
     run_columns: String,
     select_run: String,
     history: String,
+    /// The history after a position, without its `LIMIT`.
+    history_after: String,
 }
 
 impl Reads {
@@ -38,6 +40,10 @@ impl Reads {
             run_columns: runs,
             history: format!(
                 "SELECT {} FROM history WHERE run_id = ?1 ORDER BY seq",
+                decode::history_columns(version)
+            ),
+            history_after: format!(
+                "SELECT {} FROM history WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
                 decode::history_columns(version)
             ),
         }
@@ -59,40 +65,84 @@ impl Reads {
         self.version >= schema::DUE_SINCE
     }
 
-    /// The listing of runs that match `filter`: its SQL and the values to bind, in order.
-    fn list_runs(&self, filter: &RunFilter) -> (String, Vec<Value>) {
-        let mut conditions = Vec::new();
+    /// Whether the database has the `signals` table (an older one read as it is has none).
+    pub(super) fn has_signals(&self) -> bool {
+        self.version >= schema::SIGNALS_SINCE
+    }
+
+    /// The listing of runs that match `filter`, plus one more run (to tell whether there is a
+    /// next page), each with its rowid last: its SQL and the values to bind, in order.
+    fn list_runs(&self, filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
+        let mut conditions: Vec<String> = Vec::new();
         let mut values = Vec::new();
-        let mut condition = |sql: &str, value: Value| {
+        let mut bind = |value: Value| {
             values.push(value);
-            conditions.push(format!("{sql} = ?{}", values.len()));
+            format!("?{}", values.len())
         };
         if let Some(status) = filter.status {
-            condition("status", Value::Text(status.as_str().into()));
+            let at = bind(Value::Text(status.as_str().into()));
+            conditions.push(format!("status = {at}"));
         }
         if let Some(flow) = &filter.flow {
-            condition("flow", Value::Text(flow.clone()));
+            let at = bind(Value::Text(flow.clone()));
+            conditions.push(format!("flow = {at}"));
         }
         if let Some(deployment) = &filter.deployment {
-            condition("deployment", Value::Text(deployment.clone()));
+            let at = bind(Value::Text(deployment.clone()));
+            conditions.push(format!("deployment = {at}"));
+        }
+        if let Some(search) = filter.search.as_deref().filter(|s| !s.is_empty()) {
+            // An id prefix is a range of the primary key; a flow name one of `runs_by_flow`.
+            let from = bind(Value::Text(search.to_string()));
+            let to = bind(Value::Text(format!("{search}\u{10ffff}")));
+            let flow = bind(Value::Text(search.to_string()));
+            conditions.push(format!("((id >= {from} AND id < {to}) OR flow = {flow})"));
+        }
+        for (column, op, time) in [
+            ("created_ms", ">=", filter.created_from),
+            ("created_ms", "<", filter.created_until),
+            ("updated_ms", ">=", filter.updated_from),
+            ("updated_ms", "<", filter.updated_until),
+        ] {
+            if let Some(time) = time {
+                let at = bind(Value::Integer(i64::try_from(time).unwrap_or(i64::MAX)));
+                conditions.push(format!("{column} {op} {at}"));
+            }
+        }
+        if let Some(after) = &filter.after {
+            let (created, rowid) = parse_page(after)?;
+            let created = bind(Value::Integer(created));
+            let rowid = bind(Value::Integer(rowid));
+            conditions.push(format!("(created_ms, rowid) < ({created}, {rowid})"));
         }
         let filter_sql = if conditions.is_empty() {
             String::new()
         } else {
             format!(" WHERE {}", conditions.join(" AND "))
         };
-        values.push(Value::Integer(
-            i64::try_from(filter.limit).unwrap_or(i64::MAX),
+        let limit = bind(Value::Integer(
+            i64::try_from(filter.limit.saturating_add(1)).unwrap_or(i64::MAX),
         ));
         // `rowid` breaks ties between runs created in the same millisecond: the later insert
         // first.
         let sql = format!(
-            "SELECT {} FROM runs{filter_sql} ORDER BY created_ms DESC, rowid DESC LIMIT ?{}",
+            "SELECT {}, rowid FROM runs{filter_sql} ORDER BY created_ms DESC, rowid DESC LIMIT {limit}",
             self.run_columns,
-            values.len()
         );
-        (sql, values)
+        Ok((sql, values))
     }
+}
+
+/// A page position as [`runs`] writes it: `<created_ms>.<rowid>` of the last run listed.
+fn parse_page(after: &str) -> Result<(i64, i64), StoreError> {
+    let bad = || StoreError::BadPage {
+        after: after.to_string(),
+    };
+    let (created, rowid) = after.split_once('.').ok_or_else(bad)?;
+    Ok((
+        created.parse().map_err(|_| bad())?,
+        rowid.parse().map_err(|_| bad())?,
+    ))
 }
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, status, state, \
@@ -182,31 +232,113 @@ pub(super) fn run(
     }
 }
 
-/// [`crate::Store::runs_where`]: newest first, at most `filter.limit`, those that match every
-/// filter set.
+/// [`crate::Store::runs_where`] and [`crate::Store::runs_page`]: newest first, at most
+/// `filter.limit`, those that match every filter set, and where the next page starts.
 pub(super) fn runs(
     conn: &Connection,
     reads: &Reads,
     path: &Path,
     filter: &RunFilter,
-) -> Result<Vec<RunRecord>, StoreError> {
+) -> Result<RunPage, StoreError> {
     // Before deployments no run referred to one.
     if reads.is_empty() || (filter.deployment.is_some() && !reads.has_deployments()) {
-        return Ok(Vec::new());
+        return Ok(RunPage {
+            runs: Vec::new(),
+            next: None,
+        });
     }
     let action = || "listing runs".to_string();
-    let (sql, values) = reads.list_runs(filter);
+    let (sql, values) = reads.list_runs(filter)?;
     let mut stmt = conn
         .prepare_cached(&sql)
         .map_err(|e| classify(path, action(), e))?;
+    let rowid_at = stmt.column_count() - 1;
     let mut rows = stmt
         .query(rusqlite::params_from_iter(values))
         .map_err(|e| classify(path, action(), e))?;
     let mut runs = Vec::new();
+    let mut last = None;
+    let mut more = false;
     while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
-        runs.push(decode::run(row, path, reads.verify)?);
+        if runs.len() == filter.limit {
+            more = true;
+            break;
+        }
+        let run = decode::run(row, path, reads.verify)?;
+        let rowid: i64 = row.get(rowid_at).map_err(|e| classify(path, action(), e))?;
+        last = Some((run.created_ms, rowid));
+        runs.push(run);
     }
-    Ok(runs)
+    let next = match (more, last) {
+        (true, Some((created, rowid))) => Some(format!("{created}.{rowid}")),
+        _ => None,
+    };
+    Ok(RunPage { runs, next })
+}
+
+/// [`crate::Store::run_counts`]: one pass over `runs_by_status`.
+pub(super) fn counts(
+    conn: &Connection,
+    reads: &Reads,
+    path: &Path,
+) -> Result<RunCounts, StoreError> {
+    let mut counts = RunCounts::default();
+    if reads.is_empty() {
+        return Ok(counts);
+    }
+    let action = || "counting runs".to_string();
+    let mut stmt = conn
+        .prepare_cached("SELECT status, count(*) FROM runs GROUP BY status")
+        .map_err(|e| classify(path, action(), e))?;
+    let mut rows = stmt.query([]).map_err(|e| classify(path, action(), e))?;
+    while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
+        let status: String = row.get(0).map_err(|e| classify(path, action(), e))?;
+        let n: i64 = row.get(1).map_err(|e| classify(path, action(), e))?;
+        let n = u64::try_from(n).unwrap_or_default();
+        match status.parse::<RunStatus>() {
+            Ok(RunStatus::Running) => counts.running = n,
+            Ok(RunStatus::Waiting) => counts.waiting = n,
+            Ok(RunStatus::Completed) => counts.completed = n,
+            Ok(RunStatus::Failed) => counts.failed = n,
+            Ok(RunStatus::Cancelled) => counts.cancelled = n,
+            Err(_) => {}
+        }
+    }
+    Ok(counts)
+}
+
+/// [`crate::Store::history_page`]: entries after `after`, oldest first, and the run's total.
+pub(super) fn history_page(
+    conn: &Connection,
+    reads: &Reads,
+    path: &Path,
+    run_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<HistoryEntry>, u64), StoreError> {
+    if reads.is_empty() || status_of(conn, path, run_id)?.is_none() {
+        return Err(not_found(path, run_id));
+    }
+    let action = || format!("loading the history of run `{run_id}`");
+    let sql = format!("{} LIMIT ?3", reads.history_after);
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(|e| classify(path, action(), e))?;
+    let after = i64::try_from(after).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt
+        .query(rusqlite::params![run_id, after, limit])
+        .map_err(|e| classify(path, action(), e))?;
+    let mut entries = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
+        entries.push(decode::history(row, path, run_id, reads.verify)?);
+    }
+    // Entries are numbered 1, 2, ... without gaps: the last number is the count.
+    let total: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM history WHERE run_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([run_id], |r| r.get(0)))
+        .map_err(|e| classify(path, action(), e))?;
+    Ok((entries, u64::try_from(total).unwrap_or_default()))
 }
 
 /// [`crate::Store::history`]: the entries of one run, oldest first.

@@ -16,6 +16,7 @@ use super::decode::at;
 use super::encode::{self, HistoryRow, StepRow, invalid};
 use super::error::{SQLITE_CONSTRAINT_CHECK, classify, is_fatal, no_deployment, not_found};
 use super::queries::{held, held_for_save, lease_lost};
+use super::signal;
 use crate::{Lease, RunStatus, StepSave, StoreError};
 
 /// A step's update of its run's row.
@@ -95,10 +96,19 @@ fn write_step(
 ) -> Result<(), StoreError> {
     let run_id = step.run_id;
     let action = || format!("saving a step of run `{run_id}`");
+    // A signal that arrived after the state's last one, while its driver was on its way to
+    // the wait, makes the run due now instead of at its next check.
+    let next_check_ms = if step.status == RunStatus::Waiting
+        && signal::unread(conn, path, run_id, step.state.signals_read)?
+    {
+        Some(row.updated_ms)
+    } else {
+        row.next_check_ms
+    };
     let found = if checksums {
         let replaced = [
             (at::STATE, checksum::text(&row.state)),
-            (at::NEXT_CHECK_MS, checksum::opt_int(row.next_check_ms)),
+            (at::NEXT_CHECK_MS, checksum::opt_int(next_check_ms)),
             (at::LAST_ERROR, checksum::opt_text(step.last_error)),
         ];
         held_for_save(conn, path, run_id, &replaced)?.map(|(held, sum)| (held, Some(sum)))
@@ -132,7 +142,7 @@ fn write_step(
                 run_id,
                 step.status.as_str(),
                 row.state,
-                row.next_check_ms,
+                next_check_ms,
                 step.last_error,
                 row.updated_ms,
                 run_checksum.map(checksum::to_stored),

@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_5,
     MIGRATION_6,
     MIGRATION_7,
+    MIGRATION_8,
 ];
 
 /// The newest schema version this build knows; a database with a newer one is refused.
@@ -166,6 +167,32 @@ UPDATE sqlite_schema SET sql = replace(replace(sql,
 WHERE type = 'table' AND name = 'history';
 PRAGMA writable_schema = OFF;
 ";
+
+/// Version 8: each run's inbox of signals (issue 11). `seq` numbers a run's signals in arrival
+/// order, as a driver reads them (after the last one its state has read); `id` is the sender's,
+/// unique per run, so a repeated delivery is found and stored once. And the indexes behind
+/// listings filtered by status or flow, newest first, a page at a time (the HTTP API's runs
+/// list over 100,000 runs).
+const MIGRATION_8: &str = "
+CREATE TABLE signals (
+    run_id      TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL CHECK (seq >= 1),
+    id          TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    checksum    INTEGER CHECK (checksum BETWEEN 0 AND 4294967295),
+    PRIMARY KEY (run_id, seq),
+    UNIQUE (run_id, id)
+) STRICT, WITHOUT ROWID;
+
+CREATE INDEX runs_by_status ON runs (status, created_ms);
+CREATE INDEX runs_by_flow ON runs (flow, created_ms);
+";
+
+/// The first schema version with signals: a read-only store on an older database reads no
+/// signals.
+pub(super) const SIGNALS_SINCE: i64 = 8;
 
 /// The migration that creates `runs_by_due`, for the test that `due.rs` repeats it.
 #[cfg(test)]

@@ -1,0 +1,173 @@
+//! Deployments: which exist, a deployment's flow source, and its flow's diagram.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use stepflow_store::Store;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{Path, Query};
+use crate::runs::{Transition, page_size, transitions};
+
+/// A deployment as a listing shows it.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeploymentSummary {
+    /// Its id: the SHA-256 of its content.
+    id: String,
+    /// Its flow's name.
+    flow: String,
+    /// Where its flow file was when deployed.
+    source_path: String,
+    /// When it was first stored (Unix milliseconds).
+    created_ms: u64,
+    /// How many runs use it.
+    runs: u64,
+    /// Its plugins.
+    plugins: Vec<PluginRef>,
+}
+
+/// A plugin of a deployment.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PluginRef {
+    /// Its name in the flow.
+    name: String,
+    /// The SHA-256 of its component.
+    sha256: String,
+}
+
+/// Which deployments to list.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeploymentQuery {
+    /// Only deployments of this flow.
+    flow: Option<String>,
+    /// At most this many (1 to 500; default 50), newest first.
+    limit: Option<usize>,
+}
+
+/// Lists deployments, newest first.
+#[utoipa::path(get, path = "/api/v1/deployments", params(DeploymentQuery), tag = "deployments",
+    responses((status = 200, body = Vec<DeploymentSummary>), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Query(query): Query<DeploymentQuery>,
+) -> Result<Json<Vec<DeploymentSummary>>, ApiError> {
+    let limit = page_size(query.limit, 50)?;
+    let infos = state
+        .stores
+        .with(move |_, store| Ok(store.deployments(query.flow.as_deref(), limit)?))
+        .await?;
+    Ok(Json(
+        infos
+            .into_iter()
+            .map(|d| DeploymentSummary {
+                id: d.id,
+                flow: d.flow,
+                source_path: d.source_path,
+                created_ms: d.created_ms,
+                runs: d.runs,
+                plugins: d
+                    .plugins
+                    .into_iter()
+                    .map(|(name, sha256)| PluginRef { name, sha256 })
+                    .collect(),
+            })
+            .collect(),
+    ))
+}
+
+/// A deployment's flow source.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct DeploymentSource {
+    /// Its id.
+    id: String,
+    /// Its flow's name.
+    flow: String,
+    /// The flow file's text.
+    source: String,
+    /// Where the flow file was when deployed.
+    source_path: String,
+    /// When it was first stored (Unix milliseconds).
+    created_ms: u64,
+    /// Its plugins, with the size of each component.
+    plugins: Vec<PluginSize>,
+}
+
+/// A plugin of a deployment, with its size.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PluginSize {
+    /// Its name in the flow.
+    name: String,
+    /// The SHA-256 of its component.
+    sha256: String,
+    /// The component's size in bytes.
+    bytes: u64,
+}
+
+/// Reads a deployment: its flow source and plugins (any 8 or more leading hex digits of its id
+/// name it).
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments",
+    params(("id" = String, Path, description = "The deployment's id, or 8+ leading hex digits")),
+    responses((status = 200, body = DeploymentSource), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentSource>, ApiError> {
+    let d = state
+        .stores
+        .with(move |_, store| Ok(store.deployment(&id)?))
+        .await?;
+    Ok(Json(DeploymentSource {
+        plugins: d
+            .plugins
+            .iter()
+            .map(|p| PluginSize {
+                name: p.name.clone(),
+                sha256: p.sha256.clone(),
+                bytes: p.bytes.len() as u64,
+            })
+            .collect(),
+        id: d.id,
+        flow: d.flow,
+        source: d.source,
+        source_path: d.source_path,
+        created_ms: d.created_ms,
+    }))
+}
+
+/// A flow's diagram, three ways.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Diagram {
+    /// Mermaid `stateDiagram-v2` text.
+    mermaid: String,
+    /// Graphviz DOT text.
+    dot: String,
+    /// The transitions, to draw it yourself.
+    transitions: Vec<Transition>,
+}
+
+/// Draws a deployment's flow.
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/diagram", tag = "deployments",
+    params(("id" = String, Path, description = "The deployment's full id")),
+    responses((status = 200, body = Diagram), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn diagram(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Diagram>, ApiError> {
+    let flow = state
+        .stores
+        .with(move |stores, store| {
+            let full = store.deployment(&id)?.id;
+            stores.flow(store, &full)
+        })
+        .await?;
+    Ok(Json(Diagram {
+        mermaid: flow.to_mermaid(),
+        dot: flow.to_dot(),
+        transitions: transitions(&flow),
+    }))
+}
