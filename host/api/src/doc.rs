@@ -5,14 +5,14 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{actions, deployments, error, events, runs};
+use crate::{actions, deployments, error, events, runs, submit};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "stepflow", description = "Runs, signals and deployments of a stepflow server."),
     paths(
         runs::list, runs::counts, runs::one, runs::history, events::stream,
-        actions::signal, actions::cancel, actions::resume,
+        actions::signal, actions::cancel, actions::resume, submit::submit,
         deployments::list, deployments::one, deployments::diagram,
     ),
     components(schemas(error::ErrorBody, events::RunEvent)),

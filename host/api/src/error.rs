@@ -27,8 +27,8 @@ pub(crate) struct ErrorBody {
 /// What went wrong.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct ErrorDetail {
-    /// A stable code to branch on: `not_found`, `bad_request`, `unauthorized`, `conflict`,
-    /// `unknown_signal`, `busy`, `internal`.
+    /// A stable code to branch on: `not_found`, `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_allowed`, `conflict`, `unknown_signal`, `busy`, `internal`.
     code: String,
     /// What went wrong and what to do, for people.
     message: String,
@@ -110,15 +110,28 @@ impl From<StoreError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        let message = e.to_string();
         match e {
             EngineError::Store(e) => e.into(),
-            EngineError::UnknownSignal { .. } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unknown_signal",
-                e.to_string(),
-            ),
-            EngineError::Cancelled { .. } => Self::conflict(e.to_string()),
-            other => Self::internal(other.to_string()),
+            EngineError::UnknownSignal { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_signal", message)
+            }
+            EngineError::NotAllowed { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "not_allowed", message)
+            }
+            EngineError::Cancelled { .. } => Self::conflict(message),
+            // What the client sent does not make a runnable flow: the flow file, a component.
+            EngineError::Flow(_)
+            | EngineError::InvalidFlow { .. }
+            | EngineError::Plugin(_)
+            | EngineError::Grant { .. }
+            | EngineError::Submission { .. } => Self::bad_request(message),
+            // Loading a deployment names it; the status is that of what went wrong inside.
+            EngineError::Deployment { source, .. } => {
+                let inner = ApiError::from(*source);
+                Self::new(inner.status, inner.code, message)
+            }
+            _ => Self::internal(message),
         }
     }
 }

@@ -16,7 +16,8 @@
 //! Modules, one job each: `auth` (the token and the check of every request), `error` (the one
 //! JSON shape of every error), `extract` (request extractors whose refusals use that shape),
 //! `stores` (the store connections requests share), `runs` (listing and reading runs),
-//! `actions` (signal, cancel, resume), `deployments`, `events` (live updates), `web` (the
+//! `actions` (signal, cancel, resume), `submit` (new runs, and the policy their grants
+//! meet), `deployments`, `events` (live updates), `web` (the
 //! page), `doc` (the OpenAPI document).
 
 mod actions;
@@ -28,6 +29,7 @@ mod events;
 mod extract;
 mod runs;
 mod stores;
+mod submit;
 mod web;
 
 use std::net::SocketAddr;
@@ -40,6 +42,10 @@ use axum::routing::{get, post};
 pub use auth::{Token, TokenFile};
 pub use doc::openapi;
 pub use error::ApiError;
+pub use submit::Submissions;
+
+/// The largest submission body: a flow with its components, base64-encoded.
+pub const MAX_SUBMISSION: usize = 256 << 20;
 
 /// What the API serves and how.
 #[derive(Clone, Debug)]
@@ -52,6 +58,8 @@ pub struct ApiConfig {
     pub token: Token,
     /// Whether reads need the token too (by default only writes do).
     pub reads_need_token: bool,
+    /// How submissions are checked; `None` refuses them.
+    pub submissions: Option<Submissions>,
 }
 
 /// Why the API could not start.
@@ -76,6 +84,7 @@ pub(crate) struct AppState {
     pub stores: Arc<stores::Stores>,
     pub auth: Arc<auth::Auth>,
     pub changes: events::Changes,
+    pub submissions: Option<Submissions>,
 }
 
 /// The API and the page as a service, on the database at `config.db` (the address is not
@@ -89,9 +98,15 @@ pub fn router(config: &ApiConfig) -> Router {
             config.token.clone(),
             config.reads_need_token,
         )),
+        submissions: config.submissions.clone(),
     };
     let api = Router::new()
-        .route("/runs", get(runs::list))
+        .route(
+            "/runs",
+            get(runs::list)
+                .post(submit::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_SUBMISSION)),
+        )
         .route("/runs/counts", get(runs::counts))
         .route("/runs/{id}", get(runs::one))
         .route("/runs/{id}/history", get(runs::history))

@@ -19,6 +19,10 @@ async fn serve(db: &Path, reads_need_token: bool) -> (String, Token) {
         db: db.to_path_buf(),
         token: token.clone(),
         reads_need_token,
+        submissions: Some(stepflow_api::Submissions {
+            engine: std::sync::Arc::new(engine()),
+            policy: stepflow_engine::SubmitPolicy::default(),
+        }),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(stepflow_api::serve(
@@ -30,6 +34,13 @@ async fn serve(db: &Path, reads_need_token: bool) -> (String, Token) {
     ));
     let addr = rx.await.expect("bound");
     (format!("http://{addr}"), token)
+}
+
+fn engine() -> stepflow_engine::Engine {
+    stepflow_engine::Engine::new(Some(
+        stepflow_testkit::target_dir().join("test-component-cache"),
+    ))
+    .expect("engine")
 }
 
 fn run(id: &str, created_ms: u64, status: RunStatus) -> RunRecord {
@@ -254,10 +265,7 @@ async fn deployed_waiting_run(dir: &tempfile::TempDir) -> (PathBuf, String) {
         ),
     )
     .expect("flow");
-    let engine = stepflow_engine::Engine::new(Some(
-        stepflow_testkit::target_dir().join("test-component-cache"),
-    ))
-    .expect("engine");
+    let engine = engine();
     let deployment = engine.deploy(&flow).expect("deploy");
     let db = dir.path().join("runs.db");
     let mut store = SqliteStore::open(&db).expect("store");
@@ -415,4 +423,83 @@ async fn the_openapi_document_is_3_1_and_describes_every_route() {
         );
     }
     assert!(doc["components"]["securitySchemes"]["token"].is_object());
+}
+
+/// A submission of a one-step flow over the quickstart plugin, with `grants` in its plugin.
+fn submission(grants: &str) -> Value {
+    let wasm = std::fs::read(stepflow_testkit::rust_plugin("quickstart")).expect("wasm");
+    use base64::Engine as _;
+    json!({
+        "flow": format!(
+            "flow: sub.v1\nplugins:\n  q: {{ wasm: q.wasm{grants} }}\nsteps:\n  - {{ name: step1, do: q.step1 }}\n"
+        ),
+        "plugins": { "q": base64::engine::general_purpose::STANDARD.encode(wasm) },
+        "input": { "from": "api" },
+    })
+}
+
+#[tokio::test]
+async fn a_submission_that_asks_for_more_than_the_policy_allows_is_refused_and_nothing_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = database(&dir, &[]);
+    let (base, token) = serve(&db, false).await;
+    let http = reqwest::Client::new();
+    let url = format!("{base}/api/v1/runs");
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    for (grants, named) in [
+        (
+            ", dirs: [{ host: /, guest: /host }]".to_string(),
+            "the directory `/`",
+        ),
+        (
+            format!(", dirs: [{{ host: {home}/.ssh, guest: /keys }}]"),
+            ".ssh`",
+        ),
+        (
+            ", env: [HOME]".to_string(),
+            "the environment variable `HOME`",
+        ),
+    ] {
+        let refused = http
+            .post(&url)
+            .bearer_auth(token.as_str())
+            .json(&submission(&grants))
+            .send()
+            .await
+            .expect("post");
+        let message = error(refused, StatusCode::FORBIDDEN, "not_allowed").await;
+        assert!(message.contains(named), "{message}");
+        assert!(message.contains("stepflow server --allow-"), "{message}");
+    }
+    let store = SqliteStore::open(&db).expect("store");
+    assert!(
+        store.runs(None, 10).expect("runs").is_empty(),
+        "nothing runs"
+    );
+    assert!(
+        store.deployments(None, 10).expect("deployments").is_empty(),
+        "nothing stored"
+    );
+
+    let unauthorised = http
+        .post(&url)
+        .json(&submission(""))
+        .send()
+        .await
+        .expect("post");
+    error(unauthorised, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    let created = http
+        .post(&url)
+        .bearer_auth(token.as_str())
+        .json(&submission(""))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.expect("json");
+    let id = created["id"].as_str().expect("id");
+    let run = store.run(id).expect("the run");
+    assert_eq!(run.state.data["from"], "api");
+    assert_eq!(run.deployment.as_deref(), created["deployment"].as_str());
 }

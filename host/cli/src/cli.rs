@@ -208,11 +208,19 @@ pub enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7700")]
         listen: std::net::SocketAddr,
         /// Serve no HTTP API and no web page.
-        #[arg(long, conflicts_with_all = ["listen", "reads_need_token"])]
+        #[arg(long, conflicts_with_all = ["listen", "reads_need_token", "allow_dir", "allow_env"])]
         no_api: bool,
         /// Make reads of the API need the token too (writes always do).
         #[arg(long)]
         reads_need_token: bool,
+        /// A directory that flows submitted over HTTP may grant their plugins (and all below
+        /// it); add `:rw` to let them write there. Repeatable. Default: none.
+        #[arg(long, value_name = "DIR[:rw]")]
+        allow_dir: Vec<String>,
+        /// An environment variable that flows submitted over HTTP may grant their plugins.
+        /// Repeatable. Default: none.
+        #[arg(long, value_name = "NAME")]
+        allow_env: Vec<String>,
     },
     /// Send a signal to a run: a wait for it (`wait-for: {signal: NAME}`) moves on. A signal
     /// that arrives before the run reaches its wait is kept for it.

@@ -134,11 +134,14 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
             listen,
             no_api,
             reads_need_token,
+            allow_dir,
+            allow_env,
             ..
         } => {
-            let api = (!no_api).then_some(commands::server::Api {
+            let api = (!no_api).then(|| commands::server::Api {
                 listen,
                 reads_need_token,
+                policy: commands::server::policy(&allow_dir, allow_env),
             });
             commands::server::server(&db, usize::from(concurrency), api, json).await
         }

@@ -288,12 +288,12 @@ fn damaged(deployment: &Deployment, detail: String) -> EngineError {
 
 /// Whether any plugin is granted host directories, whose relative paths depend on where the
 /// flow file is.
-fn grants_dirs(file: &FlowFile) -> bool {
+pub(crate) fn grants_dirs(file: &FlowFile) -> bool {
     file.plugins.values().any(|decl| !decl.dirs.is_empty())
 }
 
 /// The directory of an absolute flow file path.
-fn flow_dir(path: &Path) -> PathBuf {
+pub(crate) fn flow_dir(path: &Path) -> PathBuf {
     crate::build::flow_dir(path).to_path_buf()
 }
 
@@ -336,7 +336,7 @@ fn read_source(path: &Path, max_bytes: u64) -> Result<String, EngineError> {
 }
 
 /// Lower-case hex.
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes.iter().fold(String::with_capacity(64), |mut s, b| {
         let _ = write!(s, "{b:02x}");

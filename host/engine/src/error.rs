@@ -116,6 +116,26 @@ pub enum EngineError {
     /// The store failed or refused.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A submitted flow asks for a grant the server's policy does not allow.
+    #[error(
+        "plugin `{plugin}` asks for {grant} (`{key}`), which this server does not allow for submitted flows; nothing was stored (its operator can allow it with `stepflow server {allow}`)"
+    )]
+    NotAllowed {
+        /// The plugin.
+        plugin: String,
+        /// What it asks for.
+        grant: String,
+        /// Where the flow file asks for it.
+        key: String,
+        /// The server option that would allow it.
+        allow: String,
+    },
+    /// A submission that cannot be deployed as sent (a component missing or not a component).
+    #[error("{detail}")]
+    Submission {
+        /// What is wrong and what to send.
+        detail: String,
+    },
     /// A signal for a run whose flow has no wait for a signal of that name: no wait would
     /// ever take it, so it is refused rather than kept forever.
     #[error(

@@ -61,6 +61,7 @@ mod paths;
 mod run;
 mod signal;
 mod stop;
+mod submission;
 mod time;
 mod upgrade;
 
@@ -76,5 +77,6 @@ pub use run::{Resumable, new_run_id, prepare_resume, start_claimed_run, start_ru
 pub use signal::{SignalRequest, send_signal};
 pub use stepflow_store::{DeployedPlugin, Deployment};
 pub use stop::{Stop, StopRequests};
+pub use submission::{AllowedDir, SUBMITTED_FLOW_PATH, SubmitPolicy, deploy_submission};
 pub use time::utc_time;
 pub use upgrade::{Upgrade, UpgradeRefusal, check_upgrade, upgrade_run};

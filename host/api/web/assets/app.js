@@ -333,6 +333,7 @@ function runsView(main, params) {
     'aria-label': 'search', spellcheck: false,
     oninput: () => {
       clearTimeout(debounce);
+      table.setAttribute('aria-busy', 'true');
       debounce = setTimeout(() => { state.q = search.value.trim(); firstPage(); }, 250);
     },
   });
@@ -392,6 +393,7 @@ function runsView(main, params) {
     }
     nextBtn.disabled = true;
     info.textContent = 'loading…';
+    table.setAttribute('aria-busy', 'true');
     const list = api(`/runs${query({ status: state.status, q: state.q, limit: RUNS_PAGE, cursor: state.cursor })}`);
     const totals = api('/runs/counts').catch((e) => ({ error: e }));
     try {
@@ -400,6 +402,10 @@ function runsView(main, params) {
       renderRows(page.runs ?? []);
       state.next = page.next_cursor ?? null;
       clearError();
+      // What the rows shown answer (for tests and scripts): filter, search, page.
+      table.dataset.status = state.status;
+      table.dataset.q = state.q;
+      table.dataset.page = String(state.prev.length + 1);
     } catch (e) {
       if (seq !== state.seq || state.disposed) return;
       tbody.replaceChildren();
@@ -407,6 +413,7 @@ function runsView(main, params) {
       info.textContent = '';
       showError(explain(e, 'loading runs'));
     }
+    if (seq === state.seq && search.value.trim() === state.q) table.setAttribute('aria-busy', 'false');
     nextBtn.disabled = !state.next;
     prevBtn.disabled = state.prev.length === 0;
     firstBtn.hidden = !state.cursor;
@@ -890,11 +897,17 @@ function layoutFlow(graph) {
 }
 
 function renderDiagram(container, transitions, cursor) {
-  if (!transitions.length) {
+  if (!transitions.length && !cursor.length) {
     replace(container, el('p', { class: 'muted' }, 'No flow definition to draw.'));
     return;
   }
   const graph = flowGraph(transitions);
+  // An event of the cursor that no transition names still shows, on a layer of its own.
+  const known = new Set(graph.nodes.map((n) => n.event));
+  const lastLayer = Math.max(-1, ...graph.nodes.map((n) => n.layer));
+  for (const event of new Set(cursor.map(String))) {
+    if (!known.has(event)) graph.nodes.push({ event, index: graph.nodes.length, call: null, layer: lastLayer + 1 });
+  }
   const size = layoutFlow(graph);
   const current = new Set(cursor.map(String));
   const svg = el('svg:svg', {

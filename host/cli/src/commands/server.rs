@@ -19,6 +19,28 @@ pub struct Api {
     pub listen: SocketAddr,
     /// Whether reads need the token too.
     pub reads_need_token: bool,
+    /// What flows submitted over HTTP may be granted.
+    pub policy: stepflow_engine::SubmitPolicy,
+}
+
+/// The policy of `--allow-dir DIR[:rw]` and `--allow-env NAME`.
+pub fn policy(dirs: &[String], env: Vec<String>) -> stepflow_engine::SubmitPolicy {
+    stepflow_engine::SubmitPolicy {
+        dirs: dirs
+            .iter()
+            .map(|d| match d.strip_suffix(":rw") {
+                Some(path) => stepflow_engine::AllowedDir {
+                    path: path.into(),
+                    writable: true,
+                },
+                None => stepflow_engine::AllowedDir {
+                    path: d.into(),
+                    writable: false,
+                },
+            })
+            .collect(),
+        env,
+    }
 }
 
 /// `stepflow server`.
@@ -78,6 +100,10 @@ async fn start_api(db: &Path, api: Api, stop: StopRequests) -> Result<JoinHandle
         db,
         token: token.token,
         reads_need_token: api.reads_need_token,
+        submissions: Some(stepflow_api::Submissions {
+            engine: std::sync::Arc::new(super::server_engine(4)?),
+            policy: api.policy,
+        }),
     };
     let (bound_tx, bound) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {
