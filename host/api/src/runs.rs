@@ -104,7 +104,7 @@ pub(crate) struct ListQuery {
     flow: Option<String>,
     /// Only runs of this deployment (its full id).
     deployment: Option<String>,
-    /// Runs whose id starts with this, or whose flow is exactly this.
+    /// The runs of the flow of exactly this name, or else those whose id starts with this.
     q: Option<String>,
     /// Only runs created at or after this time (Unix milliseconds).
     created_from: Option<u64>,

@@ -240,8 +240,8 @@ pub struct RunFilter {
     pub flow: Option<String>,
     /// Only runs that use this deployment (its full id).
     pub deployment: Option<String>,
-    /// Only runs whose id starts with this text, or whose flow is exactly this name: what a
-    /// search box finds without scanning every run.
+    /// A search box's text: the runs of the flow of exactly this name if there is one, else
+    /// the runs whose id starts with it; either is one index range, never a scan.
     pub search: Option<String>,
     /// Only runs created at or after this time (Unix milliseconds).
     pub created_from: Option<u64>,

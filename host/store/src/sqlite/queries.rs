@@ -72,7 +72,11 @@ impl Reads {
 
     /// The listing of runs that match `filter`, plus one more run (to tell whether there is a
     /// next page), each with its rowid last: its SQL and the values to bind, in order.
-    fn list_runs(&self, filter: &RunFilter) -> Result<(String, Vec<Value>), StoreError> {
+    fn list_runs(
+        &self,
+        filter: &RunFilter,
+        search: Option<Search<'_>>,
+    ) -> Result<(String, Vec<Value>), StoreError> {
         let mut conditions: Vec<String> = Vec::new();
         let mut values = Vec::new();
         let mut bind = |value: Value| {
@@ -91,12 +95,19 @@ impl Reads {
             let at = bind(Value::Text(deployment.clone()));
             conditions.push(format!("deployment = {at}"));
         }
-        if let Some(search) = filter.search.as_deref().filter(|s| !s.is_empty()) {
-            // An id prefix is a range of the primary key; a flow name one of `runs_by_flow`.
-            let from = bind(Value::Text(search.to_string()));
-            let to = bind(Value::Text(format!("{search}\u{10ffff}")));
-            let flow = bind(Value::Text(search.to_string()));
-            conditions.push(format!("((id >= {from} AND id < {to}) OR flow = {flow})"));
+        match search {
+            // A flow's name: a range of `runs_by_flow`, in the listing's order.
+            Some(Search::Flow(flow)) => {
+                let at = bind(Value::Text(flow.to_string()));
+                conditions.push(format!("flow = {at}"));
+            }
+            // An id prefix: a range of the primary key.
+            Some(Search::IdPrefix(prefix)) => {
+                let from = bind(Value::Text(prefix.to_string()));
+                let to = bind(Value::Text(format!("{prefix}\u{10ffff}")));
+                conditions.push(format!("id >= {from} AND id < {to}"));
+            }
+            None => {}
         }
         for (column, op, time) in [
             ("created_ms", ">=", filter.created_from),
@@ -131,6 +142,14 @@ impl Reads {
         );
         Ok((sql, values))
     }
+}
+
+/// What a search text finds: the runs of the flow of that name if there is one, else those
+/// whose id starts with it.
+#[derive(Clone, Copy)]
+enum Search<'a> {
+    Flow(&'a str),
+    IdPrefix(&'a str),
 }
 
 /// A page position as [`runs`] writes it: `<created_ms>.<rowid>` of the last run listed.
@@ -248,7 +267,23 @@ pub(super) fn runs(
         });
     }
     let action = || "listing runs".to_string();
-    let (sql, values) = reads.list_runs(filter)?;
+    // One index each, so a search reads no more rows than the page it returns (an `OR` of
+    // the two would scan the table for its order).
+    let search = match filter.search.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => {
+            let is_flow = conn
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM runs WHERE flow = ?1)")
+                .and_then(|mut stmt| stmt.query_row([text], |r| r.get::<_, bool>(0)))
+                .map_err(|e| classify(path, action(), e))?;
+            Some(if is_flow {
+                Search::Flow(text)
+            } else {
+                Search::IdPrefix(text)
+            })
+        }
+    };
+    let (sql, values) = reads.list_runs(filter, search)?;
     let mut stmt = conn
         .prepare_cached(&sql)
         .map_err(|e| classify(path, action(), e))?;
