@@ -241,6 +241,18 @@ pub enum Command {
         #[arg(long)]
         id: Option<String>,
     },
+    /// Start a new run from the state a run had after one of its steps (`stepflow show`
+    /// numbers them): its history is replayed through its flow, no plugin runs, and the new
+    /// run goes on from there on the same deployment.
+    #[command(after_help = "Example:\n  stepflow rerun 20261128-101500-4f2a --from 3")]
+    Rerun {
+        /// The run id.
+        run: String,
+        /// The history entry (#) after which the new run starts; 0 starts from the run's
+        /// first state.
+        #[arg(long, value_name = "N")]
+        from: u64,
+    },
     /// Cancel a run so that it is never resumed.
     #[command(after_help = "Example:\n  stepflow cancel 20261128-101500-4f2a")]
     Cancel {

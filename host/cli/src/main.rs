@@ -106,6 +106,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Inspect { plugin } => commands::inspect::inspect(&plugin, json),
         Command::Graph { flow, format } => commands::graph::graph(&flow, format, json),
         Command::Cancel { run } => commands::cancel::cancel(&db, &run, json),
+        Command::Rerun { run, from } => commands::rerun::rerun(&db, &run, from, json).await,
         Command::Signal {
             run,
             name,

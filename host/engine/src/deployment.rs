@@ -198,7 +198,7 @@ fn deploy_file(path: &Path, source: String, file: &FlowFile) -> Result<Deploymen
 }
 
 /// A deployment's stored source, parsed as the file it was read from.
-fn parse_stored(deployment: &Deployment) -> Result<FlowFile, EngineError> {
+pub(crate) fn parse_stored(deployment: &Deployment) -> Result<FlowFile, EngineError> {
     let file = stepflow_flowfile::parse(&deployment.source, Path::new(&deployment.source_path))
         .map_err(|e| in_deployment(deployment, e.into()))?;
     if file.flow != deployment.flow {

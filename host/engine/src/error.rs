@@ -116,6 +116,14 @@ pub enum EngineError {
     /// The store failed or refused.
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// A new run cannot start from the state after a step of this one.
+    #[error("cannot rerun run {run} from a step: {detail}")]
+    Rerun {
+        /// The run.
+        run: String,
+        /// Why not.
+        detail: String,
+    },
     /// A submitted flow asks for a grant the server's policy does not allow.
     #[error(
         "plugin `{plugin}` asks for {grant} (`{key}`), which this server does not allow for submitted flows; nothing was stored (its operator can allow it with `stepflow server {allow}`)"

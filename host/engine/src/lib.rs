@@ -14,6 +14,8 @@
 //!   check that a saved one can go on;
 //! - [`claim`] makes this process the run's one driver (a lease in the store that every save
 //!   checks; a dead local owner is taken over at once);
+//! - [`rerun_from`] starts a new run from the state an old one had after any step (its history
+//!   replayed through the flow from its first state, no plugin called);
 //! - [`send_signal`] sends a signal to a run whose flow waits for it (the run's inbox, read by
 //!   its driver);
 //! - [`Driver::drive`] moves a run forward: apply, save the new state and its history entry in
@@ -58,6 +60,7 @@ mod lease;
 mod load;
 mod observer;
 mod paths;
+mod rerun;
 mod run;
 mod signal;
 mod stop;
@@ -73,6 +76,7 @@ pub use lease::{MIN_LEASE, claim, lease_ttl, owner_is_dead, this_owner};
 pub use load::{Engine, LoadedFlow, shape};
 pub use observer::{Observer, Stopped, Waiting};
 pub use paths::{default_cache_dir, default_db_path, default_tools_dir};
+pub use rerun::rerun_from;
 pub use run::{Resumable, new_run_id, prepare_resume, start_claimed_run, start_run, stored_status};
 pub use signal::{SignalRequest, send_signal};
 pub use stepflow_store::{DeployedPlugin, Deployment};

@@ -102,6 +102,10 @@ impl Store for GroupCommitStore {
         self.with_read(|read| read.run_counts())
     }
 
+    fn start_state(&self, run_id: &str) -> Result<Option<stepflow_model::State>, StoreError> {
+        self.with_read(|read| read.start_state(run_id))
+    }
+
     fn history_page(
         &self,
         run_id: &str,

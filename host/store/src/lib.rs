@@ -544,6 +544,11 @@ pub trait Store: Send {
     /// How many runs have each status.
     fn run_counts(&self) -> Result<RunCounts, StoreError>;
 
+    /// The state run `run_id` was created with, kept beside it so its history can be replayed
+    /// from there (a rerun from any step); `None` for a run created before stores kept it. An
+    /// unknown run is [`StoreError::NotFound`].
+    fn start_state(&self, run_id: &str) -> Result<Option<State>, StoreError>;
+
     /// The history entries of run `run_id` numbered after `after`, oldest first, at most
     /// `limit`, and how many entries the run has in all; an unknown run is
     /// [`StoreError::NotFound`].

@@ -18,7 +18,7 @@ type TestResult = Result<(), Box<dyn std::error::Error>>;
 /// `SFLW`, the application id of stepflow databases.
 const APPLICATION_ID: i64 = 0x5346_4C57;
 /// The schema version this build creates.
-const SCHEMA_VERSION: i64 = 8;
+const SCHEMA_VERSION: i64 = 9;
 
 /// The schema exactly as the first release created it (schema version 1), to test that older
 /// databases are migrated (or read read-only) with their runs intact.

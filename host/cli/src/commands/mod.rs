@@ -6,6 +6,7 @@ pub mod deployments;
 pub mod graph;
 pub mod inspect;
 pub mod plugin;
+pub mod rerun;
 pub mod run;
 pub mod runs;
 pub mod server;

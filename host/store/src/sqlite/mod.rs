@@ -208,6 +208,10 @@ impl Store for SqliteStore {
         self.read(|conn, reads| queries::counts(conn, reads, &self.path))
     }
 
+    fn start_state(&self, run_id: &str) -> Result<Option<stepflow_model::State>, StoreError> {
+        self.read(|conn, reads| queries::start_state(conn, reads, &self.path, run_id))
+    }
+
     fn history_page(
         &self,
         run_id: &str,

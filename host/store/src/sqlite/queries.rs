@@ -11,8 +11,9 @@ use super::encode::{self, RunRow};
 use super::error::{
     SQLITE_CONSTRAINT_FOREIGNKEY, SQLITE_CONSTRAINT_PRIMARYKEY, classify, no_deployment, not_found,
 };
-use super::schema;
+use super::{checksum, schema};
 use crate::{HistoryEntry, Lease, RunCounts, RunFilter, RunPage, RunRecord, RunStatus, StoreError};
+use stepflow_model::State;
 
 /// The statements that read runs and history, for the schema version of the database: a
 /// read-only store may read a database older than this build, which it cannot migrate.
@@ -63,6 +64,11 @@ impl Reads {
     /// ones are read only by read-only stores, which do not schedule.
     pub(super) fn has_due_index(&self) -> bool {
         self.version >= schema::DUE_SINCE
+    }
+
+    /// Whether the database keeps each run's first state.
+    pub(super) fn has_starts(&self) -> bool {
+        self.version >= schema::STARTS_SINCE
     }
 
     /// Whether the database has the `signals` table (an older one read as it is has none).
@@ -169,6 +175,59 @@ const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, sta
                           deployment, lease_owner, lease_expires_ms, lease_fence) \
                           VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 
+const INSERT_START: &str = "INSERT INTO run_starts (run_id, state, checksum) VALUES (?1, ?2, ?3)";
+
+const SELECT_START: &str = "SELECT state, checksum FROM run_starts WHERE run_id = ?1";
+
+/// [`crate::Store::start_state`]: the state run `id` was created with; `None` for a run
+/// created before the store kept it.
+pub(super) fn start_state(
+    conn: &Connection,
+    reads: &Reads,
+    path: &Path,
+    id: &str,
+) -> Result<Option<State>, StoreError> {
+    if reads.is_empty() || status_of(conn, path, id)?.is_none() {
+        return Err(not_found(path, id));
+    }
+    if !reads.has_starts() {
+        return Ok(None);
+    }
+    let action = || format!("reading the first state of run `{id}`");
+    let found: Option<(String, Option<i64>)> = conn
+        .prepare_cached(SELECT_START)
+        .and_then(|mut stmt| {
+            stmt.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(|e| classify(path, action(), e))?;
+    let Some((text, stored)) = found else {
+        return Ok(None);
+    };
+    if reads.verify
+        && let Some(stored) = stored
+    {
+        let computed = checksum::of(&[checksum::text(id), checksum::text(&text)]);
+        if checksum::to_stored(computed) != stored {
+            return Err(StoreError::Checksum {
+                id: id.to_string(),
+                location: path.display().to_string(),
+                row: "its first state".into(),
+                stored: u32::try_from(stored).unwrap_or_default(),
+                computed,
+            });
+        }
+    }
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| StoreError::BadRecord {
+            id: id.to_string(),
+            location: path.display().to_string(),
+            column: "run_starts.state".into(),
+            detail: e.to_string(),
+        })
+}
+
 const HELD: &str = concat!("SELECT ", held_columns!(), " FROM runs WHERE id = ?1");
 
 const HELD_FOR_SAVE: &str = concat!(
@@ -186,13 +245,40 @@ const SET_STATUS: &str = "UPDATE runs SET status = ?2, updated_ms = ?3 WHERE id 
 /// [`crate::Store::create_run`]: one insert; a taken id is [`StoreError::AlreadyExists`], a
 /// deployment the store does not have [`StoreError::NoDeployment`] (the foreign key).
 pub(super) fn create_run(
-    conn: &Connection,
+    conn: &mut Connection,
     path: &Path,
     run: &RunRecord,
     checksums: bool,
 ) -> Result<(), StoreError> {
     let id = run.id.as_str();
     let row = RunRow::new(run)?;
+    let action = || format!("creating run `{id}`");
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| classify(path, action(), e))?;
+    insert_run(&tx, path, run, &row, checksums)?;
+    // The state it starts with, kept for reruns from any step.
+    let sum = checksums.then(|| {
+        checksum::to_stored(checksum::of(&[
+            checksum::text(id),
+            checksum::text(&row.state),
+        ]))
+    });
+    tx.prepare_cached(INSERT_START)
+        .and_then(|mut stmt| stmt.execute(rusqlite::params![id, row.state, sum]))
+        .map_err(|e| classify(path, action(), e))?;
+    tx.commit().map_err(|e| classify(path, action(), e))
+}
+
+/// The run's own row.
+fn insert_run(
+    conn: &Connection,
+    path: &Path,
+    run: &RunRecord,
+    row: &RunRow,
+    checksums: bool,
+) -> Result<(), StoreError> {
+    let id = run.id.as_str();
     let action = || format!("creating run `{id}`");
     let mut stmt = conn
         .prepare_cached(INSERT_RUN)

@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     MIGRATION_6,
     MIGRATION_7,
     MIGRATION_8,
+    MIGRATION_9,
 ];
 
 /// The newest schema version this build knows; a database with a newer one is refused.
@@ -189,6 +190,19 @@ CREATE TABLE signals (
 CREATE INDEX runs_by_status ON runs (status, created_ms);
 CREATE INDEX runs_by_flow ON runs (flow, created_ms);
 ";
+
+/// Version 9: the state each run started with, written with the run, so a new run can start
+/// from the state after any step of an old one (its history replayed from this state).
+const MIGRATION_9: &str = "
+CREATE TABLE run_starts (
+    run_id   TEXT NOT NULL PRIMARY KEY REFERENCES runs (id) ON DELETE CASCADE,
+    state    TEXT NOT NULL,
+    checksum INTEGER CHECK (checksum BETWEEN 0 AND 4294967295)
+) STRICT, WITHOUT ROWID;
+";
+
+/// The first schema version that keeps each run's first state.
+pub(super) const STARTS_SINCE: i64 = 9;
 
 /// The first schema version with signals: a read-only store on an older database reads no
 /// signals.
