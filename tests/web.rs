@@ -30,8 +30,15 @@ fn install() -> Result<(), String> {
         .map_err(|e| format!("cannot run tests/web/install: {e}"))?;
     match out.status.code() {
         Some(0) => Ok(()),
-        Some(3) => Err(stdout(&out).trim().trim_start_matches("skipped: ").to_string()),
-        _ => panic!("tests/web/install failed:\n{}\n{}", stdout(&out), stderr(&out)),
+        Some(3) => Err(stdout(&out)
+            .trim()
+            .trim_start_matches("skipped: ")
+            .to_string()),
+        _ => panic!(
+            "tests/web/install failed:\n{}\n{}",
+            stdout(&out),
+            stderr(&out)
+        ),
     }
 }
 
@@ -64,8 +71,13 @@ fn an_operator_approves_a_waiting_run_and_resumes_a_failed_one_from_the_page() {
     let waiting = stdout(&out).trim().to_string();
 
     let mut server = ServerProcess::start(&s, &[]);
-    let listening = server.wait_for("the API to listen", |e| message(e).starts_with("api listening"));
-    let addr = listening["addr"].as_str().expect("the bound address").to_string();
+    let listening = server.wait_for("the API to listen", |e| {
+        message(e).starts_with("api listening")
+    });
+    let addr = listening["addr"]
+        .as_str()
+        .expect("the bound address")
+        .to_string();
     server.wait_for("the run to wait", |e| {
         message(e) == "run waits for a signal" && e["run"] == waiting.as_str()
     });
@@ -102,5 +114,8 @@ fn an_operator_approves_a_waiting_run_and_resumes_a_failed_one_from_the_page() {
         assert_eq!(shown["status"], "completed", "{shown}");
     }
     let shown = json(&s.run(&["show", &waiting, "--json"]));
-    assert_eq!(shown["data"]["signals"]["approve"]["by"], "browser", "{shown}");
+    assert_eq!(
+        shown["data"]["signals"]["approve"]["by"], "browser",
+        "{shown}"
+    );
 }

@@ -20,7 +20,8 @@ use crate::runs::Status;
 pub(crate) struct SignalBody {
     /// Its name, as the flow's `wait-for: {signal: NAME}` spells it.
     name: String,
-    /// Its payload, merged under `signals.NAME` in the run's data (default `{}`).
+    /// Its payload, merged under `signals.NAME` in the run's data (default `{}`); any JSON
+    /// value but null, which would remove `signals.NAME` instead.
     #[serde(default = "empty_object")]
     payload: serde_json::Value,
     /// An id for it: sending again with the same id stores nothing more (a retry after a
@@ -44,7 +45,7 @@ pub(crate) struct SignalAnswer {
 }
 
 /// Sends a signal to a run; a wait for its name moves on.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/signals", tag = "actions",
+#[utoipa::path(post, path = "/api/v1/runs/{id}/signals", operation_id = "signal_run", tag = "actions",
     params(("id" = String, Path, description = "The run's id")),
     request_body = SignalBody,
     security(("token" = [])),
@@ -97,7 +98,7 @@ pub(crate) struct ActionAnswer {
 }
 
 /// Cancels a run for good: its driver stops at its next save.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "actions",
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", operation_id = "cancel_run", tag = "actions",
     params(("id" = String, Path, description = "The run's id")),
     security(("token" = [])),
     responses((status = 200, body = ActionAnswer), (status = 401, body = ErrorBody),
@@ -116,7 +117,7 @@ pub(crate) async fn cancel(
 }
 
 /// Resumes a failed run: its failing step runs again when the scheduler next drives it.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/resume", tag = "actions",
+#[utoipa::path(post, path = "/api/v1/runs/{id}/resume", operation_id = "resume_run", tag = "actions",
     params(("id" = String, Path, description = "The run's id")),
     security(("token" = [])),
     responses((status = 200, body = ActionAnswer), (status = 401, body = ErrorBody),
@@ -154,4 +155,44 @@ async fn change_status(
             }))
         })
         .await
+}
+
+/// Where a rerun starts.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RerunBody {
+    /// The history entry after which the new run starts (0: from the run's first state).
+    from_seq: u64,
+}
+
+/// The run a rerun started.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct RerunAnswer {
+    /// The new run's id.
+    id: String,
+}
+
+/// Starts a new run from the state this one had after history entry `from_seq` (its history
+/// replayed through the flow; no plugin runs), on the same deployment.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/rerun", operation_id = "rerun_run", tag = "actions",
+    params(("id" = String, Path, description = "The run's id")),
+    request_body = RerunBody,
+    security(("token" = [])),
+    responses((status = 201, body = RerunAnswer), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub(crate) async fn rerun(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Body(body): Body<RerunBody>,
+) -> Result<(StatusCode, Json<RerunAnswer>), ApiError> {
+    let handle = tokio::runtime::Handle::current();
+    let new = state
+        .stores
+        .with(move |_, store| {
+            // The replay calls no plugin: its futures are ready at once.
+            Ok(handle.block_on(stepflow_engine::rerun_from(store, &id, body.from_seq))?)
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(RerunAnswer { id: new })))
 }

@@ -44,11 +44,12 @@ pub(crate) struct DeploymentQuery {
     /// Only deployments of this flow.
     flow: Option<String>,
     /// At most this many (1 to 500; default 50), newest first.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
 /// Lists deployments, newest first.
-#[utoipa::path(get, path = "/api/v1/deployments", params(DeploymentQuery), tag = "deployments",
+#[utoipa::path(get, path = "/api/v1/deployments", operation_id = "list_deployments", params(DeploymentQuery), tag = "deployments",
     responses((status = 200, body = Vec<DeploymentSummary>), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -108,7 +109,7 @@ pub(crate) struct PluginSize {
 
 /// Reads a deployment: its flow source and plugins (any 8 or more leading hex digits of its id
 /// name it).
-#[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments",
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", operation_id = "get_deployment", tag = "deployments",
     params(("id" = String, Path, description = "The deployment's id, or 8+ leading hex digits")),
     responses((status = 200, body = DeploymentSource), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
@@ -150,8 +151,8 @@ pub(crate) struct Diagram {
 }
 
 /// Draws a deployment's flow.
-#[utoipa::path(get, path = "/api/v1/deployments/{id}/diagram", tag = "deployments",
-    params(("id" = String, Path, description = "The deployment's full id")),
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/diagram", operation_id = "get_deployment_diagram", tag = "deployments",
+    params(("id" = String, Path, description = "The deployment's id, or 8+ leading hex digits")),
     responses((status = 200, body = Diagram), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub(crate) async fn diagram(

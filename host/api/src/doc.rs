@@ -12,13 +12,67 @@ use crate::{actions, deployments, error, events, runs, submit};
     info(title = "stepflow", description = "Runs, signals and deployments of a stepflow server."),
     paths(
         runs::list, runs::counts, runs::one, runs::history, events::stream,
-        actions::signal, actions::cancel, actions::resume, submit::submit,
+        actions::signal, actions::cancel, actions::resume, actions::rerun, submit::submit,
         deployments::list, deployments::one, deployments::diagram,
     ),
     components(schemas(error::ErrorBody, events::RunEvent)),
-    modifiers(&BearerToken),
+    modifiers(&BearerToken, &CommonErrors),
 )]
 struct Document;
+
+/// The errors any operation can answer, declared on every one: a path or query that does not
+/// parse (400), a missing token (401: writes, and reads when the server makes them need it),
+/// a failure of the server (500), the database locked by another process for too long (503).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        let common = [
+            (
+                "400",
+                "The path, query or body is not what this operation takes.",
+            ),
+            ("401", "The request needs the API token."),
+            ("500", "The server failed."),
+            (
+                "503",
+                "The database was locked by another process for too long; try again.",
+            ),
+        ];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
 
 /// Declares the bearer token that writes need.
 struct BearerToken;

@@ -119,7 +119,7 @@ impl From<EngineError> for ApiError {
             EngineError::NotAllowed { .. } => {
                 Self::new(StatusCode::FORBIDDEN, "not_allowed", message)
             }
-            EngineError::Cancelled { .. } => Self::conflict(message),
+            EngineError::Cancelled { .. } | EngineError::Rerun { .. } => Self::conflict(message),
             // What the client sent does not make a runnable flow: the flow file, a component.
             EngineError::Flow(_)
             | EngineError::InvalidFlow { .. }

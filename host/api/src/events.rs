@@ -83,7 +83,7 @@ fn position(store: &SqliteStore, id: &str) -> Result<RunEvent, ApiError> {
 }
 
 /// Follows a run: a `run` event now and after every save that moved it (server-sent events).
-#[utoipa::path(get, path = "/api/v1/runs/{id}/events", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{id}/events", operation_id = "follow_run", tag = "runs",
     params(("id" = String, Path, description = "The run's id")),
     responses((status = 200, content_type = "text/event-stream", body = RunEvent,
         description = "A stream of `run` events"), (status = 404, body = ErrorBody)))]

@@ -15,10 +15,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Body(value)),
-            Err(rejection) => Err(body_error(&rejection)),
+        // Every body this API takes is an object: serde would also read a struct from an array.
+        let value = match axum::Json::<serde_json::Value>::from_request(request, state).await {
+            Ok(axum::Json(value)) => value,
+            Err(rejection) => return Err(body_error(&rejection)),
+        };
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body must be a JSON object; /openapi.json describes it",
+            ));
         }
+        serde_json::from_value(value).map(Body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request body is not what this call takes: {e}; /openapi.json describes it"
+            ))
+        })
     }
 }
 

@@ -16,7 +16,7 @@
 //! Modules, one job each: `auth` (the token and the check of every request), `error` (the one
 //! JSON shape of every error), `extract` (request extractors whose refusals use that shape),
 //! `stores` (the store connections requests share), `runs` (listing and reading runs),
-//! `actions` (signal, cancel, resume), `submit` (new runs, and the policy their grants
+//! `actions` (signal, cancel, resume, rerun from a step), `submit` (new runs, and the policy their grants
 //! meet), `deployments`, `events` (live updates), `web` (the
 //! page), `doc` (the OpenAPI document).
 
@@ -114,6 +114,7 @@ pub fn router(config: &ApiConfig) -> Router {
         .route("/runs/{id}/signals", post(actions::signal))
         .route("/runs/{id}/cancel", post(actions::cancel))
         .route("/runs/{id}/resume", post(actions::resume))
+        .route("/runs/{id}/rerun", post(actions::rerun))
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
         .route("/deployments/{id}/diagram", get(deployments::diagram));

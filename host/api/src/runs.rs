@@ -66,7 +66,7 @@ pub(crate) struct RunSummary {
     created_ms: u64,
     /// When it was last saved (Unix milliseconds).
     updated_ms: u64,
-    /// When it is next due (Unix milliseconds); absent when it is not waiting for a time.
+    /// When it is next due (Unix milliseconds); null unless it waits for a time.
     next_check_ms: Option<u64>,
     /// The error that stopped or last delayed it.
     error: Option<String>,
@@ -86,7 +86,8 @@ impl From<&RunRecord> for RunSummary {
             updated_ms: run.updated_ms,
             next_check_ms: run
                 .next_check_ms
-                .filter(|&t| t != stepflow_store::NEVER_DUE_MS),
+                .filter(|&t| t != stepflow_store::NEVER_DUE_MS)
+                .filter(|_| run.status == RunStatus::Waiting),
             error: run.last_error.clone(),
             owner: run.lease.as_ref().map(|l| l.owner.clone()),
             deployment: run.deployment.clone(),
@@ -115,6 +116,7 @@ pub(crate) struct ListQuery {
     /// Only runs saved before this time (Unix milliseconds).
     updated_until: Option<u64>,
     /// At most this many runs (1 to 500; default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
     /// Where to go on: the `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -125,7 +127,7 @@ pub(crate) struct ListQuery {
 pub(crate) struct RunList {
     /// The runs.
     runs: Vec<RunSummary>,
-    /// The `cursor` of the next page; absent on the last.
+    /// The `cursor` of the next page; null on the last.
     next_cursor: Option<String>,
 }
 
@@ -141,7 +143,7 @@ pub(crate) fn page_size(limit: Option<usize>, default: usize) -> Result<usize, A
 }
 
 /// Lists runs, newest first.
-#[utoipa::path(get, path = "/api/v1/runs", params(ListQuery), tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs", operation_id = "list_runs", params(ListQuery), tag = "runs",
     responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -192,7 +194,7 @@ impl From<RunCounts> for Counts {
 }
 
 /// Counts the runs by status.
-#[utoipa::path(get, path = "/api/v1/runs/counts", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/counts", operation_id = "count_runs", tag = "runs",
     responses((status = 200, body = Counts)))]
 pub(crate) async fn counts(State(state): State<AppState>) -> Result<Json<Counts>, ApiError> {
     let counts = state
@@ -299,7 +301,7 @@ fn detail(stores: &Stores, store: &SqliteStore, id: &str) -> Result<RunDetail, A
 }
 
 /// Reads one run: where it stands, its data document and its flow's diagram.
-#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{id}", operation_id = "get_run", tag = "runs",
     params(("id" = String, Path, description = "The run's id")),
     responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 pub(crate) async fn one(
@@ -320,6 +322,7 @@ pub(crate) struct HistoryQuery {
     /// Only entries numbered after this (default 0: from the first).
     after: Option<u64>,
     /// At most this many (1 to 500; default 100).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
 }
 
@@ -357,7 +360,7 @@ pub(crate) struct Handler {
     group: String,
     /// The error it was given.
     error: String,
-    /// Its answer (true: retry), absent when it failed.
+    /// Its answer (true: retry); null when it failed.
     answer: Option<bool>,
     /// Its own error, when it failed.
     answer_error: Option<String>,
@@ -395,14 +398,14 @@ impl From<HistoryEntry> for Entry {
 pub(crate) struct HistoryPage {
     /// The entries.
     entries: Vec<Entry>,
-    /// The `after` of the next page; absent on the last.
+    /// The `after` of the next page; null on the last.
     next_after: Option<u64>,
     /// How many entries the run has in all.
     total: u64,
 }
 
 /// Reads a run's history, a page at a time.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/history", tag = "runs",
+#[utoipa::path(get, path = "/api/v1/runs/{id}/history", operation_id = "get_run_history", tag = "runs",
     params(("id" = String, Path, description = "The run's id"), HistoryQuery),
     responses((status = 200, body = HistoryPage), (status = 400, body = ErrorBody),
         (status = 404, body = ErrorBody)))]

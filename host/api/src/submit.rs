@@ -36,7 +36,7 @@ impl std::fmt::Debug for Submissions {
     }
 }
 
-/// A run to start: a flow with its components, or a stored deployment.
+/// A run to start: either `flow` with its `plugins`, or `deployment` alone.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SubmitBody {
@@ -47,8 +47,9 @@ pub(crate) struct SubmitBody {
     plugins: BTreeMap<String, String>,
     /// Instead of `flow`: the id of a stored deployment to start a run of.
     deployment: Option<String>,
-    /// Data merged into the flow's initial data (a JSON object).
-    input: Option<serde_json::Value>,
+    /// Data merged into the flow's initial data.
+    #[schema(value_type = Option<Object>)]
+    input: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// The run started.
@@ -61,7 +62,7 @@ pub(crate) struct Submitted {
 }
 
 /// Starts a run; the scheduler drives it.
-#[utoipa::path(post, path = "/api/v1/runs", tag = "actions", request_body = SubmitBody,
+#[utoipa::path(post, path = "/api/v1/runs", operation_id = "submit_run", tag = "actions", request_body = SubmitBody,
     security(("token" = [])),
     responses((status = 201, body = Submitted), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -77,13 +78,6 @@ pub(crate) async fn submit(
             "this server takes no submissions over HTTP",
         ));
     };
-    if let Some(input) = &body.input
-        && !input.is_object()
-    {
-        return Err(ApiError::bad_request(
-            "input must be a JSON object, whose keys are merged into the flow's data",
-        ));
-    }
     let (id, deployment) = state
         .stores
         .with(move |_, store| {
@@ -101,7 +95,8 @@ pub(crate) async fn submit(
             };
             let loaded = submissions.engine.load_deployment(&deployment)?;
             store.put_deployment(&deployment)?;
-            let (id, _) = start_run(store, &loaded, body.input.as_ref())?;
+            let input = body.input.map(serde_json::Value::Object);
+            let (id, _) = start_run(store, &loaded, input.as_ref())?;
             Ok((id, deployment.id))
         })
         .await?;

@@ -355,6 +355,46 @@ async fn a_signal_reaches_the_inbox_of_a_run_that_waits_for_it_and_its_stream_fo
     assert_eq!(inbox.len(), 1, "the same id twice is one signal");
     assert_eq!(inbox[0].payload, json!({"by": "api"}));
 
+    // A rerun from after the first step waits for its own approval, on the same deployment.
+    let rerun = http
+        .post(format!("{base}/api/v1/runs/{id}/rerun"))
+        .bearer_auth(token.as_str())
+        .json(&json!({"from_seq": 1}))
+        .send()
+        .await
+        .expect("rerun");
+    assert_eq!(rerun.status(), StatusCode::CREATED);
+    let rerun: Value = rerun.json().await.expect("json");
+    let again: Value = http
+        .get(format!(
+            "{base}/api/v1/runs/{}",
+            rerun["id"].as_str().expect("id")
+        ))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["deployment"], detail["deployment"], "{again}");
+    assert_eq!(again["cursor"], detail["cursor"], "{again}");
+    let beyond = http
+        .post(format!("{base}/api/v1/runs/{id}/rerun"))
+        .bearer_auth(token.as_str())
+        .json(&json!({"from_seq": 9}))
+        .send()
+        .await
+        .expect("rerun");
+    error(beyond, StatusCode::CONFLICT, "conflict").await;
+    let array = http
+        .post(&signals)
+        .bearer_auth(token.as_str())
+        .json(&json!(["approve", {}, "x"]))
+        .send()
+        .await
+        .expect("post");
+    error(array, StatusCode::BAD_REQUEST, "bad_request").await;
+
     let cancel = http
         .post(format!("{base}/api/v1/runs/{id}/cancel"))
         .bearer_auth(token.as_str())
@@ -413,6 +453,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_route() {
         "/api/v1/runs/{id}/signals",
         "/api/v1/runs/{id}/cancel",
         "/api/v1/runs/{id}/resume",
+        "/api/v1/runs/{id}/rerun",
         "/api/v1/deployments",
         "/api/v1/deployments/{id}",
         "/api/v1/deployments/{id}/diagram",
