@@ -172,3 +172,85 @@ pub(crate) async fn diagram(
         transitions: transitions(&flow),
     }))
 }
+
+/// A plugin of a deployment, inspected: what its component exports.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PluginExports {
+    /// Its name in the flow.
+    name: String,
+    /// The SHA-256 of its component.
+    sha256: String,
+    /// The component's size in bytes.
+    bytes: u64,
+    /// Every exported function: a step function's kind, or why it is not one.
+    exports: Vec<ExportInfo>,
+}
+
+/// One exported function of a plugin.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct ExportInfo {
+    /// How a flow names it: `fn`, or `interface/fn`.
+    name: String,
+    /// `action`, `condition` or `error-handler`; null when it is not a step function.
+    kind: Option<String>,
+    /// Why it is not a step function; null when it is one.
+    why_not: Option<String>,
+}
+
+/// Inspects a deployment's plugins: each component's exported functions and their kinds, as
+/// `stepflow inspect` shows them (the components are compiled, or read from the cache).
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/plugins", operation_id = "inspect_plugins",
+    tag = "deployments",
+    params(("id" = String, Path, description = "The deployment's id, or 8+ leading hex digits")),
+    responses((status = 200, body = Vec<PluginExports>), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(crate) async fn plugins(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<PluginExports>>, ApiError> {
+    let Some(submissions) = state.submissions.clone() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "this server loads no plugins for the API",
+        ));
+    };
+    let plugins = state
+        .stores
+        .with(move |_, store| {
+            let deployment = store.deployment(&id)?;
+            let loaded = submissions.engine.load_deployment(&deployment)?;
+            Ok(deployment
+                .plugins
+                .iter()
+                .map(|p| PluginExports {
+                    name: p.name.clone(),
+                    sha256: p.sha256.clone(),
+                    bytes: p.bytes.len() as u64,
+                    exports: loaded
+                        .plugins
+                        .get(&p.name)
+                        .map(|plugin| plugin.exports())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|e| ExportInfo {
+                            name: e.name,
+                            kind: e.kind.as_ref().ok().map(|k| kind_name(*k).to_string()),
+                            why_not: e.kind.err(),
+                        })
+                        .collect(),
+                })
+                .collect())
+        })
+        .await?;
+    Ok(Json(plugins))
+}
+
+/// A function kind as flow files and the WIT package spell it.
+fn kind_name(kind: stepflow_model::FunctionKind) -> &'static str {
+    match kind {
+        stepflow_model::FunctionKind::Action => "action",
+        stepflow_model::FunctionKind::Condition => "condition",
+        stepflow_model::FunctionKind::ErrorHandler => "error-handler",
+    }
+}

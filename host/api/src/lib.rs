@@ -117,7 +117,8 @@ pub fn router(config: &ApiConfig) -> Router {
         .route("/runs/{id}/rerun", post(actions::rerun))
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
-        .route("/deployments/{id}/diagram", get(deployments::diagram));
+        .route("/deployments/{id}/diagram", get(deployments::diagram))
+        .route("/deployments/{id}/plugins", get(deployments::plugins));
     Router::new()
         .nest("/api/v1", api)
         .route("/openapi.json", get(doc::serve))

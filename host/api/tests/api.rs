@@ -355,6 +355,23 @@ async fn a_signal_reaches_the_inbox_of_a_run_that_waits_for_it_and_its_stream_fo
     assert_eq!(inbox.len(), 1, "the same id twice is one signal");
     assert_eq!(inbox[0].payload, json!({"by": "api"}));
 
+    let deployment = detail["deployment"].as_str().expect("deployment");
+    let plugins: Value = http
+        .get(format!("{base}/api/v1/deployments/{deployment}/plugins"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let exports = plugins[0]["exports"].as_array().expect("exports");
+    assert!(
+        exports
+            .iter()
+            .any(|e| e["name"] == "step1" && e["kind"] == "action"),
+        "{plugins}"
+    );
+
     // A rerun from after the first step waits for its own approval, on the same deployment.
     let rerun = http
         .post(format!("{base}/api/v1/runs/{id}/rerun"))
@@ -457,6 +474,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_route() {
         "/api/v1/deployments",
         "/api/v1/deployments/{id}",
         "/api/v1/deployments/{id}/diagram",
+        "/api/v1/deployments/{id}/plugins",
     ] {
         assert!(
             doc["paths"].get(path).is_some(),
