@@ -12,45 +12,16 @@ mod common;
 
 use std::process::Command;
 
-use common::{Sandbox, ServerProcess, json, message, repo, stderr, stdout};
-
-/// A deployment that waits for an approval signal between its first step and the rest.
-const APPROVAL: &str = "flow: approval.v1
-plugins:
-  deploy: { wasm: {plugins}/deploy.wasm }
-data: { version: \"2.0\", current: \"1.0\", rollout_ms: 0, flaky_validations: 0 }
-steps:
-  - do: deploy.prepare
-  - { name: approval, wait-for: { signal: approve }, timeout: 24h }
-  - do: deploy.deploy
-  - do: deploy.cleanup
-";
+use common::{
+    APPROVAL, Sandbox, ServerProcess, failed_run, install_tools, message, repo, stderr, stdout,
+};
 
 /// How many runs wait for the approval signal when schemathesis starts.
 const WAITING: usize = 3;
 
-/// Installs the pinned schemathesis; `Err(why)` when this machine cannot.
-fn install() -> Result<(), String> {
-    let out = Command::new(repo().join("tests/schemathesis/install"))
-        .output()
-        .map_err(|e| format!("cannot run tests/schemathesis/install: {e}"))?;
-    match out.status.code() {
-        Some(0) => Ok(()),
-        Some(3) => Err(stdout(&out)
-            .trim()
-            .trim_start_matches("skipped: ")
-            .to_string()),
-        _ => panic!(
-            "tests/schemathesis/install failed:\n{}\n{}",
-            stdout(&out),
-            stderr(&out)
-        ),
-    }
-}
-
 #[test]
 fn every_answer_of_the_api_is_one_its_openapi_document_allows() {
-    if let Err(why) = install() {
+    if let Err(why) = install_tools("tests/schemathesis/install") {
         assert!(!stepflow_testkit::in_ci(), "skipped under CI: {why}");
         eprintln!("skipped: the API against its OpenAPI document: {why}");
         return;
@@ -63,21 +34,8 @@ fn every_answer_of_the_api_is_one_its_openapi_document_allows() {
     );
     let out = s.run(&["run", done.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    // A failed run: it reads a file that is not there.
-    let failing = format!(
-        "flow: fail.v1\nplugins:\n  h:\n    wasm: {{plugins}}/hostile.wasm\n    dirs: [{{ host: \"{}\", guest: /data }}]\nsteps:\n  - {{ name: read, do: h.read-file }}\n",
-        s.dir.path().display()
-    );
-    let failing = s.flow("fail.yaml", &failing);
-    let out = s.run(&[
-        "run",
-        failing.to_str().unwrap(),
-        "--input",
-        r#"{"path": "/data/input.txt"}"#,
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert_eq!(json(&out)["status"], "failed");
+    // A failed run.
+    failed_run(&s);
     // Runs that will wait for their approval signal once the server drives them.
     let approval = s.flow("approval.yaml", APPROVAL);
     let mut waiting: Vec<String> = (0..WAITING)

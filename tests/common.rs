@@ -356,3 +356,52 @@ pub fn seed() -> u64 {
                 .map_or(7, |d| d.as_nanos() as u64)
         })
 }
+
+/// A deployment that waits for an approval signal between its first step and the rest.
+pub const APPROVAL: &str = "flow: approval.v1
+plugins:
+  deploy: { wasm: {plugins}/deploy.wasm }
+data: { version: \"2.0\", current: \"1.0\", rollout_ms: 0, flaky_validations: 0 }
+steps:
+  - do: deploy.prepare
+  - { name: approval, wait-for: { signal: approve }, timeout: 24h }
+  - do: deploy.deploy
+  - do: deploy.cleanup
+";
+
+/// A run that failed in the foreground: it reads `input.txt` from the sandbox, which is not
+/// there yet (write it, and a resume succeeds). Returns its id.
+pub fn failed_run(s: &Sandbox) -> String {
+    let failing = format!(
+        "flow: fail.v1\nplugins:\n  h:\n    wasm: {{plugins}}/hostile.wasm\n    dirs: [{{ host: \"{}\", guest: /data }}]\nsteps:\n  - {{ name: read, do: h.read-file }}\n",
+        s.dir.path().display()
+    );
+    let failing = s.flow("fail.yaml", &failing);
+    let out = s.run(&[
+        "run",
+        failing.to_str().unwrap(),
+        "--input",
+        r#"{"path": "/data/input.txt"}"#,
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let failed = json(&out);
+    assert_eq!(failed["status"], "failed");
+    failed["run"].as_str().unwrap().to_string()
+}
+
+/// Runs the install script `script` (relative to the repository) of a test's outside tools:
+/// `Err(why)` when it says this machine cannot have them (exit 3, `skipped: why`).
+pub fn install_tools(script: &str) -> Result<(), String> {
+    let out = Command::new(repo().join(script))
+        .output()
+        .map_err(|e| format!("cannot run {script}: {e}"))?;
+    match out.status.code() {
+        Some(0) => Ok(()),
+        Some(3) => Err(stdout(&out)
+            .trim()
+            .trim_start_matches("skipped: ")
+            .to_string()),
+        _ => panic!("{script} failed:\n{}\n{}", stdout(&out), stderr(&out)),
+    }
+}

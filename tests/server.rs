@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use stepflow_testkit::{MIXED_INPUTS as INPUTS, mixed_flow};
 
-use common::{Sandbox, ServerProcess, json, message, stderr, stdout};
+use common::{APPROVAL, Sandbox, ServerProcess, json, message, stderr, stdout};
 
 /// Serialises the tests of this file: each starts many runs.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -470,18 +470,6 @@ fn the_server_finishes_a_run_left_waiting_by_run_no_wait() {
     server.terminate();
     assert_eq!(server.finish().0, Some(0));
 }
-
-/// A deployment that waits for an approval signal between its first step and the rest.
-const APPROVAL: &str = "flow: approval.v1
-plugins:
-  deploy: { wasm: {plugins}/deploy.wasm }
-data: { version: \"2.0\", current: \"1.0\", rollout_ms: 0, flaky_validations: 0 }
-steps:
-  - do: deploy.prepare
-  - { name: approval, wait-for: { signal: approve }, timeout: 24h }
-  - do: deploy.deploy
-  - do: deploy.cleanup
-";
 
 #[test]
 fn submitted_runs_wait_for_their_approval_signal_and_one_sent_early_is_kept() {

@@ -10,61 +10,21 @@ mod common;
 
 use std::process::Command;
 
-use common::{Sandbox, ServerProcess, json, message, repo, stderr, stdout};
-
-const APPROVAL: &str = "flow: approval.v1
-plugins:
-  deploy: { wasm: {plugins}/deploy.wasm }
-data: { version: \"2.0\", current: \"1.0\", rollout_ms: 0, flaky_validations: 0 }
-steps:
-  - do: deploy.prepare
-  - { name: approval, wait-for: { signal: approve }, timeout: 24h }
-  - do: deploy.deploy
-  - do: deploy.cleanup
-";
-
-/// Installs the browser and playwright-core; `Err(why)` when this machine cannot.
-fn install() -> Result<(), String> {
-    let out = Command::new(repo().join("tests/web/install"))
-        .output()
-        .map_err(|e| format!("cannot run tests/web/install: {e}"))?;
-    match out.status.code() {
-        Some(0) => Ok(()),
-        Some(3) => Err(stdout(&out)
-            .trim()
-            .trim_start_matches("skipped: ")
-            .to_string()),
-        _ => panic!(
-            "tests/web/install failed:\n{}\n{}",
-            stdout(&out),
-            stderr(&out)
-        ),
-    }
-}
+use common::{
+    APPROVAL, Sandbox, ServerProcess, failed_run, install_tools, json, message, repo, stderr,
+    stdout,
+};
 
 #[test]
 fn an_operator_approves_a_waiting_run_and_resumes_a_failed_one_from_the_page() {
-    if let Err(why) = install() {
+    if let Err(why) = install_tools("tests/web/install") {
         assert!(std::env::var_os("CI").is_none(), "skipped under CI: {why}");
         eprintln!("skipped: web page in a browser: {why}");
         return;
     }
     let s = Sandbox::durable();
     // A run that failed: it reads a file that is not there yet.
-    let failing = format!(
-        "flow: fail.v1\nplugins:\n  h:\n    wasm: {{plugins}}/hostile.wasm\n    dirs: [{{ host: \"{}\", guest: /data }}]\nsteps:\n  - {{ name: read, do: h.read-file }}\n",
-        s.dir.path().display()
-    );
-    let failing = s.flow("fail.yaml", &failing);
-    let out = s.run(&[
-        "run",
-        failing.to_str().unwrap(),
-        "--input",
-        r#"{"path": "/data/input.txt"}"#,
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let failed = json(&out)["run"].as_str().unwrap().to_string();
+    let failed = failed_run(&s);
     let approval = s.flow("approval.yaml", APPROVAL);
     let out = s.run(&["submit", approval.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));

@@ -8,6 +8,14 @@
 //   CHROMIUM        optional, the browser (default /usr/bin/chromium)
 // Exits 0 after printing `web scenario: N checks passed`, or 1 with the first mismatch.
 // It waits on the page (Playwright's auto-waiting), never for a fixed time.
+//
+// With BIG_RUN set, it checks instead that the page stays usable on a large store, from what
+// the page fetches and draws (never from timings); WAITING_RUN, FAILED_RUN and STEPFLOW_TOKEN
+// are then not needed:
+//   BIG_RUN         a run with a long history (thousands of entries)
+//   BIG_FLOW        the name of a flow with runs in the store, e.g. f3.v1
+//   MIN_RUNS        optional, how many runs the store holds at least (default 100000)
+// and it prints `web scenario (large store): N checks passed`.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -337,11 +345,385 @@ async function resumeFailedRun(page, h, base, failed) {
   await h.fullPage('failed-run-completed');
 }
 
+// ============================================================================================
+// The large-store scenario (BIG_RUN set): what the page fetches and draws on a big store
+// ============================================================================================
+
+const BIG_TIMEOUT = 60_000;   // an upper bound for the server's answers on a large store, not a timing
+const STATUSES = ['running', 'waiting', 'completed', 'failed', 'cancelled'];
+const MAX_PAGE = 500;         // the API's largest page
+const RUNS_SHOWN = 50;        // the most rows one page of the runs list may show
+
+/** What an API request is, from its path. */
+function kindOf(pathname) {
+  if (pathname === '/api/v1/runs') return 'list';
+  if (pathname === '/api/v1/runs/counts') return 'counts';
+  if (/^\/api\/v1\/runs\/[^/]+\/history$/.test(pathname)) return 'history';
+  if (/^\/api\/v1\/runs\/[^/]+\/events$/.test(pathname)) return 'events';
+  if (/^\/api\/v1\/runs\/[^/]+$/.test(pathname)) return 'detail';
+  return 'other';
+}
+
+/**
+ * Records every request the page makes (`page.on('request')`): the API's, in order, with the
+ * parsed body of each answer (taken as it arrives, except for the event stream).
+ */
+function recordRequests(page, origin, problems) {
+  const log = { all: [], api: [] };
+  const byRequest = new Map();
+  page.on('request', (r) => {
+    log.all.push(r.url());
+    const url = new URL(r.url());
+    if (url.origin !== origin || !url.pathname.startsWith('/api/')) return;
+    let settle;
+    const entry = {
+      n: log.api.length, url, kind: kindOf(url.pathname), params: url.searchParams, method: r.method(),
+      body: new Promise((resolve) => { settle = resolve; }),
+    };
+    entry.settle = settle;
+    log.api.push(entry);
+    byRequest.set(r, entry);
+    if (entry.kind === 'events') settle({ stream: true });
+  });
+  page.on('response', (res) => {
+    const entry = byRequest.get(res.request());
+    if (!entry || entry.kind === 'events') return;
+    const what = `${entry.method} ${entry.url.pathname}${entry.url.search}`;
+    if (res.status() >= 400) problems.push(`${what} answered ${res.status()}`);
+    res.json().then(entry.settle, (e) => entry.settle({ error: `${what}: the answer is not JSON (${e.message})` }));
+  });
+  page.on('requestfailed', (r) => {
+    const entry = byRequest.get(r);
+    if (!entry || entry.kind === 'events') return;
+    const what = `${entry.method} ${entry.url.pathname}${entry.url.search}`;
+    problems.push(`${what} failed: ${r.failure()?.errorText}`);
+    entry.settle({ error: `${what} failed` });
+  });
+  return log;
+}
+
+async function bodyOf(entry) {
+  const body = await entry.body;
+  if (body?.error) throw new Mismatch(body.error);
+  return body;
+}
+
+const since = (log, mark, kind) => log.api.slice(mark).filter((e) => e.kind === kind);
+const shortUrl = (e) => `${e.url.pathname}${e.url.search}`;
+const listUrls = (entries) => entries.map(shortUrl).join(', ') || 'none';
+
+/** Each request asks for at most one page: a `limit` of at most 500, or none (the default). */
+function checkLimits(entries, what) {
+  const bad = entries.filter((e) => {
+    const limit = e.params.get('limit');
+    return limit !== null && !(/^\d+$/.test(limit) && Number(limit) >= 1 && Number(limit) <= MAX_PAGE);
+  });
+  check(bad.length === 0, () => `${what}: every request asks for at most ${MAX_PAGE} (limit ≤ ${MAX_PAGE} or none)` +
+    (bad.length ? `; not: ${listUrls(bad)}` : ` (${entries.map((e) => e.params.get('limit') ?? 'none').join(', ')})`));
+}
+
+/**
+ * Every `cursor` the page sent to the runs list was the `next_cursor` of an earlier answer, and
+ * every `after` it sent for a history was where an earlier page of that history ended: the
+ * page walks the pages, it never jumps or loads everything.
+ */
+async function checkFollows(log) {
+  const cursors = new Set();
+  const ends = new Map(); // history path -> seqs an earlier page ended at
+  const jumps = [];
+  let lists = 0;
+  let histories = 0;
+  for (const e of log.api) {
+    if (e.kind === 'list') {
+      lists += 1;
+      const c = e.params.get('cursor');
+      if (c !== null && c !== '' && !cursors.has(c)) jumps.push(shortUrl(e));
+      const body = await bodyOf(e);
+      if (body.next_cursor) cursors.add(body.next_cursor);
+    } else if (e.kind === 'history') {
+      histories += 1;
+      const seen = ends.get(e.url.pathname) ?? new Set();
+      ends.set(e.url.pathname, seen);
+      const after = e.params.get('after');
+      if (after !== null && after !== '0' && !seen.has(after)) jumps.push(shortUrl(e));
+      const body = await bodyOf(e);
+      if (body.next_after !== null && body.next_after !== undefined) seen.add(String(body.next_after));
+      const last = (body.entries ?? []).at(-1);
+      if (last) seen.add(String(last.seq));
+    }
+  }
+  check(jumps.length === 0, () => `all ${lists} runs-list and ${histories} history requests follow the cursor of an earlier answer` +
+    (jumps.length ? `; these do not: ${jumps.join(', ')}` : ''));
+}
+
+/** The part of a decoded PNG inside `rect` (document pixels = image pixels at scale 1). */
+function region(png, rect) {
+  const x0 = Math.max(0, Math.floor(rect.x));
+  const y0 = Math.max(0, Math.floor(rect.y));
+  const x1 = Math.min(png.width, Math.ceil(rect.x + rect.width));
+  const y1 = Math.min(png.height, Math.ceil(rect.y + rect.height));
+  const width = Math.max(0, x1 - x0);
+  const height = Math.max(0, y1 - y0);
+  const pixels = Buffer.alloc(width * height * png.channels);
+  for (let y = 0; y < height; y += 1) {
+    const from = ((y0 + y) * png.width + x0) * png.channels;
+    png.pixels.copy(pixels, y * width * png.channels, from, from + width * png.channels);
+  }
+  return { width, height, channels: png.channels, pixels };
+}
+
+/** How many pixels differ clearly from the region's most common colour (its background). */
+function ink(png) {
+  if (!png.width || !png.height) return { count: 0, share: 0 };
+  const bg = dominantColour(png);
+  let count = 0;
+  const n = png.width * png.height;
+  for (let i = 0; i < n; i += 1) {
+    const o = i * png.channels;
+    const d = Math.abs(png.pixels[o] - bg.r) + Math.abs(png.pixels[o + 1] - bg.g) + Math.abs(png.pixels[o + 2] - bg.b);
+    if (d > 96) count += 1;
+  }
+  return { count, share: count / n, bg };
+}
+
+/** Rectangles in document coordinates (what a full-page screenshot maps one to one). */
+const rectsOf = (locator) => locator.evaluateAll((els) => els.map((e) => {
+  const r = e.getBoundingClientRect();
+  return { x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height };
+}));
+
+/**
+ * A full-page screenshot, decoded, with a check that each of `rows` (a locator) has text drawn
+ * and that `area` is not blank.
+ */
+async function checkPainted(page, shots, name, area, rows, what) {
+  const file = path.join(shots, `${name}.png`);
+  const png = decodePng(await page.screenshot({ path: file, fullPage: true, animations: 'disabled' }));
+  const [box] = await rectsOf(area);
+  const boxes = await rectsOf(rows);
+  const whole = ink(region(png, box));
+  check(whole.share > 0.01, `${what}: the screenshot (${file}) is not blank there: ` +
+    `${(whole.share * 100).toFixed(1)}% of ${Math.round(box.width)}×${Math.round(box.height)} px differ from the background`);
+  const blank = boxes.map((b, i) => ({ i, n: ink(region(png, b)).count })).filter((r) => r.n < 20);
+  check(boxes.length > 0 && blank.length === 0, () => `${what}: each of the ${boxes.length} rows has text drawn in the screenshot` +
+    (blank.length ? `; blank rows: ${blank.slice(0, 10).map((r) => r.i + 1).join(', ')}${blank.length > 10 ? '…' : ''}` : ''));
+}
+
+/** Waits until the runs table shows the answer for this filter, search and page. */
+async function listSettled(page, h, { status = '', q = '', pageNo = 1 }, what) {
+  const sel = `[data-testid="runs-table"][aria-busy="false"][data-status=${JSON.stringify(status)}]` +
+    `[data-q=${JSON.stringify(q)}][data-page="${pageNo}"]`;
+  await h.visible(page.locator(sel), what, BIG_TIMEOUT);
+}
+
+const shownRuns = (h) => h.byId('run-row').evaluateAll((rows) => rows.map((r) => ({
+  id: r.dataset.runId, status: r.dataset.status, flow: (r.cells[1]?.textContent ?? '').trim(),
+})));
+
+async function bigRunsList(page, h, base, log, shots, minRuns) {
+  console.log('runs list (large store)');
+  const mark = log.api.length;
+  await page.goto(`${base}/#/runs`);
+  await listSettled(page, h, {}, 'the runs list shows its first page');
+  for (const s of ['all', ...STATUSES]) {
+    await h.waitText(h.byId(`count-${s}`), new RegExp(`${s}\\s*\\d+`), `the count of ${s} runs is shown`, BIG_TIMEOUT);
+  }
+  // All read at once: the counts refresh on their own every few seconds.
+  const counts = await h.byId('counts').evaluate((box) => Object.fromEntries(
+    [...box.querySelectorAll('.count')].map((b) => [b.dataset.testid.slice('count-'.length), Number(b.querySelector('.n').textContent)])));
+  const sum = STATUSES.reduce((t, s) => t + counts[s], 0);
+  check(sum === counts.all, `the status counts add up to the "all" count (${STATUSES.map((s) => `${s} ${counts[s]}`).join(', ')}: ${sum})`);
+  check(sum >= minRuns, `the counts add up to at least ${minRuns} runs (${sum})`);
+  const server = await apiGet(base, '/runs/counts');
+  const serverSum = STATUSES.reduce((t, s) => t + Number(server[s] ?? 0), 0);
+  check(serverSum === sum, `the page counts as many runs as the server (${serverSum})`);
+
+  const first = await shownRuns(h);
+  check(first.length >= 1 && first.length <= RUNS_SHOWN, `the table shows one page: ${first.length} rows (1 to ${RUNS_SHOWN})`);
+  const lists = since(log, mark, 'list');
+  check(lists.length >= 1 && lists.length <= 2, `the list was loaded with ${lists.length} request(s) to /api/v1/runs (at most 2): ${listUrls(lists)}`);
+  checkLimits(lists, 'the runs list');
+  check(lists.every((e) => !e.params.get('cursor')), 'the first page was asked for without a cursor');
+  const answers = await Promise.all(lists.map(bodyOf));
+  const received = answers.reduce((t, a) => t + (a.runs ?? []).length, 0);
+  check(received <= lists.length * RUNS_SHOWN, `the page received ${received} run summaries (one page), not the store's ${sum}`);
+  const last = answers.at(-1);
+  check(JSON.stringify(first.map((r) => r.id)) === JSON.stringify((last.runs ?? []).map((r) => r.id)),
+    'the rows are the runs of the last answer, in its order');
+  const others = log.api.slice(mark).filter((e) => !['list', 'counts'].includes(e.kind));
+  check(others.length === 0, () => `the list asks for nothing per row (requests besides the list and the counts: ${listUrls(others)})`);
+  check(typeof last.next_cursor === 'string' && last.next_cursor !== '', 'the server offers a next page');
+
+  console.log('next page');
+  const mark2 = log.api.length;
+  await h.byId('next-page').click();
+  await listSettled(page, h, { pageNo: 2 }, 'the runs list shows page 2');
+  const second = await shownRuns(h);
+  check(second.length >= 1 && second.length <= RUNS_SHOWN, `page 2 shows ${second.length} rows (1 to ${RUNS_SHOWN})`);
+  const firstIds = new Set(first.map((r) => r.id));
+  const again = second.filter((r) => firstIds.has(r.id));
+  check(again.length === 0, () => `page 2 shows other runs than page 1${again.length ? `; also on page 1: ${again.map((r) => r.id).join(', ')}` : ''}`);
+  const lists2 = since(log, mark2, 'list');
+  check(lists2.length === 1, `page 2 took one more request to /api/v1/runs: ${listUrls(lists2)}`);
+  check(lists2[0].params.get('cursor') === last.next_cursor, `that request carries the cursor of page 1 (${last.next_cursor})`);
+  checkLimits(lists2, 'page 2');
+  const answer2 = await bodyOf(lists2[0]);
+  check(JSON.stringify(second.map((r) => r.id)) === JSON.stringify((answer2.runs ?? []).map((r) => r.id)),
+    'page 2 shows the runs of its answer, in its order');
+  check(new URL(page.url()).hash.includes('cursor='), `the address keeps the page (${new URL(page.url()).hash})`);
+  await checkPainted(page, shots, 'large-store-runs-page-2', h.byId('runs-table'), h.byId('run-row'), 'runs list, page 2');
+  return counts;
+}
+
+async function bigFilter(page, h, base, log, flow, counts) {
+  console.log(`filter and search (flow ${flow})`);
+  // A status that runs of `flow` have, the most common first (found through the API).
+  let status = null;
+  for (const s of [...STATUSES].sort((a, b) => counts[b] - counts[a])) {
+    if (!counts[s]) continue;
+    const found = await apiGet(base, `/runs${`?status=${s}&q=${encodeURIComponent(flow)}&limit=1`}`);
+    if ((found.runs ?? []).length) { status = s; break; }
+  }
+  if (!status) throw new Mismatch(`the store has no run of flow ${flow} (BIG_FLOW)`);
+  const mark = log.api.length;
+  await h.byId('status-filter').selectOption(status);
+  await listSettled(page, h, { status }, `filtered to ${status}, the list shows its first page`);
+  await h.byId('search').fill(flow);
+  await listSettled(page, h, { status, q: flow }, `searched for ${flow}, the list shows its first page`);
+  const shown = await shownRuns(h);
+  check(shown.length >= 1 && shown.length <= RUNS_SHOWN, `still one page: ${shown.length} rows (1 to ${RUNS_SHOWN})`);
+  const notFlow = shown.filter((r) => r.flow !== flow);
+  check(notFlow.length === 0, () => `every row is of flow ${flow}${notFlow.length ? `; not: ${notFlow.map((r) => `${r.id} (${r.flow})`).join(', ')}` : ''}`);
+  const notStatus = shown.filter((r) => r.status !== status);
+  check(notStatus.length === 0, () => `every row is ${status}${notStatus.length ? `; not: ${notStatus.map((r) => `${r.id} (${r.status})`).join(', ')}` : ''}`);
+  const lists = since(log, mark, 'list');
+  check(lists.length >= 1 && lists.length <= 2, `filter and search took ${lists.length} request(s) to /api/v1/runs (at most 2): ${listUrls(lists)}`);
+  checkLimits(lists, 'filter and search');
+  check(lists.every((e) => !e.params.get('cursor')), 'a new filter or search starts from the first page (no cursor)');
+  const lastReq = lists.at(-1);
+  check(lastReq.params.get('status') === status && lastReq.params.get('q') === flow,
+    `the server did the filtering: ${shortUrl(lastReq)}`);
+  const h2 = new URLSearchParams(new URL(page.url()).hash.split('?')[1] ?? '');
+  check(h2.get('status') === status && h2.get('q') === flow, `the address keeps the filter and the search (${new URL(page.url()).hash})`);
+}
+
+async function bigRun(page, h, base, log, shots, runId) {
+  console.log(`run ${runId} (long history)`);
+  const detail = await apiGet(base, `/runs/${encodeURIComponent(runId)}`);
+  const total = Number(detail.history_count);
+
+  // Found through the list: all statuses, searched by its id.
+  await h.byId('status-filter').selectOption('');
+  await h.byId('search').fill(runId);
+  await listSettled(page, h, { q: runId }, `searched for ${runId}, the list shows it`);
+  const row = page.locator(`[data-testid="run-row"][data-run-id=${JSON.stringify(runId)}]`);
+  await h.visible(row, `the row of ${runId} is there`);
+  const mark = log.api.length;
+  await row.getByTestId('run-link').click();
+
+  await h.waitText(h.byId('run-id'), runId, 'the run page shows the run id', BIG_TIMEOUT);
+  await h.waitText(h.byId('run-header').locator('dd[data-fact="history"]'), `${total} entries`,
+    `the header says the run has ${total} history entries`, BIG_TIMEOUT);
+  await h.visible(h.byId('load-more'), '"load more" is offered', BIG_TIMEOUT);
+  const hist1 = since(log, mark, 'history');
+  check(hist1.length === 1, `the timeline was loaded with one /history request: ${listUrls(hist1)}`);
+  checkLimits(hist1, 'the first page of the timeline');
+  const after1 = hist1[0].params.get('after');
+  check(after1 === null || after1 === '0', `it asks for the first entries (after=${after1 ?? 'none'})`);
+  const limit = Number(hist1[0].params.get('limit') ?? 100); // the server's default: 100
+  const b1 = await bodyOf(hist1[0]);
+  const pageSize = (b1.entries ?? []).length;
+  check(pageSize === Math.min(limit, total) && pageSize >= 1 && pageSize <= MAX_PAGE,
+    `the first page has ${pageSize} entries (the page asks for ${limit}; at most ${MAX_PAGE})`);
+  check(Number(b1.total) === total, `the history answer counts ${b1.total} entries in all, as the run does`);
+  check(total > 2 * pageSize, `the run has more history (${total}) than two pages of ${pageSize}`);
+  await h.waitText(h.byId('timeline-info'), `showing ${pageSize} of ${total} entries`, `the timeline says "showing ${pageSize} of ${total} entries"`);
+
+  const seqs = () => h.byId('timeline-row').evaluateAll((rows) => rows.map((r) => Number(r.dataset.seq)));
+  const consecutive = (xs) => xs.every((x, i) => i === 0 || x === xs[i - 1] + 1);
+  const s1 = await seqs();
+  const want1 = b1.entries.map((e) => Number(e.seq));
+  check(JSON.stringify(s1) === JSON.stringify(want1) && consecutive(s1),
+    `the timeline shows that page: ${s1.length} rows, #${s1[0]} to #${s1.at(-1)}, without a gap`);
+
+  console.log('load more');
+  const mark2 = log.api.length;
+  await h.byId('load-more').click();
+  const expected = Math.min(2 * pageSize, total);
+  await h.waitText(h.byId('timeline-info'), `showing ${expected} of ${total} entries`,
+    `after "load more" the timeline says "showing ${expected} of ${total} entries"`, BIG_TIMEOUT);
+  const s2 = await seqs();
+  check(s2.length === expected, `the next page was appended: ${s1.length} + ${s2.length - s1.length} = ${s2.length} rows`);
+  check(JSON.stringify(s2.slice(0, s1.length)) === JSON.stringify(s1), 'the first page is still there, unchanged');
+  check(consecutive(s2) && s2[s1.length] === s1.at(-1) + 1,
+    `the numbers go on without a gap: #${s1.at(-1)}, #${s2[s1.length]} … #${s2.at(-1)}`);
+  const hist2 = since(log, mark2, 'history');
+  check(hist2.length === 1, `"load more" took exactly one more /history request: ${listUrls(hist2)}`);
+  checkLimits(hist2, '"load more"');
+  check(hist2[0].params.get('after') === String(b1.next_after),
+    `it carries after=${b1.next_after}, where the first page ended (${shortUrl(hist2[0])})`);
+  await h.visible(h.byId('load-more'), '"load more" is still offered (more entries remain)');
+
+  const dom = await page.evaluate(() => ({
+    rows: document.querySelectorAll('[data-testid="timeline-row"]').length,
+    trs: document.querySelectorAll('tr').length,
+    nodes: document.getElementsByTagName('*').length,
+  }));
+  check(dom.rows < 1000 && dom.trs < 1000,
+    `the page holds ${dom.rows} timeline rows (${dom.trs} table rows, ${dom.nodes} elements), far below the run's ${total} entries`);
+  const received = (await Promise.all(log.api.filter((e) => e.kind === 'history').map(bodyOf)))
+    .reduce((t, b) => t + (b.entries ?? []).length, 0);
+  check(received === expected, `the page received ${received} history entries in all, the ${expected} it shows`);
+
+  // The flow diagram and the data document.
+  const transitions = detail.transitions ?? [];
+  const cursor = [...new Set((detail.cursor ?? []).map(String))];
+  if (!transitions.length && !cursor.length) {
+    await h.waitText(h.byId('diagram'), /No flow definition to draw/, 'without a flow definition, the diagram area says so');
+  } else if (!transitions.length) {
+    await h.waitText(h.byId('diagram'), /No flow definition to draw/, 'without a flow definition, the diagram area says so');
+    const drawn = await h.byId('diagram').locator('.node').evaluateAll((ns) => ns.map((n) => n.getAttribute('data-event')));
+    check(drawn.length === cursor.length && drawn.every((e) => cursor.includes(e)),
+      `without a flow definition, the diagram shows only where the run is (${cursor.join(', ')}): ${drawn.join(', ')}`);
+  } else {
+    await h.visible(h.byId('diagram').locator('.node'), `the flow diagram has nodes (${transitions.length} transitions)`);
+  }
+  const want = JSON.stringify(detail.data === undefined ? null : detail.data, null, 2);
+  try {
+    await page.waitForFunction((w) => document.querySelector('[data-testid="data-document"]')?.textContent === w, want, { timeout: UI_TIMEOUT });
+  } catch {
+    const got = await h.byId('data-document').textContent();
+    throw new Mismatch(`the data document is not the run's data: ${JSON.stringify(got.slice(0, 200))} vs ${JSON.stringify(want.slice(0, 200))}`);
+  }
+  check(true, `the data document shows the run's data (${want.length} characters)`);
+  const banner = await h.byId('error-message').isVisible() ? (await h.byId('error-message').textContent()).trim() : '';
+  check(banner === '', `no error banner on the run page${banner ? `: ${banner}` : ''}`);
+  await checkPainted(page, shots, 'large-store-run', h.byId('timeline'), h.byId('timeline-row'), 'timeline');
+}
+
+async function largeStore(page, h, base, log, shots, problems) {
+  const runId = env('BIG_RUN');
+  const flow = env('BIG_FLOW');
+  const minRuns = Number(env('MIN_RUNS', '100000'));
+  if (!Number.isInteger(minRuns) || minRuns < 1) throw new Mismatch(`MIN_RUNS is not a positive whole number: ${process.env.MIN_RUNS}`);
+  const counts = await bigRunsList(page, h, base, log, shots, minRuns);
+  await bigFilter(page, h, base, log, flow, counts);
+  await bigRun(page, h, base, log, shots, runId);
+  await checkFollows(log);
+  checkLimits(log.api.filter((e) => e.kind === 'list' || e.kind === 'history'), 'the whole visit');
+  const byKind = {};
+  for (const e of log.api) byKind[e.kind] = (byKind[e.kind] ?? 0) + 1;
+  console.log(`  (requests: ${log.all.length} in all; to the API: ${Object.entries(byKind).map(([k, n]) => `${k} ${n}`).join(', ')})`);
+  check(!byKind.other, () => `no request to another API path (${listUrls(log.api.filter((e) => e.kind === 'other'))})`);
+  check(problems.length === 0, () => `no page error, console error or failed request${problems.length ? `: ${problems.join('; ')}` : ''}`);
+}
+
 async function main() {
   const base = env('STEPFLOW_URL').replace(/\/+$/, '');
-  const token = env('STEPFLOW_TOKEN');
-  const waiting = env('WAITING_RUN');
-  const failed = env('FAILED_RUN');
+  const big = (process.env.BIG_RUN ?? '') !== '';
+  const token = big ? '' : env('STEPFLOW_TOKEN');
+  const waiting = big ? '' : env('WAITING_RUN');
+  const failed = big ? '' : env('FAILED_RUN');
   const shots = env('SCREENSHOTS');
   const executablePath = env('CHROMIUM', '/usr/bin/chromium');
   if (!fs.existsSync(executablePath)) throw new Mismatch(`no browser at ${executablePath} (run tests/web/install)`);
@@ -358,18 +740,27 @@ async function main() {
   const problems = [];
   const origin = new URL(base).origin;
   page.on('pageerror', (e) => problems.push(`uncaught error in the page: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') console.log(`  (browser console) ${m.text()}`); });
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    console.log(`  (browser console) ${m.text()}`);
+    if (big) problems.push(`console error: ${m.text()}`);
+  });
   page.on('request', (r) => {
     const u = r.url();
     if (!u.startsWith(origin) && !u.startsWith('data:')) problems.push(`the page fetched from outside the server: ${u}`);
   });
+  const log = big ? recordRequests(page, origin, problems) : null;
 
   const h = helpers(page, shots);
   try {
-    await runsList(page, h, base, waiting);
-    await approveWaitingRun(page, h, base, token, waiting);
-    await resumeFailedRun(page, h, base, failed);
-    check(problems.length === 0, () => `no page errors and no outside requests${problems.length ? `: ${problems.join('; ')}` : ''}`);
+    if (big) {
+      await largeStore(page, h, base, log, shots, problems);
+    } else {
+      await runsList(page, h, base, waiting);
+      await approveWaitingRun(page, h, base, token, waiting);
+      await resumeFailedRun(page, h, base, failed);
+      check(problems.length === 0, () => `no page errors and no outside requests${problems.length ? `: ${problems.join('; ')}` : ''}`);
+    }
   } catch (e) {
     await page.screenshot({ path: path.join(shots, 'failure.png'), fullPage: true }).catch(() => {});
     e.message += `\n  at ${page.url()} (screenshot: ${path.join(shots, 'failure.png')})` +
@@ -378,10 +769,11 @@ async function main() {
   } finally {
     await browser.close();
   }
-  console.log(`web scenario: ${passed} checks passed`);
+  console.log(big ? `web scenario (large store): ${passed} checks passed` : `web scenario: ${passed} checks passed`);
 }
 
 main().catch((e) => {
-  console.error(`web scenario FAILED after ${passed} checks: ${e instanceof Mismatch ? e.message : e.stack ?? e}`);
+  const mode = process.env.BIG_RUN ? 'web scenario (large store)' : 'web scenario';
+  console.error(`${mode} FAILED after ${passed} checks: ${e instanceof Mismatch ? e.message : e.stack ?? e}`);
   process.exit(1);
 });

@@ -1,4 +1,5 @@
-//! Deployments: which exist, a deployment's flow source, and its flow's diagram.
+//! Flows and their deployments: which exist, a deployment's flow source, its flow's diagram,
+//! and its plugins' exports.
 
 use axum::Json;
 use axum::extract::State;
@@ -253,4 +254,38 @@ fn kind_name(kind: stepflow_model::FunctionKind) -> &'static str {
         stepflow_model::FunctionKind::Condition => "condition",
         stepflow_model::FunctionKind::ErrorHandler => "error-handler",
     }
+}
+
+/// A flow: its deployments and runs.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Flow {
+    /// The flow's name.
+    name: String,
+    /// How many deployments it has.
+    deployments: u64,
+    /// Its newest deployment: its source and diagram are the flow's now.
+    latest_deployment: String,
+    /// When that one was stored (Unix milliseconds).
+    latest_ms: u64,
+    /// How many runs it has, on any deployment.
+    runs: u64,
+}
+
+/// Lists the flows that have deployments, by name.
+#[utoipa::path(get, path = "/api/v1/flows", operation_id = "list_flows", tag = "deployments",
+    responses((status = 200, body = Vec<Flow>)))]
+pub(crate) async fn flows(State(state): State<AppState>) -> Result<Json<Vec<Flow>>, ApiError> {
+    let flows = state.stores.with(|_, store| Ok(store.flows()?)).await?;
+    Ok(Json(
+        flows
+            .into_iter()
+            .map(|f| Flow {
+                name: f.name,
+                deployments: f.deployments,
+                latest_deployment: f.latest_deployment,
+                latest_ms: f.latest_ms,
+                runs: f.runs,
+            })
+            .collect(),
+    ))
 }

@@ -13,7 +13,7 @@ use crate::{actions, deployments, error, events, runs, submit};
     paths(
         runs::list, runs::counts, runs::one, runs::history, events::stream,
         actions::signal, actions::cancel, actions::resume, actions::rerun, submit::submit,
-        deployments::list, deployments::one, deployments::diagram, deployments::plugins,
+        deployments::flows, deployments::list, deployments::one, deployments::diagram, deployments::plugins,
     ),
     components(schemas(error::ErrorBody, events::RunEvent)),
     modifiers(&BearerToken, &CommonErrors),

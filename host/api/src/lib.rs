@@ -115,6 +115,7 @@ pub fn router(config: &ApiConfig) -> Router {
         .route("/runs/{id}/cancel", post(actions::cancel))
         .route("/runs/{id}/resume", post(actions::resume))
         .route("/runs/{id}/rerun", post(actions::rerun))
+        .route("/flows", get(deployments::flows))
         .route("/deployments", get(deployments::list))
         .route("/deployments/{id}", get(deployments::one))
         .route("/deployments/{id}/diagram", get(deployments::diagram))

@@ -356,6 +356,17 @@ async fn a_signal_reaches_the_inbox_of_a_run_that_waits_for_it_and_its_stream_fo
     assert_eq!(inbox[0].payload, json!({"by": "api"}));
 
     let deployment = detail["deployment"].as_str().expect("deployment");
+    let flows: Value = http
+        .get(format!("{base}/api/v1/flows"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(flows[0]["name"], "approval.v1", "{flows}");
+    assert_eq!(flows[0]["latest_deployment"], deployment, "{flows}");
+    assert_eq!(flows[0]["runs"], 1, "{flows}");
     let plugins: Value = http
         .get(format!("{base}/api/v1/deployments/{deployment}/plugins"))
         .send()
@@ -471,6 +482,7 @@ async fn the_openapi_document_is_3_1_and_describes_every_route() {
         "/api/v1/runs/{id}/cancel",
         "/api/v1/runs/{id}/resume",
         "/api/v1/runs/{id}/rerun",
+        "/api/v1/flows",
         "/api/v1/deployments",
         "/api/v1/deployments/{id}",
         "/api/v1/deployments/{id}/diagram",

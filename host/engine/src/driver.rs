@@ -169,7 +169,7 @@ impl Drive<'_, '_> {
                         self.save_stopped(&state).await?;
                         return Ok(Finish::Stopped(state, Stopped::AtWait));
                     }
-                    if !self.sleep_until(&state, until).await? {
+                    if !self.sleep_until(&mut state, until, None).await? {
                         self.save_stopped(&state).await?;
                         return Ok(Finish::Stopped(state, Stopped::Requested));
                     }
@@ -184,7 +184,8 @@ impl Drive<'_, '_> {
                         self.save_stopped(&state).await?;
                         return Ok(Finish::Stopped(state, Stopped::AtWait));
                     }
-                    if !self.await_signal(&mut state, &signal, until).await? {
+                    let until = until.unwrap_or(stepflow_store::NEVER_DUE_MS);
+                    if !self.sleep_until(&mut state, until, Some(&signal)).await? {
                         self.save_stopped(&state).await?;
                         return Ok(Finish::Stopped(state, Stopped::Requested));
                     }
@@ -228,15 +229,27 @@ impl Drive<'_, '_> {
         }
     }
 
-    /// Sleeps until `until` (Unix ms), reporting the wait and keeping the lease; false if a stop
-    /// was requested.
-    async fn sleep_until(&mut self, state: &State, until: u64) -> Result<bool, StoreError> {
+    /// Sleeps until `until` (Unix ms) or, at a wait for `signal`, until that signal reaches
+    /// the run's inbox (the store is read every [`SIGNAL_POLL`], so a signal sent from another
+    /// process is seen), reporting the wait and keeping the lease; false if a stop was
+    /// requested.
+    async fn sleep_until(
+        &mut self,
+        state: &mut State,
+        until: u64,
+        signal: Option<&str>,
+    ) -> Result<bool, StoreError> {
         let step = self
             .driver
             .flow
             .next_call(state)
             .map(|(p, _)| p.to_string())
             .unwrap_or_default();
+        let longest = if signal.is_some() {
+            SIGNAL_POLL
+        } else {
+            WAIT_REPORT
+        };
         let mut first = true;
         loop {
             let d = &mut self.driver;
@@ -246,18 +259,24 @@ impl Drive<'_, '_> {
                 until_ms: until,
                 now_ms: now,
                 first: std::mem::take(&mut first),
-                signal: None,
+                signal,
             });
             let left = until.saturating_sub(now);
             if left == 0 {
                 return Ok(true);
             }
-            let slice = Duration::from_millis(left).min(WAIT_REPORT);
+            let slice = Duration::from_millis(left).min(longest);
             tokio::select! {
                 _ = tokio::time::sleep(slice) => {}
                 _ = d.stop.reached(1) => return Ok(false),
             }
             self.renew()?;
+            if let Some(signal) = signal
+                && self.deliver_signals(state)?
+                && state.inbox.iter().any(|s| s.name == signal)
+            {
+                return Ok(true);
+            }
         }
     }
 
@@ -274,49 +293,6 @@ impl Drive<'_, '_> {
             delivered |= state.deliver(signals);
             if !full {
                 return Ok(delivered);
-            }
-        }
-    }
-
-    /// Waits for `signal` to reach the run's inbox (the store is read once a second, so a
-    /// signal sent from another process is seen), or for the wait's deadline `until`, keeping
-    /// the lease and reporting the wait; false if a stop was requested.
-    async fn await_signal(
-        &mut self,
-        state: &mut State,
-        signal: &str,
-        until: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        let step = self
-            .driver
-            .flow
-            .next_call(state)
-            .map(|(p, _)| p.to_string())
-            .unwrap_or_default();
-        let until_ms = until.unwrap_or(stepflow_store::NEVER_DUE_MS);
-        let mut first = true;
-        loop {
-            let d = &mut self.driver;
-            let now = d.clock.now_ms();
-            d.observer.waiting(&Waiting {
-                step: &step,
-                until_ms,
-                now_ms: now,
-                first: std::mem::take(&mut first),
-                signal: Some(signal),
-            });
-            let left = until_ms.saturating_sub(now);
-            if left == 0 {
-                return Ok(true);
-            }
-            let slice = Duration::from_millis(left).min(SIGNAL_POLL);
-            tokio::select! {
-                _ = tokio::time::sleep(slice) => {}
-                _ = d.stop.reached(1) => return Ok(false),
-            }
-            self.renew()?;
-            if self.deliver_signals(state)? && state.inbox.iter().any(|s| s.name == signal) {
-                return Ok(true);
             }
         }
     }

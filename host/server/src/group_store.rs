@@ -204,6 +204,10 @@ impl Store for GroupCommitStore {
         })
     }
 
+    fn flows(&self) -> Result<Vec<stepflow_store::FlowInfo>, StoreError> {
+        self.with_read(|read| read.flows())
+    }
+
     fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
         self.with_read(|read| read.deployment(id))
     }

@@ -351,6 +351,21 @@ pub struct DeploymentInfo {
     pub runs: u64,
 }
 
+/// A flow as a listing shows it ([`Store::flows`]): its deployments and runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowInfo {
+    /// The flow's name.
+    pub name: String,
+    /// How many deployments it has.
+    pub deployments: u64,
+    /// Its newest deployment's id.
+    pub latest_deployment: String,
+    /// When that one was stored (Unix milliseconds).
+    pub latest_ms: u64,
+    /// How many runs it has, on any deployment.
+    pub runs: u64,
+}
+
 /// How a call ended, as history records it; stored as lower-case text (`done`, `true`, ...).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -687,6 +702,10 @@ pub trait Store: Send {
     /// The signals of run `run_id` numbered after `after`, oldest first, at most `limit`: what
     /// a driver delivers into the run's state ([`State::deliver`]). An unknown run has none.
     fn signals(&self, run_id: &str, after: u64, limit: usize) -> Result<Vec<Signal>, StoreError>;
+
+    /// Every flow that has a deployment, by name: how many deployments and runs, and the
+    /// newest deployment.
+    fn flows(&self) -> Result<Vec<FlowInfo>, StoreError>;
 
     /// Stores a deployment and the bytes of its plugins, in one transaction: each distinct
     /// plugin content (by SHA-256) is stored once, however many deployments use it. Idempotent

@@ -919,7 +919,10 @@ function renderDiagram(container, transitions, cursor) {
   }, el('svg:path', { d: 'M0,0 L10,5 L0,10 z', class: 'arrowhead' }))),
   graph.edges.map(edgeShape),
   graph.nodes.map((n) => nodeShape(n, current.has(n.event))));
-  replace(container, svg,
+  replace(container,
+    // Without a flow definition (a run from before deployments) only the cursor can be drawn: say so.
+    transitions.length ? null : el('p', { class: 'muted' }, 'No flow definition to draw; the run is at:'),
+    svg,
     cursor.length ? el('p', { class: 'muted legend' }, el('span', { class: 'swatch' }), ' where the run is now') : null);
 }
 

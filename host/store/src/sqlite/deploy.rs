@@ -16,7 +16,7 @@ use super::checksum;
 use super::encode::{DeploymentRow, sha256_hex};
 use super::error::{classify, no_deployment};
 use super::queries::Reads;
-use crate::{DeployedPlugin, Deployment, DeploymentInfo, StoreError};
+use crate::{DeployedPlugin, Deployment, DeploymentInfo, FlowInfo, StoreError};
 
 /// The shortest prefix of an id [`crate::Store::deployment`] looks up (8 hex digits: 32 bits).
 const MIN_PREFIX: usize = 8;
@@ -424,4 +424,42 @@ impl<'p> Stored<'p> {
         }
         Ok(plugins)
     }
+}
+
+/// Each flow with deployments: how many, the newest, and how many runs it has.
+const FLOWS: &str = "SELECT d.flow, count(*), max(d.created_ms), \
+                     (SELECT id FROM deployments n WHERE n.flow = d.flow \
+                      ORDER BY n.created_ms DESC, n.id DESC LIMIT 1), \
+                     (SELECT count(*) FROM runs r WHERE r.flow = d.flow) \
+                     FROM deployments d GROUP BY d.flow ORDER BY d.flow";
+
+/// [`crate::Store::flows`]: every flow that has a deployment, by name.
+pub(super) fn flows(
+    conn: &Connection,
+    reads: &Reads,
+    path: &Path,
+) -> Result<Vec<FlowInfo>, StoreError> {
+    if !reads.has_deployments() {
+        return Ok(Vec::new());
+    }
+    let action = || "listing flows".to_string();
+    let mut stmt = conn
+        .prepare_cached(FLOWS)
+        .map_err(|e| classify(path, action(), e))?;
+    let mut rows = stmt.query([]).map_err(|e| classify(path, action(), e))?;
+    let mut flows = Vec::new();
+    while let Some(row) = rows.next().map_err(|e| classify(path, action(), e))? {
+        let get_u64 = |i: usize| -> Result<u64, StoreError> {
+            let n: i64 = row.get(i).map_err(|e| classify(path, action(), e))?;
+            Ok(u64::try_from(n).unwrap_or_default())
+        };
+        flows.push(FlowInfo {
+            name: row.get(0).map_err(|e| classify(path, action(), e))?,
+            deployments: get_u64(1)?,
+            latest_ms: get_u64(2)?,
+            latest_deployment: row.get(3).map_err(|e| classify(path, action(), e))?,
+            runs: get_u64(4)?,
+        });
+    }
+    Ok(flows)
 }

@@ -45,8 +45,8 @@ use std::cell::RefCell;
 use rusqlite::Connection;
 
 use crate::{
-    Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunCounts, RunFilter, RunPage,
-    RunRecord, RunStatus, SignalReceipt, SignalSend, StepSave, Store, StoreError,
+    Claim, Deployment, DeploymentInfo, FlowInfo, HistoryEntry, Lease, RunCounts, RunFilter,
+    RunPage, RunRecord, RunStatus, SignalReceipt, SignalSend, StepSave, Store, StoreError,
 };
 use queries::Reads;
 use read_only::Reader;
@@ -313,6 +313,10 @@ impl Store for SqliteStore {
         let checksums = self.checksums();
         let (conn, path) = self.write(|| format!("storing deployment `{}`", deployment.id))?;
         deploy::put(conn, path, deployment, checksums)
+    }
+
+    fn flows(&self) -> Result<Vec<FlowInfo>, StoreError> {
+        self.read(|conn, reads| deploy::flows(conn, reads, &self.path))
     }
 
     fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
