@@ -29,6 +29,20 @@ impl Sandbox {
         }
     }
 
+    /// A sandbox for a test that writes much and measures nothing about durability: on tmpfs
+    /// (`/dev/shm`) where there is one, so a commit costs no disk flush.
+    pub fn scratch() -> Self {
+        let shm = Path::new("/dev/shm");
+        let dir = if shm.is_dir() {
+            tempfile::tempdir_in(shm)
+        } else {
+            tempfile::tempdir()
+        };
+        Sandbox {
+            dir: dir.expect("tempdir"),
+        }
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("runs.db")
     }

@@ -581,7 +581,7 @@ async function bigFilter(page, h, base, log, flow, counts) {
   let status = null;
   for (const s of [...STATUSES].sort((a, b) => counts[b] - counts[a])) {
     if (!counts[s]) continue;
-    const found = await apiGet(base, `/runs${`?status=${s}&q=${encodeURIComponent(flow)}&limit=1`}`);
+    const found = await apiGet(base, `/runs?status=${s}&q=${encodeURIComponent(flow)}&limit=1`);
     if ((found.runs ?? []).length) { status = s; break; }
   }
   if (!status) throw new Mismatch(`the store has no run of flow ${flow} (BIG_FLOW)`);
