@@ -85,7 +85,9 @@ fn an_operator_approves_a_waiting_run_and_resumes_a_failed_one_from_the_page() {
 /// entries, written straight into the store.
 fn large_store(db: &std::path::Path, runs: usize, history: usize) -> String {
     use stepflow_model::{CallKind, Event, State};
-    use stepflow_store::{HistoryEntry, RunRecord, RunStatus, SqliteStore, StepOutcome, StepSave, Store};
+    use stepflow_store::{
+        HistoryEntry, RunRecord, RunStatus, SqliteStore, StepOutcome, StepSave, Store,
+    };
     let statuses = [
         RunStatus::Completed,
         RunStatus::Waiting,
@@ -123,7 +125,13 @@ fn large_store(db: &std::path::Path, runs: usize, history: usize) -> String {
     let busy = "20261201-busy".to_string();
     let created = 1_800_000_000_000;
     store
-        .create_run(&record(busy.clone(), "busy.v1".into(), RunStatus::Failed, 0, created))
+        .create_run(&record(
+            busy.clone(),
+            "busy.v1".into(),
+            RunStatus::Failed,
+            0,
+            created,
+        ))
         .expect("create");
     for i in 0..history {
         let entry = HistoryEntry {
@@ -166,8 +174,13 @@ fn the_page_stays_usable_with_100000_runs_and_a_history_of_10000_rows() {
     let s = Sandbox::scratch();
     let busy = large_store(&s.db(), 100_000, 10_000);
     let mut server = ServerProcess::start(&s, &[]);
-    let listening = server.wait_for("the API to listen", |e| message(e).starts_with("api listening"));
-    let addr = listening["addr"].as_str().expect("the bound address").to_string();
+    let listening = server.wait_for("the API to listen", |e| {
+        message(e).starts_with("api listening")
+    });
+    let addr = listening["addr"]
+        .as_str()
+        .expect("the bound address")
+        .to_string();
     let screenshots = s.path("screenshots");
     std::fs::create_dir_all(&screenshots).unwrap();
     let out = Command::new("node")

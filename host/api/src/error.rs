@@ -91,9 +91,17 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
         match e {
-            StoreError::NotFound { .. } | StoreError::NoDeployment { .. } => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", message)
-            }
+            // Said without the database's path: that is the server's business, not a client's.
+            StoreError::NotFound { id, .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no run `{id}`; GET /api/v1/runs lists the runs"),
+            ),
+            StoreError::NoDeployment { id, .. } => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no deployment `{id}`; GET /api/v1/deployments lists them"),
+            ),
             StoreError::Invalid { .. }
             | StoreError::BadPage { .. }
             | StoreError::AmbiguousDeployment { .. } => Self::bad_request(message),

@@ -249,7 +249,11 @@ async fn runs_are_listed_newest_first_a_page_at_a_time_and_counted() {
         ("/api/v1/nothing", StatusCode::NOT_FOUND, "not_found"),
     ] {
         let response = http.get(format!("{base}{url}")).send().await.expect("get");
-        error(response, status, code).await;
+        let message = error(response, status, code).await;
+        assert!(
+            !message.contains("runs.db"),
+            "the server's paths are its own: {message}"
+        );
     }
 }
 

@@ -59,7 +59,7 @@ pub async fn run(
         .drive(&run_id, state, options)
         .await;
     progress.finish();
-    report(finish, &run_id, json)
+    report(finish, &loaded.flow, &run_id, json)
 }
 
 /// `stepflow resume RUN`.
@@ -109,7 +109,7 @@ pub async fn resume(
         .drive(run_id, resumable.state, options)
         .await;
     progress.finish();
-    report(finish, run_id, json)
+    report(finish, &loaded.flow, run_id, json)
 }
 
 /// The flow a saved run goes on with: its deployment, or, for a run from before deployments,
@@ -148,7 +148,12 @@ fn claim_lease(
 }
 
 /// How a drive ended, for the user: the outcome view, a hint, the exit code.
-fn report(finish: Result<Finish, EngineError>, run_id: &str, json: bool) -> Result<(), Exit> {
+fn report(
+    finish: Result<Finish, EngineError>,
+    flow: &stepflow_model::StepFlow,
+    run_id: &str,
+    json: bool,
+) -> Result<(), Exit> {
     match finish? {
         Finish::Completed(state) => {
             outcome::print(run_id, "completed", &state, json);
@@ -171,7 +176,12 @@ fn report(finish: Result<Finish, EngineError>, run_id: &str, json: bool) -> Resu
         Finish::Stopped(state, _) => {
             outcome::print(run_id, "stopped", &state, json);
             if !json {
-                crate::output::line(format!("saved; continue with: stepflow resume {run_id}"));
+                crate::output::line(match flow.awaited_signal(&state) {
+                    Some(signal) => format!(
+                        "saved; it waits for signal `{signal}`: `stepflow signal {run_id} {signal}` sends it, and `stepflow resume {run_id}` (or a server) goes on"
+                    ),
+                    None => format!("saved; continue with: stepflow resume {run_id}"),
+                });
             }
             Err(Exit::quiet(INTERRUPTED))
         }

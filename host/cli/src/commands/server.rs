@@ -85,16 +85,9 @@ pub async fn server(
 async fn start_api(db: &Path, api: Api, stop: StopRequests) -> Result<JoinHandle<()>, Exit> {
     let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
     let token = TokenFile::for_database(&db).map_err(|e| Exit::storage(e.to_string()))?;
-    if token.created {
-        eprintln!(
-            "created the API token in {} (readable only by you); HTTP writes need it:\n  \
-             curl -H 'Authorization: Bearer {}' -X POST http://{}/api/v1/runs/RUN/cancel\n  \
-             the web page asks for it once",
-            token.path.display(),
-            token.token.as_str(),
-            api.listen
-        );
-    }
+    let created = token
+        .created
+        .then(|| (token.path.clone(), token.token.clone()));
     let config = ApiConfig {
         listen: api.listen,
         db,
@@ -120,6 +113,15 @@ async fn start_api(db: &Path, api: Api, stop: StopRequests) -> Result<JoinHandle
     });
     match bound.await {
         Ok(addr) => {
+            if let Some((path, token)) = created {
+                eprintln!(
+                    "created the API token in {} (readable only by you); HTTP writes need it:\n  \
+                     curl -H 'Authorization: Bearer {}' -X POST http://{addr}/api/v1/runs/RUN/cancel\n  \
+                     the web page at http://{addr}/ asks for it once",
+                    path.display(),
+                    token.as_str(),
+                );
+            }
             tracing::info!(addr = %addr, "api listening: http://{addr}/ (the web page), http://{addr}/openapi.json");
             Ok(tokio::spawn(async move {
                 if let Ok(Err(e)) = task.await {
