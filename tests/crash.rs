@@ -207,10 +207,12 @@ fn a_run_cancelled_while_it_runs_stops_at_its_next_step() {
 fn sigterm_and_sighup_let_the_step_in_flight_finish_save_and_say_how_to_resume() {
     for signal in ["TERM", "HUP"] {
         let s = Sandbox::durable();
-        let blocked = blocked_run(&s, "term.v1");
+        let mut blocked = blocked_run(&s, "term.v1");
         let run = blocked.run.clone();
-        // While `slow` is blocked, send the signal, then let `slow` finish.
+        // While `slow` is blocked, send the signal; once the process has counted it (it says
+        // so), let `slow` finish. Releasing at once raced the signal's handling under load.
         common::send_signal(blocked.child.id(), signal);
+        blocked.wait_for_stderr("stopping after the step in flight");
         let (code, rest) = blocked.release();
         assert_eq!(code, Some(3), "SIG{signal}: {rest:?}");
         assert!(
