@@ -2,7 +2,9 @@
 //! keep-alive client: the runs list (first page, filtered by status, and pages deep in the
 //! listing), the counts by status, and a run's page (the run and the first page of its 10,000
 //! history entries), as p50 and p99; and the delivery latency of a run's server-sent event,
-//! from the commit of a step's save to the event's arrival at the client.
+//! from the commit of a step's save to the event's arrival at an HTTP client and in headless
+//! chromium's `EventSource`, as the web page receives it (`tests/web/sse-probe.mjs`; skipped,
+//! saying why, where `tests/web/install` cannot install the browser).
 //!
 //! The database is built on tmpfs when there is one (`/dev/shm`): this measures reads, which
 //! fsync does not touch, and 100,000 durable inserts would only make the setup slow.
@@ -255,6 +257,63 @@ async fn bench(db: PathBuf, busy: String) {
         "event delivery, saved step to client (SSE)",
         percentiles(delivery),
     );
+    match browser_delivery(&base, &busy, &db).await {
+        Ok(samples) => row(
+            "event delivery, saved step to the browser (EventSource)",
+            percentiles(samples),
+        ),
+        Err(why) => println!("event delivery to the browser: skipped: {why}"),
+    }
+}
+
+/// The same delivery measured in headless chromium (`tests/web/sse-probe.mjs`): the page's
+/// `EventSource` notes the wall-clock time each event arrived; a save's commit time is taken
+/// on the same clock.
+async fn browser_delivery(base: &str, run: &str, db: &Path) -> Result<Vec<Duration>, String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let installed = Command::new(repo.join("tests/web/install"))
+        .output()
+        .map_err(|e| format!("cannot run tests/web/install: {e}"))?;
+    if !installed.status.success() {
+        return Err(String::from_utf8_lossy(&installed.stdout)
+            .trim()
+            .to_string());
+    }
+    let mut probe = Command::new("node")
+        .arg(repo.join("tests/web/sse-probe.mjs"))
+        .env("STEPFLOW_URL", base)
+        .env("RUN", run)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start node: {e}"))?;
+    let mut lines = BufReader::new(probe.stdout.take().ok_or("no stdout")?).lines();
+    let mut next = || lines.next().and_then(Result::ok).unwrap_or_default();
+    if next() != "ready" {
+        return Err("the browser probe did not start".into());
+    }
+    let mut store = SqliteStore::open(db).map_err(|e| e.to_string())?;
+    let mut samples = Vec::new();
+    for i in 0..100 {
+        let saved = tokio::task::block_in_place(|| {
+            save(&mut store, run, 2 * HISTORY + i);
+            std::time::SystemTime::now()
+        });
+        let line = next();
+        let Some(us) = line
+            .strip_prefix("event ")
+            .and_then(|t| t.parse::<u64>().ok())
+        else {
+            return Err(format!("the browser probe said {line:?}"));
+        };
+        let arrived = std::time::UNIX_EPOCH + Duration::from_micros(us);
+        samples.push(arrived.duration_since(saved).unwrap_or_default());
+    }
+    drop(probe.stdin.take());
+    let _ = probe.wait();
+    Ok(samples)
 }
 
 /// Reads up to the end of the next server-sent event.
