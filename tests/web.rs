@@ -15,6 +15,29 @@ use common::{
     stdout,
 };
 
+/// Runs `tests/web/scenario.mjs` in headless chromium against the server at `addr`, with
+/// `vars` saying which scenario and runs; fails with its output and the server's log.
+fn scenario(s: &Sandbox, server: &ServerProcess, addr: &str, vars: &[(&str, &str)]) {
+    let screenshots = s.path("screenshots");
+    std::fs::create_dir_all(&screenshots).unwrap();
+    let out = Command::new("node")
+        .arg(repo().join("tests/web/scenario.mjs"))
+        .env("STEPFLOW_URL", format!("http://{addr}"))
+        .env("SCREENSHOTS", &screenshots)
+        .envs(vars.iter().copied())
+        .output()
+        .expect("node");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the browser scenario failed:\n{}\n{}\nserver log:\n{}",
+        stdout(&out),
+        stderr(&out),
+        server.tail()
+    );
+    eprintln!("{}", stdout(&out).trim());
+}
+
 #[test]
 fn an_operator_approves_a_waiting_run_and_resumes_a_failed_one_from_the_page() {
     if let Err(why) = install_tools("tests/web/install") {
@@ -47,26 +70,16 @@ fn an_operator_approves_a_waiting_run_and_resumes_a_failed_one_from_the_page() {
     // The cause of the failure is fixed; the page resumes the run.
     std::fs::write(s.path("input.txt"), "now it exists").unwrap();
 
-    let screenshots = s.path("screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap();
-    let out = Command::new("node")
-        .arg(repo().join("tests/web/scenario.mjs"))
-        .env("STEPFLOW_URL", format!("http://{addr}"))
-        .env("STEPFLOW_TOKEN", token.trim())
-        .env("WAITING_RUN", &waiting)
-        .env("FAILED_RUN", &failed)
-        .env("SCREENSHOTS", &screenshots)
-        .output()
-        .expect("node");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "the browser scenario failed:\n{}\n{}\nserver log:\n{}",
-        stdout(&out),
-        stderr(&out),
-        server.tail()
+    scenario(
+        &s,
+        &server,
+        &addr,
+        &[
+            ("STEPFLOW_TOKEN", token.trim()),
+            ("WAITING_RUN", &waiting),
+            ("FAILED_RUN", &failed),
+        ],
     );
-    eprintln!("{}", stdout(&out).trim());
     server.terminate();
     assert_eq!(server.finish().0, Some(0));
     for run in [&waiting, &failed] {
@@ -181,26 +194,16 @@ fn the_page_stays_usable_with_100000_runs_and_a_history_of_10000_rows() {
         .as_str()
         .expect("the bound address")
         .to_string();
-    let screenshots = s.path("screenshots");
-    std::fs::create_dir_all(&screenshots).unwrap();
-    let out = Command::new("node")
-        .arg(repo().join("tests/web/scenario.mjs"))
-        .env("STEPFLOW_URL", format!("http://{addr}"))
-        .env("BIG_RUN", &busy)
-        .env("BIG_FLOW", "f3.v1")
-        .env("MIN_RUNS", "100000")
-        .env("SCREENSHOTS", &screenshots)
-        .output()
-        .expect("node");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "the browser scenario failed:\n{}\n{}\nserver log:\n{}",
-        stdout(&out),
-        stderr(&out),
-        server.tail()
+    scenario(
+        &s,
+        &server,
+        &addr,
+        &[
+            ("BIG_RUN", &busy),
+            ("BIG_FLOW", "f3.v1"),
+            ("MIN_RUNS", "100000"),
+        ],
     );
-    eprintln!("{}", stdout(&out).trim());
     server.terminate();
     assert_eq!(server.finish().0, Some(0));
 }
