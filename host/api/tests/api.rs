@@ -534,6 +534,14 @@ async fn a_submission_that_asks_for_more_than_the_policy_allows_is_refused_and_n
             ", env: [HOME]".to_string(),
             "the environment variable `HOME`",
         ),
+        (
+            ", secrets: { T: { env: HOME } }".to_string(),
+            "a secret from the environment variable `HOME`",
+        ),
+        (
+            format!(", secrets: {{ T: {{ file: {home}/.ssh/id_rsa }} }}"),
+            "a secret from the file",
+        ),
     ] {
         let refused = http
             .post(&url)

@@ -1,7 +1,7 @@
 //! The sandbox grants a flow file gives a plugin, as the plugin runtime takes them.
 
-use stepflow_flowfile::PluginDecl;
-use stepflow_plugin::{DirGrant, Grants, PluginOptions};
+use stepflow_flowfile::{PluginDecl, SecretSource};
+use stepflow_plugin::{DirGrant, Grants, PluginOptions, Secrets};
 
 use crate::error::EngineError;
 
@@ -19,6 +19,36 @@ pub(crate) fn options(decl: &PluginDecl) -> Result<PluginOptions, EngineError> {
         })?;
         grants.env.insert(var.clone(), value);
     }
+    let mut secrets = Vec::with_capacity(decl.secrets.len());
+    for secret in &decl.secrets {
+        let refused = |detail: String| EngineError::Grant {
+            plugin: decl.name.clone(),
+            detail,
+        };
+        let value = match &secret.source {
+            SecretSource::Env(var) => std::env::var(var).map_err(|_| {
+                refused(format!(
+                    "its secret `{}` comes from the environment variable `{var}`, which is not \
+                     set; set it, or read the secret from a file (`{{file: PATH}}`)",
+                    secret.name
+                ))
+            })?,
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| {
+                    refused(format!(
+                        "its secret `{}` comes from {}, which cannot be read: {e}",
+                        secret.name,
+                        path.display()
+                    ))
+                })?,
+        };
+        secrets.push((secret.name.clone(), value));
+    }
+    grants.secrets = Secrets::new(secrets).map_err(|detail| EngineError::Grant {
+        plugin: decl.name.clone(),
+        detail,
+    })?;
     grants.dirs = decl
         .dirs
         .iter()

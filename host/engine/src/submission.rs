@@ -109,14 +109,31 @@ fn check_grants(file: &FlowFile, policy: &SubmitPolicy) -> Result<(), EngineErro
                 });
             }
         }
+        for secret in &decl.secrets {
+            let refused = |grant: String, allow: String| EngineError::NotAllowed {
+                plugin: name.clone(),
+                grant,
+                key: format!("plugins.{name}.secrets.{}", secret.name),
+                allow,
+            };
+            match &secret.source {
+                stepflow_flowfile::SecretSource::Env(var) if !policy.env.contains(var) => {
+                    return Err(refused(
+                        format!("a secret from the environment variable `{var}`"),
+                        format!("--allow-env {var}"),
+                    ));
+                }
+                stepflow_flowfile::SecretSource::File(path) if !within(path, policy, false) => {
+                    return Err(refused(
+                        format!("a secret from the file `{}`", path.display()),
+                        format!("--allow-dir {}", path.parent().unwrap_or(path).display()),
+                    ));
+                }
+                _ => {}
+            }
+        }
         for dir in &decl.dirs {
-            let allowed = std::fs::canonicalize(&dir.host).ok().and_then(|host| {
-                policy.dirs.iter().find(|a| {
-                    std::fs::canonicalize(&a.path).is_ok_and(|root| host.starts_with(root))
-                        && (a.writable || !dir.writable)
-                })
-            });
-            if allowed.is_none() {
+            if !within(&dir.host, policy, dir.writable) {
                 let how = if dir.writable { "writable " } else { "" };
                 return Err(EngineError::NotAllowed {
                     plugin: name.clone(),
@@ -132,6 +149,17 @@ fn check_grants(file: &FlowFile, policy: &SubmitPolicy) -> Result<(), EngineErro
         }
     }
     Ok(())
+}
+
+/// Whether `path` (which must exist) lies inside a directory `policy` allows (a writable one
+/// when `writable`).
+fn within(path: &Path, policy: &SubmitPolicy, writable: bool) -> bool {
+    std::fs::canonicalize(path).ok().is_some_and(|host| {
+        policy.dirs.iter().any(|a| {
+            std::fs::canonicalize(&a.path).is_ok_and(|root| host.starts_with(root))
+                && (a.writable || !writable)
+        })
+    })
 }
 
 /// Whether `bytes` start like a WebAssembly component (magic, then the component layer).

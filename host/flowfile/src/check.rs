@@ -9,10 +9,12 @@ use stepflow_model::Backoff;
 use crate::diagnostic::{Diagnostic, Position, suggest};
 use crate::document::{
     DirDoc, FlowDoc, ItemDoc, KINDS, KindRule, Located, PluginDoc, ReferenceText, RetryDoc,
-    WaitTarget,
+    SecretDoc, WaitTarget,
 };
 use crate::parse::{MINIMAL, base_dir};
-use crate::types::{DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl};
+use crate::types::{
+    DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl, SecretDecl, SecretSource,
+};
 use crate::yaml::missing_hint;
 
 /// Checks a document read from `path` and resolves its relative paths.
@@ -167,6 +169,10 @@ impl Checker<'_> {
             }
             env.push(var.value.clone());
         }
+        let mut secrets = Vec::new();
+        for (key, secret) in &doc.secrets {
+            secrets.push(self.secret(key, secret, &env)?);
+        }
         let mut dirs: Vec<DirDecl> = Vec::new();
         for dir in &doc.dirs {
             dirs.push(self.dir_grant(&dir.value, &dirs)?);
@@ -208,6 +214,54 @@ impl Checker<'_> {
             fuel,
             max_output_bytes,
             reuse_instances: doc.reuse_instances,
+            secrets,
+        })
+    }
+
+    /// One entry of a plugin's `secrets`: a name the plugin reads, and one source.
+    fn secret(
+        &self,
+        name: &Located<String>,
+        doc: &Located<SecretDoc>,
+        env: &[String],
+    ) -> Result<SecretDecl, Diagnostic> {
+        let valid = name
+            .value
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if name.value.is_empty() || !valid {
+            return Err(self.error(
+                name.at,
+                format!("`{}` is not a secret name", name.value.escape_debug()),
+                "name it like an environment variable, e.g. `API_TOKEN`: the plugin reads it by that name",
+            ));
+        }
+        if env.contains(&name.value) {
+            return Err(self.error(
+                name.at,
+                format!("`{}` is both in `env` and a secret", name.value),
+                "keep it in one place: a secret if its value must not be shown",
+            ));
+        }
+        let source =
+            match (&doc.value.env, &doc.value.file) {
+                (Some(var), None) if !var.value.is_empty() => SecretSource::Env(var.value.clone()),
+                (None, Some(file)) if !file.value.is_empty() => {
+                    SecretSource::File(self.resolve(&file.value))
+                }
+                _ => {
+                    return Err(self.error(
+                    doc.at,
+                    format!("secret `{}` needs exactly one of `env` and `file`", name.value),
+                    "e.g. `API_TOKEN: {env: DEPLOY_TOKEN}` or `API_TOKEN: {file: secrets/token}`",
+                ));
+                }
+            };
+        Ok(SecretDecl {
+            name: name.value.clone(),
+            source,
+            at: name.at,
         })
     }
 

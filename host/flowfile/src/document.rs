@@ -256,6 +256,13 @@ pub(crate) struct PluginDoc {
     /// Host directories the plugin may see (default: none).
     #[serde(default)]
     pub(crate) dirs: Vec<Located<DirDoc>>,
+    /// Secrets the plugin reads as environment variables of these names, each from a host
+    /// environment variable (`{env: VAR}`) or a file (`{file: PATH}`, relative to this flow
+    /// file's directory). Their values never show in logs, errors, the data document, the
+    /// history or the store: the host replaces them by `[secret NAME]` (default: none).
+    #[serde(default)]
+    #[schemars(extend("propertyNames" = { "pattern": "^[A-Za-z_][A-Za-z0-9_]*$" }))]
+    pub(crate) secrets: BTreeMap<Located<String>, Located<SecretDoc>>,
     /// The most linear memory one instance may use, e.g. `64MiB` (the default).
     #[serde(default, deserialize_with = "present")]
     pub(crate) memory: Option<Located<Size>>,
@@ -273,6 +280,20 @@ pub(crate) struct PluginDoc {
     /// nothing leaks from one call to the next).
     #[serde(default)]
     pub(crate) reuse_instances: bool,
+}
+
+/// Where a secret's value comes from: exactly one of `env` and `file`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{ "required": ["env"] }, { "required": ["file"] }]))]
+pub(crate) struct SecretDoc {
+    /// A host environment variable that holds the value.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) env: Option<Located<String>>,
+    /// A file that holds the value (a trailing newline is dropped), relative to this flow
+    /// file's directory.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) file: Option<Located<String>>,
 }
 
 /// A host directory preopened for a plugin.

@@ -106,5 +106,7 @@ pub use build::{Function, FunctionKind, Functions, Reference};
 pub use diagnostic::{Diagnostic, Position};
 pub use parse::{MAX_FLOW_FILE_BYTES, load, load_with_limit, parse};
 pub use schema::schema;
-pub use types::{DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl};
+pub use types::{
+    DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl, SecretDecl, SecretSource,
+};
 pub use units::{parse_duration, parse_size};

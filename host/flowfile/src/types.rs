@@ -57,6 +57,28 @@ pub struct PluginDecl {
     pub max_output_bytes: Option<u64>,
     /// Whether calls may reuse an instance.
     pub reuse_instances: bool,
+    /// Secrets the plugin reads as environment variables, by name.
+    pub secrets: Vec<SecretDecl>,
+}
+
+/// A secret a plugin is given: the name it reads it by, and where its value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretDecl {
+    /// The environment variable the plugin reads it from.
+    pub name: String,
+    /// Where the host reads its value.
+    pub source: SecretSource,
+    /// Where the flow file names it.
+    pub at: Position,
+}
+
+/// Where a secret's value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A host environment variable.
+    Env(String),
+    /// A file (resolved against the flow file's directory).
+    File(PathBuf),
 }
 
 /// A host directory a plugin may see, so the sandbox can preopen it.

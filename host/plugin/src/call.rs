@@ -77,6 +77,7 @@ impl PluginFunction {
 
     /// A failure of this function at `ctx`'s step, in words that name all three.
     fn error(&self, ctx: &StepContext, what: String, retryable: bool) -> StepError {
+        let what = self.plugin.options.grants.secrets.redact(&what);
         let message = format!(
             "plugin `{}` function `{}` at step `{}`: {what}",
             self.plugin.name, self.function, ctx.step
@@ -212,6 +213,7 @@ impl PluginFunction {
             plugin: p.name.clone(),
             run: ctx.run_id.clone(),
             step: ctx.step.clone(),
+            secrets: p.options.grants.secrets.clone(),
         };
         warm.output.start_call(tag.clone());
         warm.store.data_mut().tag = tag;
@@ -339,8 +341,10 @@ impl Action for PluginFunction {
             };
             let bad = |what: String| me.error(&ctx, what, false);
             me.check_size(text.len()).map_err(bad)?;
-            let patch: Value = serde_json::from_str(&text)
+            let mut patch: Value = serde_json::from_str(&text)
                 .map_err(|e| bad(format!("returned a patch that is not JSON ({e})")))?;
+            // A secret never reaches the data document, the history or the store.
+            me.plugin.options.grants.secrets.redact_value(&mut patch);
             Ok(Some(patch))
         })
     }

@@ -22,6 +22,7 @@ mod exports;
 mod load;
 mod runtime;
 mod sandbox;
+mod secrets;
 
 pub use cache::LoadedFrom;
 pub use call::PluginFunction;
@@ -29,6 +30,7 @@ pub use exports::Export;
 pub use load::{Plugin, PluginOptions};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use sandbox::{DirGrant, Grants};
+pub use secrets::{MIN_SECRET_BYTES, Secrets};
 pub use stepflow_model::FunctionKind;
 
 /// Host-side bindings of the `stepflow:plugin` WIT package.

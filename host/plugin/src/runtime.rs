@@ -148,6 +148,8 @@ impl host::Host for HostState {
             })
             .map(|(k, v)| format!(" {k}={v}"))
             .collect::<String>();
+        let secrets = &self.tag.secrets;
+        let (message, fields) = (secrets.redact(&message), secrets.redact(&fields));
         match level {
             host::Level::Trace => tracing::trace!(plugin, run, step, "{message}{fields}"),
             host::Level::Debug => tracing::debug!(plugin, run, step, "{message}{fields}"),

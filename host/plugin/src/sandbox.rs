@@ -14,6 +14,8 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
+use crate::secrets::Secrets;
+
 /// What a plugin is allowed; everything not granted is denied.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Grants {
@@ -31,6 +33,9 @@ pub struct Grants {
     pub max_output_bytes: usize,
     /// Most bytes of stdout/stderr kept per call (the rest is counted and dropped).
     pub max_log_bytes: usize,
+    /// Values the plugin reads as environment variables and that nothing leaving the sandbox
+    /// shows (`Secrets`).
+    pub secrets: Secrets,
 }
 
 /// A host directory mapped into the plugin.
@@ -54,6 +59,7 @@ impl Default for Grants {
             fuel: None,
             max_output_bytes: 1 << 20,
             max_log_bytes: 64 << 10,
+            secrets: Secrets::default(),
         }
     }
 }
@@ -63,6 +69,9 @@ impl Grants {
     pub(crate) fn wasi(&self, output: &CapturedOutput) -> std::io::Result<WasiCtx> {
         let mut b = WasiCtx::builder();
         for (k, v) in &self.env {
+            b.env(k, v);
+        }
+        for (k, v) in self.secrets.iter() {
             b.env(k, v);
         }
         for dir in &self.dirs {
@@ -94,12 +103,13 @@ pub(crate) struct HostState {
     pub time_limit: Duration,
 }
 
-/// Who a log line is about.
+/// Who a log line is about, and the secret values it must not show.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LogTag {
     pub plugin: Arc<str>,
     pub run: Arc<str>,
     pub step: Arc<str>,
+    pub secrets: Secrets,
 }
 
 impl WasiView for HostState {
@@ -165,6 +175,7 @@ impl Captured {
             return;
         }
         let text = String::from_utf8_lossy(&self.line);
+        let text = self.tag.secrets.redact(&text).into_owned();
         if self.first.is_none() && !text.trim().is_empty() {
             self.first = Some(text.trim().chars().take(300).collect());
         }

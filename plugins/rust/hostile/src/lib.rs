@@ -133,6 +133,26 @@ impl Guest for Hostile {
         }
     }
 
+    fn leak_env(ctx: StepContext) -> Result<Option<String>, StepError> {
+        let var = field(&ctx, "var");
+        let value = std::env::var(&var).unwrap_or_default();
+        println!("stdout says {value}");
+        eprintln!("stderr says {value}");
+        stepflow::plugin::host::log(
+            stepflow::plugin::host::Level::Info,
+            &format!("the log says {value}"),
+            &[("token".into(), value.clone())],
+        );
+        let data: serde_json::Value = serde_json::from_str(&ctx.data).unwrap_or_default();
+        if data["fail"] == true {
+            return Err(StepError::Fatal(format!("the server refused {value}")));
+        }
+        Ok(Some(
+            json!({ "value": value, "nested": { "header": format!("Bearer {value}") } })
+                .to_string(),
+        ))
+    }
+
     fn print_lots(_ctx: StepContext) -> Result<Option<String>, StepError> {
         let line = "y".repeat(1023);
         for _ in 0..(10 << 10) {
