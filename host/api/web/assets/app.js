@@ -115,10 +115,11 @@ function token() {
 }
 
 /** Calls the API; resolves to the parsed JSON body, rejects with an ApiError. */
-async function api(path, { method = 'GET', body, write = method !== 'GET' } = {}) {
+async function api(path, { method = 'GET', body } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (write && token()) headers.Authorization = `Bearer ${token()}`;
+  // Writes need the token; a server started with --reads-need-token wants it on reads too.
+  if (token()) headers.Authorization = `Bearer ${token()}`;
   let res;
   try {
     res = await fetch(API + path, {
@@ -808,7 +809,9 @@ function runView(main, id) {
 
   function connect() {
     if (state.disposed || typeof EventSource === 'undefined') return;
-    const es = new EventSource(`${API}${runPath(id)}/events`);
+    // EventSource cannot send headers: the token, if any, goes in the query.
+    const auth = token() ? `?token=${encodeURIComponent(token())}` : '';
+    const es = new EventSource(`${API}${runPath(id)}/events${auth}`);
     state.es = es;
     es.addEventListener('open', () => { setLive(true); refresh(); });
     es.addEventListener('run', () => refresh());
