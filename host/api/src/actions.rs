@@ -57,13 +57,6 @@ pub(crate) async fn signal(
     Path(id): Path<String>,
     Body(body): Body<SignalBody>,
 ) -> Result<(StatusCode, Json<SignalAnswer>), ApiError> {
-    if body.payload.is_null() {
-        return Err(ApiError::bad_request(format!(
-            "payload is null, which would remove `signals.{}` from the run's data instead of \
-             setting it; send `{{}}` or a value",
-            body.name
-        )));
-    }
     let receipt = state
         .stores
         .with(move |_, store| {

@@ -31,13 +31,6 @@ pub fn signal(
         )?,
         None => Value::Object(Default::default()),
     };
-    if payload.is_null() {
-        return Err(Exit::usage(
-            "--data is null, which would remove `signals.".to_string()
-                + name
-                + "` from the run's data instead of setting it; send `{}` or a value",
-        ));
-    }
     let mut store = open_store(db)?;
     let receipt = send_signal(
         &mut store,

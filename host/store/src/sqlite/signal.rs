@@ -55,6 +55,17 @@ pub(super) fn send(
             ),
         ));
     }
+    if signal.payload.is_null() {
+        // As a merge patch, null would remove `signals.NAME` instead of setting it.
+        return Err(invalid(
+            run_id,
+            format!(
+                "the payload of signal `{}` is null, which would remove `signals.{}` from the \
+                 run's data instead of setting it; send `{{}}` or a value",
+                signal.name, signal.name
+            ),
+        ));
+    }
     let payload = serde_json::to_string(signal.payload).map_err(|e| invalid(run_id, e))?;
     let now = to_i64(run_id, "received_ms", signal.now_ms)?;
     let action = || format!("sending signal `{}` to run `{run_id}`", signal.name);
@@ -62,7 +73,15 @@ pub(super) fn send(
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(fail)?;
-    let Some(run) = held(&tx, path, run_id)? else {
+    // One read of the run: its status, and the checksum its row gets when the signal makes it
+    // due (the row's own checksum error, if it is damaged, stops the wake only).
+    let found = if checksums {
+        let replaced = [(at::NEXT_CHECK_MS, ValueRef::Integer(now))];
+        held_for_save(&tx, path, run_id, &replaced)?.map(|(held, sum)| (held, Some(sum)))
+    } else {
+        held(&tx, path, run_id)?.map(|held| (held, None))
+    };
+    let Some((run, woken_sum)) = found else {
         return Err(not_found(path, run_id));
     };
     if matches!(run.status, RunStatus::Completed | RunStatus::Cancelled) {
@@ -128,7 +147,10 @@ pub(super) fn send(
         })
         .map_err(fail)?;
     if matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
-        wake(&tx, path, run_id, now, checksums)?;
+        let sum = woken_sum.transpose()?.map(checksum::to_stored);
+        tx.prepare_cached(WAKE)
+            .and_then(|mut stmt| stmt.execute(rusqlite::params![run_id, now, sum]))
+            .map_err(|e| classify(path, format!("making run `{run_id}` due"), e))?;
     }
     tx.commit().map_err(fail)?;
     Ok(SignalReceipt {
@@ -136,29 +158,6 @@ pub(super) fn send(
         duplicate: false,
         status: run.status,
     })
-}
-
-/// Sets run `run_id`'s next check to `now`, with the checksum its checked row gets.
-fn wake(
-    conn: &Connection,
-    path: &Path,
-    run_id: &str,
-    now: i64,
-    checksums: bool,
-) -> Result<(), StoreError> {
-    let sum = if checksums {
-        let replaced = [(at::NEXT_CHECK_MS, ValueRef::Integer(now))];
-        match held_for_save(conn, path, run_id, &replaced)? {
-            Some((_, checked)) => Some(checksum::to_stored(checked?)),
-            None => return Err(not_found(path, run_id)),
-        }
-    } else {
-        None
-    };
-    conn.prepare_cached(WAKE)
-        .and_then(|mut stmt| stmt.execute(rusqlite::params![run_id, now, sum]))
-        .map(drop)
-        .map_err(|e| classify(path, format!("making run `{run_id}` due"), e))
 }
 
 /// [`crate::Store::signals`].

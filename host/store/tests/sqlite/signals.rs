@@ -121,6 +121,14 @@ fn signals_to_unknown_finished_or_misnamed_runs_are_refused_and_store_nothing() 
             .expect_err(name);
         assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     }
+    let null = serde_json::Value::Null;
+    let err = store
+        .send_signal(&send("r", "3", "go", &null))
+        .expect_err("a null payload");
+    assert!(
+        err.to_string().contains("would remove `signals.go`"),
+        "{err}"
+    );
     assert!(store.signals("r", 0, 10)?.is_empty());
     // A failed run keeps its signal for a resume, and is not made due by it.
     let kept = store.send_signal(&send("failed", "1", "go", &payload))?;
