@@ -309,6 +309,17 @@ impl ServerProcess {
         }
     }
 
+    /// Reads log lines until the API says where it listens, and returns that address.
+    pub fn api_addr(&mut self) -> String {
+        let listening = self.wait_for("the API to listen", |e| {
+            message(e).starts_with("api listening")
+        });
+        listening["addr"]
+            .as_str()
+            .expect("the bound address")
+            .to_string()
+    }
+
     /// Reads log lines until one satisfies `want`, and returns it; fails with the log if the
     /// server exits first.
     pub fn wait_for(

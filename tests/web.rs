@@ -54,13 +54,8 @@ fn an_operator_approves_a_waiting_run_and_resumes_a_failed_one_from_the_page() {
     let waiting = stdout(&out).trim().to_string();
 
     let mut server = ServerProcess::start(&s, &[]);
-    let listening = server.wait_for("the API to listen", |e| {
-        message(e).starts_with("api listening")
-    });
-    let addr = listening["addr"]
-        .as_str()
-        .expect("the bound address")
-        .to_string();
+    // The API listens before the scheduler starts, so this line comes first.
+    let addr = server.api_addr();
     server.wait_for("the run to wait", |e| {
         message(e) == "run waits for a signal" && e["run"] == waiting.as_str()
     });
@@ -187,13 +182,8 @@ fn the_page_stays_usable_with_100000_runs_and_a_history_of_10000_rows() {
     let s = Sandbox::scratch();
     let busy = large_store(&s.db(), 100_000, 10_000);
     let mut server = ServerProcess::start(&s, &[]);
-    let listening = server.wait_for("the API to listen", |e| {
-        message(e).starts_with("api listening")
-    });
-    let addr = listening["addr"]
-        .as_str()
-        .expect("the bound address")
-        .to_string();
+    // The API listens before the scheduler starts, so this line comes first.
+    let addr = server.api_addr();
     scenario(
         &s,
         &server,

@@ -162,10 +162,7 @@ pub(crate) async fn diagram(
 ) -> Result<Json<Diagram>, ApiError> {
     let flow = state
         .stores
-        .with(move |stores, store| {
-            let full = store.deployment(&id)?.id;
-            stores.flow(store, &full)
-        })
+        .with(move |stores, store| stores.flow(store, &id))
         .await?;
     Ok(Json(Diagram {
         mermaid: flow.to_mermaid(),

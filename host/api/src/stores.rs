@@ -29,15 +29,18 @@ impl Stores {
         }
     }
 
-    /// The flow of deployment `id`, compiled without its plugins (for diagrams, and the
-    /// signals it waits for), once per deployment: a deployment never changes.
+    /// The flow of deployment `id` (or a prefix of its id), compiled without its plugins (for
+    /// diagrams, and the signals it waits for), once per deployment: a deployment never
+    /// changes, so a full id is answered from memory without reading its plugins' bytes.
     pub(crate) fn flow(&self, store: &SqliteStore, id: &str) -> Result<Arc<StepFlow>, ApiError> {
         if let Some(flow) = self.flows.lock().ok().and_then(|f| f.get(id).cloned()) {
             return Ok(flow);
         }
-        let flow = Arc::new(stepflow_engine::shape_deployment(&store.deployment(id)?)?);
+        let deployment = store.deployment(id)?;
+        let flow = Arc::new(stepflow_engine::shape_deployment(&deployment)?);
+        // Kept under the full id: a prefix may name another deployment later.
         if let Ok(mut flows) = self.flows.lock() {
-            flows.insert(id.to_string(), flow.clone());
+            flows.insert(deployment.id, flow.clone());
         }
         Ok(flow)
     }
