@@ -67,6 +67,8 @@
 //! # }
 //! ```
 
+pub mod check;
+mod database;
 mod sqlite;
 
 use std::fmt;
@@ -76,6 +78,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use stepflow_model::{CallKind, CallRecord, HandlerCall, Outcome, State};
 
+pub use database::{Database, redact_url};
 pub use sqlite::SqliteStore;
 pub use stepflow_model::Signal;
 
@@ -680,10 +683,12 @@ pub trait Store: Send {
     fn next_due_ms(&self, now_ms: u64) -> Result<Option<u64>, StoreError>;
 
     /// A number that changes whenever another connection (another process, or another store
-    /// on the same file) has committed since it was last read, and stays the same otherwise;
-    /// this store's own commits do not change it. One cheap query, so a server can notice a
-    /// submission from another process on each wake-up without scanning runs. Only compare
-    /// values from the same store.
+    /// on the same database) has committed since it was last read, and stays the same
+    /// otherwise; this store's own commits do not change it. Cheap (SQLite: one query;
+    /// PostgreSQL: a count of notifications kept in memory, which may lag a commit by the
+    /// moment the notification takes to arrive), so a server can notice a submission from
+    /// another process on each wake-up without scanning runs. Only compare values from the
+    /// same store.
     fn data_version(&self) -> Result<u64, StoreError>;
 
     /// Appends a signal to a run's inbox and, unless the run is failed, makes it due at once,
@@ -745,6 +750,116 @@ pub trait Store: Send {
         definition: &str,
         lease: &Lease,
     ) -> Result<(), StoreError>;
+}
+
+/// A boxed store is a store, so a front end can open whichever backend `--db` names and pass
+/// it wherever a store goes.
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn create_run(&mut self, run: &RunRecord) -> Result<(), StoreError> {
+        (**self).create_run(run)
+    }
+    fn runs_page(&self, filter: &RunFilter) -> Result<RunPage, StoreError> {
+        (**self).runs_page(filter)
+    }
+    fn run_counts(&self) -> Result<RunCounts, StoreError> {
+        (**self).run_counts()
+    }
+    fn start_state(&self, run_id: &str) -> Result<Option<State>, StoreError> {
+        (**self).start_state(run_id)
+    }
+    fn history_page(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<HistoryEntry>, u64), StoreError> {
+        (**self).history_page(run_id, after, limit)
+    }
+    fn save_step(&mut self, step: &StepSave<'_>) -> Result<(), StoreError> {
+        (**self).save_step(step)
+    }
+    fn begin_save_step(&mut self, step: &StepSave<'_>) -> Writing {
+        (**self).begin_save_step(step)
+    }
+    fn save_steps(
+        &mut self,
+        steps: &[StepSave<'_>],
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        (**self).save_steps(steps)
+    }
+    fn run(&self, id: &str) -> Result<RunRecord, StoreError> {
+        (**self).run(id)
+    }
+    fn runs(&self, status: Option<RunStatus>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        (**self).runs(status, limit)
+    }
+    fn runs_where(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        (**self).runs_where(filter)
+    }
+    fn history(&self, run_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        (**self).history(run_id)
+    }
+    fn set_status(&mut self, run_id: &str, status: RunStatus) -> Result<(), StoreError> {
+        (**self).set_status(run_id, status)
+    }
+    fn claim(&mut self, claim: &Claim<'_>) -> Result<Lease, StoreError> {
+        (**self).claim(claim)
+    }
+    fn renew(&mut self, lease: &Lease, ttl_ms: u64, now_ms: u64) -> Result<Lease, StoreError> {
+        (**self).renew(lease, ttl_ms, now_ms)
+    }
+    fn release(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        (**self).release(lease)
+    }
+    fn begin_release(&mut self, lease: &Lease) -> Writing {
+        (**self).begin_release(lease)
+    }
+    fn claim_due(
+        &mut self,
+        owner: &str,
+        ttl_ms: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<Lease>, StoreError> {
+        (**self).claim_due(owner, ttl_ms, now_ms, limit)
+    }
+    fn next_due_ms(&self, now_ms: u64) -> Result<Option<u64>, StoreError> {
+        (**self).next_due_ms(now_ms)
+    }
+    fn data_version(&self) -> Result<u64, StoreError> {
+        (**self).data_version()
+    }
+    fn send_signal(&mut self, signal: &SignalSend<'_>) -> Result<SignalReceipt, StoreError> {
+        (**self).send_signal(signal)
+    }
+    fn signals(&self, run_id: &str, after: u64, limit: usize) -> Result<Vec<Signal>, StoreError> {
+        (**self).signals(run_id, after, limit)
+    }
+    fn flows(&self) -> Result<Vec<FlowInfo>, StoreError> {
+        (**self).flows()
+    }
+    fn put_deployment(&mut self, deployment: &Deployment) -> Result<bool, StoreError> {
+        (**self).put_deployment(deployment)
+    }
+    fn deployment(&self, id: &str) -> Result<Deployment, StoreError> {
+        (**self).deployment(id)
+    }
+    fn deployments(
+        &self,
+        flow: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<DeploymentInfo>, StoreError> {
+        (**self).deployments(flow, limit)
+    }
+    fn move_run(
+        &mut self,
+        run_id: &str,
+        deployment: &str,
+        definition: &str,
+        lease: &Lease,
+    ) -> Result<(), StoreError> {
+        (**self).move_run(run_id, deployment, definition, lease)
+    }
 }
 
 /// Why a store operation failed; every message names the file or run and says, in the store's

@@ -18,9 +18,6 @@ use super::error::{classify, no_deployment};
 use super::queries::Reads;
 use crate::{DeployedPlugin, Deployment, DeploymentInfo, FlowInfo, StoreError};
 
-/// The shortest prefix of an id [`crate::Store::deployment`] looks up (8 hex digits: 32 bits).
-const MIN_PREFIX: usize = 8;
-
 /// At most this many ids are listed in [`StoreError::AmbiguousDeployment`].
 const MAX_LISTED: i64 = 10;
 
@@ -138,7 +135,7 @@ pub(super) fn put(
 }
 
 /// [`crate::Store::deployment`]: by id, else by a unique prefix of at least
-/// [`MIN_PREFIX`] hex digits; every plugin's bytes are hashed and compared with their SHA-256.
+/// [`crate::check::MIN_DEPLOYMENT_PREFIX`] hex digits; every plugin's bytes are hashed and compared with their SHA-256.
 pub(super) fn get(
     conn: &Connection,
     reads: &Reads,
@@ -169,8 +166,7 @@ pub(super) fn get(
 
 /// The one id that starts with `prefix`, or why there is none.
 fn resolve_prefix(conn: &Connection, path: &Path, prefix: &str) -> Result<String, StoreError> {
-    let hex = prefix.len() >= MIN_PREFIX && prefix.bytes().all(|b| b.is_ascii_hexdigit());
-    if !hex {
+    if !crate::check::is_deployment_prefix(prefix) {
         return Err(no_deployment(path, prefix));
     }
     let lower = prefix.to_ascii_lowercase();

@@ -39,33 +39,7 @@ pub(super) fn send(
     checksums: bool,
 ) -> Result<SignalReceipt, StoreError> {
     let run_id = signal.run_id;
-    if let Err(problem) = stepflow_model::check_signal_name(signal.name) {
-        return Err(invalid(
-            run_id,
-            format!("the signal name {:?} {problem}", signal.name),
-        ));
-    }
-    if signal.id.is_empty() || signal.id.len() > 200 || signal.id.chars().any(char::is_control) {
-        return Err(invalid(
-            run_id,
-            format!(
-                "the signal id {:?} is not usable: give 1 to 200 characters, none of them control \
-                 characters",
-                signal.id
-            ),
-        ));
-    }
-    if signal.payload.is_null() {
-        // As a merge patch, null would remove `signals.NAME` instead of setting it.
-        return Err(invalid(
-            run_id,
-            format!(
-                "the payload of signal `{}` is null, which would remove `signals.{}` from the \
-                 run's data instead of setting it; send `{{}}` or a value",
-                signal.name, signal.name
-            ),
-        ));
-    }
+    crate::check::signal(signal)?;
     let payload = serde_json::to_string(signal.payload).map_err(|e| invalid(run_id, e))?;
     let now = to_i64(run_id, "received_ms", signal.now_ms)?;
     let action = || format!("sending signal `{}` to run `{run_id}`", signal.name);
@@ -103,15 +77,7 @@ pub(super) fn send(
         let same_payload = serde_json::from_str::<serde_json::Value>(&stored)
             .is_ok_and(|stored| stored == *signal.payload);
         if name != signal.name || !same_payload {
-            return Err(invalid(
-                run_id,
-                format!(
-                    "signal id `{}` was used already, for signal {seq} (`{name}`) with another \
-                     payload; a repeated id must repeat the same signal, so give this one its \
-                     own id",
-                    signal.id
-                ),
-            ));
+            return Err(crate::check::signal_reused(signal, seq, &name));
         }
         return Ok(SignalReceipt {
             seq: u64::try_from(seq).unwrap_or_default(),
