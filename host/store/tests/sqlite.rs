@@ -1,5 +1,7 @@
-//! The SQLite store against real database files in a temporary directory: round trips,
-//! atomicity of `save_step`, listings, cancel, migrations, and files that are not ours.
+//! The SQLite store against real database files in a temporary directory: the store
+//! conformance suite (`stepflow_testkit::store`, every trait-level behaviour), and what only
+//! SQLite has: atomicity when SQLite itself fails, the file's format, pragmas and migrations,
+//! files that are not ours, checksums of rows edited by hand, and opening read-only.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -175,149 +177,25 @@ fn open_err(path: &Path) -> StoreError {
     }
 }
 
+/// Kinds and outcomes are stored as the same lower-case text as ever, readable with any SQL
+/// tool (the conformance suite checks they read back; this checks the file).
 #[test]
-fn run_state_and_history_round_trip() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    let run = record("run-1", 1_000, RunStatus::Running);
-    store.create_run(&run)?;
-    assert_eq!(store.run("run-1")?, run);
-    assert!(store.history("run-1")?.is_empty());
-
-    let first = entry("run-1", "a");
-    let second = HistoryEntry {
-        kind: CallKind::WaitFor,
-        outcome: StepOutcome::Retrying,
-        error: Some("not ready (fatal)".into()),
-        patch: None,
-        redelivered: true,
-        attempt: 4,
-        ..entry("run-1", "b")
-    };
-    let next = state(
-        "b",
-        json!({ "n": 1, "nested": { "list": [1, "two", null] } }),
-    );
-    store.save_step(&StepSave {
-        history: Some(&first),
-        ..step("run-1", RunStatus::Running, &next)
-    })?;
-    store.save_step(&StepSave {
-        next_check_ms: Some(1_700_000_005_000),
-        last_error: Some("not ready"),
-        history: Some(&second),
-        ..step("run-1", RunStatus::Waiting, &next)
-    })?;
-
-    let loaded = store.run("run-1")?;
-    assert_eq!(loaded.state, next);
-    assert_eq!(loaded.status, RunStatus::Waiting);
-    assert_eq!(loaded.next_check_ms, Some(1_700_000_005_000));
-    assert_eq!(loaded.last_error.as_deref(), Some("not ready"));
-    assert_eq!(loaded.created_ms, 1_000);
-    assert!(loaded.updated_ms > 1_000, "save_step sets updated_ms");
-
-    let history = store.history("run-1")?;
-    assert_eq!(
-        history,
-        vec![
-            HistoryEntry { seq: 1, ..first },
-            HistoryEntry { seq: 2, ..second }
-        ]
-    );
-    Ok(())
-}
-
-#[test]
-fn save_step_without_history_changes_only_the_run() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    store.create_run(&record("r", 1, RunStatus::Running))?;
-    let done = state("end", json!({ "done": true }));
-    store.save_step(&step("r", RunStatus::Completed, &done))?;
-    assert_eq!(store.run("r")?.state, done);
-    assert_eq!(store.run("r")?.status, RunStatus::Completed);
-    assert!(store.history("r")?.is_empty());
-    Ok(())
-}
-
-#[test]
-fn history_seq_is_assigned_per_run() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    for id in ["x", "y"] {
-        store.create_run(&record(id, 1, RunStatus::Running))?;
-    }
-    let s = State::default();
-    for id in ["x", "y", "x", "x", "y"] {
-        let mut e = entry(id, "a");
-        e.seq = 99; // ignored: the store numbers entries
-        store.save_step(&StepSave {
-            history: Some(&e),
-            ..step(id, RunStatus::Running, &s)
-        })?;
-    }
-    let seqs = |id| -> Result<Vec<u64>, StoreError> {
-        Ok(store.history(id)?.iter().map(|e| e.seq).collect())
-    };
-    assert_eq!(seqs("x")?, vec![1, 2, 3]);
-    assert_eq!(seqs("y")?, vec![1, 2]);
-    Ok(())
-}
-
-#[test]
-fn from_call_entries_are_accepted() -> TestResult {
-    use stepflow_model::{CallRecord, Outcome, StepError};
+fn kinds_and_outcomes_are_stored_as_text() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = db(&dir);
     let mut store = SqliteStore::open(&path)?;
     store.create_run(&record("r", 1, RunStatus::Running))?;
-    let outcomes = [
-        Outcome::Done(Some(json!({ "a": 1 }))),
-        Outcome::Answered(true),
-        Outcome::Answered(false),
-        Outcome::Retrying {
-            error: StepError::retryable("flaky"),
-            group: "f.v1/retry".into(),
-            attempt: 2,
-        },
-        Outcome::Failed(StepError::fatal("broken")),
-    ];
-    for (kind, outcome) in CallKind::ALL.into_iter().zip(outcomes) {
-        let call = CallRecord {
-            step: "f.v1/a".into(),
+    for (kind, outcome) in CallKind::ALL.into_iter().zip(StepOutcome::ALL) {
+        let e = HistoryEntry {
             kind,
-            attempt: 1,
-            sequence: 0,
-            redelivered: false,
             outcome,
-            handlers: Vec::new(),
+            ..entry("r", "a")
         };
-        let e = HistoryEntry::from_call("r", &call, 10, 2);
         store.save_step(&StepSave {
             history: Some(&e),
             ..step("r", RunStatus::Running, &State::default())
         })?;
     }
-    let history = store.history("r")?;
-    let seen: Vec<(&str, &str)> = history
-        .iter()
-        .map(|e| (e.kind.as_str(), e.outcome.as_str()))
-        .collect();
-    assert_eq!(
-        seen,
-        vec![
-            ("step", "done"),
-            ("wait-for", "true"),
-            ("case", "false"),
-            ("loop-until", "retrying"),
-            ("error-handler", "failed"),
-        ]
-    );
-    assert_eq!(history[0].patch, Some(json!({ "a": 1 })));
-    assert_eq!(history[4].error.as_deref(), Some("broken (fatal)"));
-
-    // The database holds the same text as ever, readable with any SQL tool.
     let raw = Connection::open(&path)?;
     let mut stmt = raw.prepare("SELECT kind, outcome FROM history ORDER BY seq")?;
     let stored = stmt
@@ -327,36 +205,16 @@ fn from_call_entries_are_accepted() -> TestResult {
         .iter()
         .map(|(k, o)| (k.as_str(), o.as_str()))
         .collect();
-    assert_eq!(stored, seen);
-    Ok(())
-}
-
-#[test]
-fn every_kind_and_outcome_is_saved_and_read_back() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    store.create_run(&record("r", 1, RunStatus::Running))?;
-    let mut saved = Vec::new();
-    for kind in CallKind::ALL {
-        for outcome in StepOutcome::ALL {
-            let e = HistoryEntry {
-                kind,
-                outcome,
-                ..entry("r", "a")
-            };
-            store.save_step(&StepSave {
-                history: Some(&e),
-                ..step("r", RunStatus::Running, &State::default())
-            })?;
-            saved.push((kind, outcome));
-        }
-    }
-    let read: Vec<_> = store
-        .history("r")?
-        .into_iter()
-        .map(|e| (e.kind, e.outcome))
-        .collect();
-    assert_eq!(read, saved);
+    assert_eq!(
+        stored,
+        vec![
+            ("step", "done"),
+            ("wait-for", "true"),
+            ("case", "false"),
+            ("loop-until", "retrying"),
+            ("error-handler", "failed"),
+        ]
+    );
     Ok(())
 }
 
@@ -446,126 +304,18 @@ fn save_step_is_atomic_when_the_database_fails_mid_transaction() -> TestResult {
     Ok(())
 }
 
+/// SQLite's location in an error is the database file: errors about unknown runs and
+/// deployments name it (the conformance suite checks the variants, whose location each backend
+/// words its own way).
 #[test]
-fn values_that_do_not_fit_are_refused_before_writing() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    let run = record("r", 1, RunStatus::Running);
-    store.create_run(&run)?;
-    let huge = HistoryEntry {
-        started_ms: u64::MAX,
-        ..entry("r", "a")
-    };
-    let err = store
-        .save_step(&StepSave {
-            history: Some(&huge),
-            ..step("r", RunStatus::Running, &State::default())
-        })
-        .expect_err("u64::MAX does not fit a SQLite integer");
-    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
-    let other = entry("someone-else", "a");
-    let err = store
-        .save_step(&StepSave {
-            history: Some(&other),
-            ..step("r", RunStatus::Running, &State::default())
-        })
-        .expect_err("an entry of another run is refused");
-    assert!(err.to_string().contains("someone-else"), "{err}");
-    assert_eq!(store.run("r")?, run);
-    Ok(())
-}
-
-#[test]
-fn runs_are_listed_newest_first_and_filtered_by_status() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    let runs = [
-        ("old", 10, RunStatus::Completed),
-        ("mid", 20, RunStatus::Running),
-        ("new", 30, RunStatus::Running),
-        ("tie", 20, RunStatus::Failed), // same millisecond as `mid`, created later
-        ("waits", 25, RunStatus::Waiting),
-    ];
-    for (id, created, status) in runs {
-        store.create_run(&record(id, created, status))?;
-    }
-    let ids = |list: Vec<RunRecord>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(
-        ids(store.runs(None, 100)?),
-        ["new", "waits", "tie", "mid", "old"]
-    );
-    assert_eq!(ids(store.runs(None, 2)?), ["new", "waits"]);
-    assert_eq!(
-        ids(store.runs(Some(RunStatus::Running), 100)?),
-        ["new", "mid"]
-    );
-    assert_eq!(ids(store.runs(Some(RunStatus::Running), 1)?), ["new"]);
-    assert!(store.runs(Some(RunStatus::Cancelled), 100)?.is_empty());
-    assert!(store.runs(None, 0)?.is_empty());
-    assert_eq!(store.runs(None, usize::MAX)?.len(), 5);
-    Ok(())
-}
-
-#[test]
-fn cancel_sets_the_status_and_keeps_the_state() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    let run = record("r", 1, RunStatus::Waiting);
-    store.create_run(&run)?;
-    store.set_status("r", RunStatus::Cancelled)?;
-    let cancelled = store.run("r")?;
-    assert_eq!(cancelled.status, RunStatus::Cancelled);
-    assert_eq!(cancelled.state, run.state);
-    assert_eq!(ids_with(&store, RunStatus::Cancelled)?, ["r"]);
-    Ok(())
-}
-
-fn ids_with(store: &SqliteStore, status: RunStatus) -> Result<Vec<String>, StoreError> {
-    Ok(store
-        .runs(Some(status), 10)?
-        .into_iter()
-        .map(|r| r.id)
-        .collect())
-}
-
-#[test]
-fn a_cancel_from_another_process_is_not_overwritten_by_a_runner() -> TestResult {
+fn errors_name_the_database_file() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = db(&dir);
-    let mut runner = SqliteStore::open(&path)?;
-    let mut cli = SqliteStore::open(&path)?;
-    let run = record("r", 1, RunStatus::Running);
-    runner.create_run(&run)?;
-    cli.set_status("r", RunStatus::Cancelled)?;
-
-    let err = runner
-        .save_step(&StepSave {
-            history: Some(&entry("r", "a")),
-            ..step("r", RunStatus::Running, &State::default())
-        })
-        .expect_err("a cancelled run is not overwritten");
-    assert!(matches!(err, StoreError::Cancelled { .. }), "{err:?}");
-    let after = cli.run("r")?;
-    assert_eq!(after.status, RunStatus::Cancelled);
-    assert_eq!(after.state, run.state);
-    assert!(cli.history("r")?.is_empty());
-
-    // An operator may set it running again; then the runner's saves go through.
-    cli.set_status("r", RunStatus::Running)?;
-    runner.save_step(&step("r", RunStatus::Completed, &State::default()))?;
-    assert_eq!(cli.run("r")?.status, RunStatus::Completed);
-    Ok(())
-}
-
-#[test]
-fn unknown_runs_are_not_found() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
+    let mut store = SqliteStore::open(&path)?;
     let errors = [
         store.run("nope").map(drop),
         store.history("nope").map(drop),
         store.set_status("nope", RunStatus::Cancelled),
-        store.save_step(&step("nope", RunStatus::Running, &State::default())),
         store.save_step(&StepSave {
             history: Some(&entry("nope", "a")),
             ..step("nope", RunStatus::Running, &State::default())
@@ -575,45 +325,38 @@ fn unknown_runs_are_not_found() -> TestResult {
         let err = result.expect_err("no such run");
         assert!(matches!(err, StoreError::NotFound { .. }), "{err:?}");
         let message = err.to_string();
-        assert!(message.contains("`nope`"), "{message}");
-        assert!(message.contains("stepflow.db"), "{message}");
+        assert_eq!(message, format!("no run `nope` in {}", path.display()));
         assert_store_terms(&message);
     }
-    Ok(())
-}
 
-#[test]
-fn a_taken_run_id_is_refused() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let mut store = SqliteStore::open(&db(&dir))?;
-    store.create_run(&record("r", 1, RunStatus::Running))?;
-    let err = store
-        .create_run(&record("r", 2, RunStatus::Completed))
-        .expect_err("duplicate id");
-    assert!(matches!(err, StoreError::AlreadyExists { .. }), "{err:?}");
-    assert_eq!(store.run("r")?.created_ms, 1);
-    Ok(())
-}
-
-#[test]
-fn reopening_keeps_everything() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    let path = db(&dir);
-    let (run, history) = {
-        let mut store = SqliteStore::open(&path)?;
-        store.create_run(&record("r", 1, RunStatus::Running))?;
-        let next = state("b", json!({ "kept": true }));
-        store.save_step(&StepSave {
-            next_check_ms: Some(42),
-            history: Some(&entry("r", "a")),
-            ..step("r", RunStatus::Waiting, &next)
+    let err = store.deployment("ffffffff").expect_err("no deployment");
+    assert_eq!(
+        err.to_string(),
+        format!("no deployment `ffffffff` in {}", path.display())
+    );
+    for (digit, source) in [("1", "a"), ("2", "b")] {
+        store.put_deployment(&stepflow_store::Deployment {
+            id: format!("abcdef01{}", digit.repeat(56)),
+            flow: "f.v1".into(),
+            source: source.into(),
+            source_path: "/flows/f.yaml".into(),
+            plugins: Vec::new(),
+            created_ms: 1,
         })?;
-        (store.run("r")?, store.history("r")?)
-    };
-    let store = SqliteStore::open(&path)?;
-    assert_eq!(store.run("r")?, run);
-    assert_eq!(store.history("r")?, history);
-    assert_eq!(store.runs(None, 10)?.len(), 1);
+    }
+    let err = store.deployment("abcdef01").expect_err("two match");
+    assert!(
+        matches!(err, StoreError::AmbiguousDeployment { .. }),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains("`abcdef01`")
+            && message.contains("matches 2 deployments")
+            && message.contains(&path.display().to_string()),
+        "{message}"
+    );
+    assert_store_terms(&message);
     Ok(())
 }
 
@@ -882,20 +625,6 @@ fn four_connections_creating_the_database_at_once_all_succeed() -> TestResult {
 }
 
 #[test]
-fn the_store_works_behind_dyn_store() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    // Backends are picked at run time (`--db` SQLite file or, later, a PostgreSQL URL).
-    let mut store: Box<dyn Store> = Box::new(SqliteStore::open(&db(&dir))?);
-    store.create_run(&record("r", 1, RunStatus::Running))?;
-    store.set_status("r", RunStatus::Failed)?;
-    assert_eq!(store.run("r")?.status, RunStatus::Failed);
-    std::thread::spawn(move || store.runs(None, 1).map(|runs| runs.len()))
-        .join()
-        .map_err(|_| "thread panicked")??;
-    Ok(())
-}
-
-#[test]
 fn a_directory_is_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     let err = open_err(dir.path());
@@ -1060,6 +789,37 @@ fn a_version_1_database_is_migrated_with_its_runs() -> TestResult {
     Ok(())
 }
 
+/// The store conformance suite (`stepflow_testkit::store`): every trait-level behaviour, on a
+/// new database file per test.
+mod conformance {
+    use stepflow_store::{SqliteStore, Store};
+    use stepflow_testkit::store::{Backend, Opener};
+
+    /// SQLite as a backend under test: each database is a file in its own temporary directory,
+    /// which the opener keeps (and removes once the test drops it).
+    struct Sqlite;
+
+    impl Backend for Sqlite {
+        fn fresh(&self) -> Option<Opener> {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let path = dir.path().join("stepflow.db");
+            Some(Box::new(move || -> Box<dyn Store> {
+                let _keep = &dir;
+                Box::new(
+                    SqliteStore::open(&path)
+                        .unwrap_or_else(|e| panic!("opening {}: {e}", path.display())),
+                )
+            }))
+        }
+    }
+
+    fn backend() -> impl Backend {
+        Sqlite
+    }
+
+    stepflow_testkit::store_conformance!(backend());
+}
+
 // More tests of this binary, one file per subject (one binary: one link, shared helpers).
 #[path = "sqlite/batch.rs"]
 mod batch;
@@ -1071,10 +831,6 @@ mod deployments;
 mod due;
 #[path = "sqlite/handlers.rs"]
 mod handlers;
-#[path = "sqlite/leases.rs"]
-mod leases;
-#[path = "sqlite/pages.rs"]
-mod pages;
 #[path = "sqlite/read_only.rs"]
 mod read_only;
 #[path = "sqlite/signals.rs"]

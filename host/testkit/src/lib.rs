@@ -5,10 +5,15 @@
 //! when it is missing) once per process — cargo itself serialises concurrent builds and skips
 //! up-to-date ones — and returns the path of one component under `plugins/rust/target`, where
 //! the example flow files expect them. [`mixed_flow`] is the flow the server's tests drive.
+//! [`store`] is the conformance suite every `Store` backend runs
+//! ([`store_conformance!`](crate::store_conformance)).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+pub mod postgres;
+pub mod store;
 
 /// The repository's root directory: found from the package directory cargo gives the running
 /// test or benchmark (`CARGO_MANIFEST_DIR` at run time), else from where this crate was
