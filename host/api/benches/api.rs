@@ -161,7 +161,7 @@ async fn bench(db: PathBuf, busy: String) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let config = ApiConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        db: db.clone(),
+        db: stepflow_store::Database::File(db.clone()),
         token: Token::generate().expect("token"),
         reads_need_token: false,
         submissions: None,

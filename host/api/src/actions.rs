@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use stepflow_engine::{SignalRequest, send_signal};
-use stepflow_store::{RunStatus, Store};
+use stepflow_store::RunStatus;
 use utoipa::ToSchema;
 
 use crate::AppState;

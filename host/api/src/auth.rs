@@ -62,7 +62,12 @@ impl TokenFile {
     pub fn for_database(db: &Path) -> Result<Self, std::io::Error> {
         let mut name = db.file_name().unwrap_or_default().to_os_string();
         name.push(".api-token");
-        let path = db.with_file_name(name);
+        Self::at(db.with_file_name(name))
+    }
+
+    /// The token file at `path`, read or created as [`TokenFile::for_database`] does: for a
+    /// database that is not a file (PostgreSQL), whose front end picks the place.
+    pub fn at(path: PathBuf) -> Result<Self, std::io::Error> {
         match std::fs::read_to_string(&path) {
             Ok(text) => {
                 check_private(&path)?;

@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use stepflow_store::Store;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;

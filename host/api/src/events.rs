@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Serialize;
-use stepflow_store::{SqliteStore, Store};
+use stepflow_store::Store;
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
@@ -29,12 +29,12 @@ pub(crate) struct Changes(watch::Receiver<u64>);
 impl Changes {
     /// Starts the watcher: a thread with its own connection (counters of different
     /// connections cannot be compared), which ends once nobody listens.
-    pub(crate) fn watch(db: std::path::PathBuf) -> Self {
+    pub(crate) fn watch(db: stepflow_store::Database) -> Self {
         let (tx, rx) = watch::channel(0u64);
         let spawned = std::thread::Builder::new()
             .name("stepflow-api-changes".into())
             .spawn(move || {
-                let store = match SqliteStore::open(&db) {
+                let store = match stepflow_engine::open_store(&db) {
                     Ok(store) => store,
                     Err(e) => {
                         tracing::warn!("live updates are off: {e}");
@@ -71,7 +71,7 @@ pub(crate) struct RunEvent {
     history_count: u64,
 }
 
-fn position(store: &SqliteStore, id: &str) -> Result<RunEvent, ApiError> {
+fn position(store: &dyn Store, id: &str) -> Result<RunEvent, ApiError> {
     let run = store.run(id)?;
     let (_, history_count) = store.history_page(id, u64::MAX, 0)?;
     Ok(RunEvent {

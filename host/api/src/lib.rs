@@ -33,7 +33,6 @@ mod submit;
 mod web;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Router;
@@ -53,7 +52,7 @@ pub struct ApiConfig {
     /// Where to listen; port 0 picks a free one (the bound address is logged).
     pub listen: SocketAddr,
     /// The run database.
-    pub db: PathBuf,
+    pub db: stepflow_store::Database,
     /// The bearer token writes need.
     pub token: Token,
     /// Whether reads need the token too (by default only writes do).

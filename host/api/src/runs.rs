@@ -5,9 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use stepflow_model::{StepFlow, TransitionInfo};
-use stepflow_store::{
-    HistoryEntry, RunCounts, RunFilter, RunRecord, RunStatus, SqliteStore, Store,
-};
+use stepflow_store::{HistoryEntry, RunCounts, RunFilter, RunRecord, RunStatus, Store};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
@@ -275,7 +273,7 @@ pub(crate) struct RunDetail {
 }
 
 /// `id`'s run in full, read with `store`.
-fn detail(stores: &Stores, store: &SqliteStore, id: &str) -> Result<RunDetail, ApiError> {
+fn detail(stores: &Stores, store: &dyn Store, id: &str) -> Result<RunDetail, ApiError> {
     let run = store.run(id)?;
     let (_, history_count) = store.history_page(id, u64::MAX, 0)?;
     let flow = match &run.deployment {

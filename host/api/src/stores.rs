@@ -1,12 +1,11 @@
-//! The store connections requests share: a few SQLite connections, each used by one request
-//! at a time on a blocking thread (SQLite calls block), opened when first needed.
+//! The store connections requests share: a few connections (SQLite or PostgreSQL), each used
+//! by one request at a time on a blocking thread (store calls block), opened when first needed.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use stepflow_model::StepFlow;
-use stepflow_store::{SqliteStore, Store};
+use stepflow_store::{Database, Store};
 
 use crate::error::ApiError;
 
@@ -15,13 +14,13 @@ const KEPT: usize = 8;
 
 /// The database, its idle connections, and the flows of the deployments read so far.
 pub(crate) struct Stores {
-    db: PathBuf,
-    idle: Mutex<Vec<SqliteStore>>,
+    db: Database,
+    idle: Mutex<Vec<Box<dyn Store>>>,
     flows: Mutex<HashMap<String, Arc<StepFlow>>>,
 }
 
 impl Stores {
-    pub(crate) fn new(db: PathBuf) -> Self {
+    pub(crate) fn new(db: Database) -> Self {
         Stores {
             db,
             idle: Mutex::new(Vec::new()),
@@ -32,7 +31,7 @@ impl Stores {
     /// The flow of deployment `id` (or a prefix of its id), compiled without its plugins (for
     /// diagrams, and the signals it waits for), once per deployment: a deployment never
     /// changes, so a full id is answered from memory without reading its plugins' bytes.
-    pub(crate) fn flow(&self, store: &SqliteStore, id: &str) -> Result<Arc<StepFlow>, ApiError> {
+    pub(crate) fn flow(&self, store: &dyn Store, id: &str) -> Result<Arc<StepFlow>, ApiError> {
         if let Some(flow) = self.flows.lock().ok().and_then(|f| f.get(id).cloned()) {
             return Ok(flow);
         }
@@ -48,15 +47,15 @@ impl Stores {
     /// Runs `work` with a connection on a blocking thread.
     pub(crate) async fn with<T: Send + 'static>(
         self: &Arc<Self>,
-        work: impl FnOnce(&Stores, &mut SqliteStore) -> Result<T, ApiError> + Send + 'static,
+        work: impl FnOnce(&Stores, &mut dyn Store) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let stores = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut store = match stores.idle.lock().ok().and_then(|mut idle| idle.pop()) {
                 Some(store) => store,
-                None => SqliteStore::open(&stores.db)?,
+                None => stepflow_engine::open_store(&stores.db)?,
             };
-            let result = work(&stores, &mut store);
+            let result = work(&stores, store.as_mut());
             if let Ok(mut idle) = stores.idle.lock()
                 && idle.len() < KEPT
             {

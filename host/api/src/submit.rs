@@ -10,7 +10,6 @@ use axum::http::StatusCode;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use stepflow_engine::{SubmitPolicy, deploy_submission, start_run};
-use stepflow_store::Store;
 use utoipa::ToSchema;
 
 use crate::AppState;

@@ -16,7 +16,7 @@ async fn serve(db: &Path, reads_need_token: bool) -> (String, Token) {
     let token = Token::generate().expect("token");
     let config = ApiConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        db: db.to_path_buf(),
+        db: stepflow_store::Database::File(db.to_path_buf()),
         token: token.clone(),
         reads_need_token,
         submissions: Some(stepflow_api::Submissions {

@@ -10,8 +10,9 @@ use stepflow_store::RunStatus;
 #[derive(Debug, Parser)]
 #[command(name = "stepflow", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
-    /// The run database (SQLite file).
-    #[arg(long, global = true, env = "STEPFLOW_DB", value_name = "FILE")]
+    /// The run database: a SQLite file, or a PostgreSQL URL (postgres://USER@HOST/DATABASE)
+    /// that several servers share.
+    #[arg(long, global = true, env = "STEPFLOW_DB", value_name = "FILE|URL")]
     pub db: Option<PathBuf>,
 
     /// Print machine-readable JSON instead of text.
@@ -200,6 +201,11 @@ pub enum Command {
         /// The most runs driven at once.
         #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
         concurrency: u16,
+        /// How long a claim on a run lasts unless this server renews it (it renews at half
+        /// time): how soon another server takes over the runs of one that died or hangs. A
+        /// flow whose steps may run longer gets twice its longest step time.
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
+        lease: std::time::Duration,
         /// How log lines are written: text for people, JSON (one object per line) for log
         /// collectors.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]

@@ -52,7 +52,11 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> Result<(), Exit> {
     let json = cli.json;
-    let db = cli.db.unwrap_or_else(stepflow_engine::default_db_path);
+    let db = stepflow_store::Database::from_arg(
+        cli.db
+            .unwrap_or_else(stepflow_engine::default_db_path)
+            .as_os_str(),
+    );
     commands::set_max_flow_bytes(cli.max_flow_size);
     commands::set_max_data_bytes(cli.max_data);
     match cli.command {
@@ -132,6 +136,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Plugin(PluginCommand::Test { dir }) => commands::plugin::test(&dir, json).await,
         Command::Server {
             concurrency,
+            lease,
             listen,
             no_api,
             reads_need_token,
@@ -144,7 +149,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
                 reads_need_token,
                 policy: commands::server::policy(&allow_dir, allow_env),
             });
-            commands::server::server(&db, usize::from(concurrency), api, json).await
+            commands::server::server(&db, usize::from(concurrency), lease, api, json).await
         }
     }
 }

@@ -51,6 +51,7 @@
 //! ```
 
 mod build;
+mod database;
 mod deployment;
 mod driver;
 mod error;
@@ -69,6 +70,7 @@ mod time;
 mod upgrade;
 
 pub use build::DEFAULT_BUILD_TIMEOUT;
+pub use database::{open_store, open_store_read_only};
 pub use deployment::{SHORT_ID_LEN, deployment_id, shape_deployment, short_id};
 pub use driver::{DEFAULT_MAX_DATA_BYTES, DriveOptions, Driver, Finish};
 pub use error::EngineError;
@@ -79,6 +81,7 @@ pub use paths::{default_cache_dir, default_db_path, default_tools_dir};
 pub use rerun::rerun_from;
 pub use run::{Resumable, new_run_id, prepare_resume, start_claimed_run, start_run, stored_status};
 pub use signal::{SignalRequest, send_signal};
+pub use stepflow_store::Database;
 pub use stepflow_store::{DeployedPlugin, Deployment};
 pub use stop::{Stop, StopRequests};
 pub use submission::{AllowedDir, SUBMITTED_FLOW_PATH, SubmitPolicy, deploy_submission};

@@ -105,7 +105,7 @@ fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
     let server = Server::new(ServerConfig {
         concurrency: runs,
         idle_poll: Duration::from_millis(100),
-        ..ServerConfig::new(db.clone())
+        ..ServerConfig::new(stepflow_store::Database::File(db.clone()))
     })
     .with_observer(observer);
     let stats = server.stats();

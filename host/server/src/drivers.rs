@@ -8,18 +8,20 @@
 //! into a step error, and a running call yields its thread at every epoch tick).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
+use stepflow_store::Database;
 
 use stepflow_engine::{
-    DriveOptions, Driver, Engine, EngineError, Finish, LoadedFlow, Observer, StopRequests, Stopped,
-    lease_ttl, prepare_resume,
+    DriveOptions, Driver, Engine, EngineError, Finish, LoadedFlow, MIN_LEASE, Observer,
+    StopRequests, Stopped, lease_ttl, prepare_resume,
 };
 use stepflow_model::StepFlow;
-use stepflow_store::{Lease, RunRecord, RunStatus, SqliteStore, StepSave, Store, StoreError};
+use stepflow_store::{Lease, RunRecord, RunStatus, StepSave, Store, StoreError};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::error::ServerError;
@@ -82,7 +84,7 @@ pub(crate) struct DriverSetup {
     pub max_data_bytes: u64,
     pub done: UnboundedSender<Done>,
     pub writer: WriterHandle,
-    pub db: PathBuf,
+    pub db: Database,
     /// The most runs driven at once: no more threads than this are started.
     pub concurrency: usize,
     /// How many threads to start (default: four per core).
@@ -113,7 +115,7 @@ impl Drivers {
         let mut queues = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
-            let read = Arc::new(Mutex::new(SqliteStore::open(&setup.db)?));
+            let read = Arc::new(Mutex::new(stepflow_engine::open_store(&setup.db)?));
             let store = GroupCommitStore::new(setup.writer.clone(), read);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -236,7 +238,13 @@ async fn drive_one(shared: &Arc<Shared>, store: &mut GroupCommitStore, lease: Le
         }
         Err(e) => return mark_failed(store, &record, &lease, &e.to_string()).await,
     };
-    let ttl = shared.lease_ttl.max(lease_ttl(loaded.longest_call()));
+    // A lease outlasts the flow's longest call; below the engine's default length (a server
+    // told to take over dead servers' runs sooner) without the default's margins.
+    let ttl = if shared.lease_ttl >= MIN_LEASE {
+        shared.lease_ttl.max(lease_ttl(loaded.longest_call()))
+    } else {
+        shared.lease_ttl.max(loaded.longest_call() * 2)
+    };
     let mut observer = (shared.observer)(&run_id);
     let finish = Driver::new(&loaded.flow, store, observer.as_mut(), shared.stop.clone())
         .with_lease(lease, ttl)

@@ -4,12 +4,12 @@
 //! status is still `running`).
 
 use stepflow_engine::owner_is_dead;
-use stepflow_store::{Claim, RunFilter, RunStatus, SqliteStore, Store, StoreError};
+use stepflow_store::{Claim, RunFilter, RunStatus, Store, StoreError};
 
 /// Frees the runs of dead local owners; returns how many. A scan of the open runs, done once
 /// at start (not per wake-up).
 pub(crate) fn free_dead_owners(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     owner: &str,
     ttl_ms: u64,
     now_ms: u64,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use stepflow_store::{
     Claim, Deployment, DeploymentInfo, HistoryEntry, Lease, RunCounts, RunFilter, RunPage,
-    RunRecord, RunStatus, Signal, SignalReceipt, SignalSend, SqliteStore, StepSave, Store,
-    StoreError, Subject, Writing,
+    RunRecord, RunStatus, Signal, SignalReceipt, SignalSend, StepSave, Store, StoreError, Subject,
+    Writing,
 };
 
 use crate::writer::{OwnedSave, OwnedSignal, Request, WriterHandle};
@@ -19,25 +19,25 @@ use crate::writer::{OwnedSave, OwnedSignal, Request, WriterHandle};
 #[derive(Clone)]
 pub struct GroupCommitStore {
     writer: WriterHandle,
-    read: Arc<Mutex<SqliteStore>>,
+    read: Arc<Mutex<Box<dyn Store>>>,
 }
 
 impl GroupCommitStore {
-    pub(crate) fn new(writer: WriterHandle, read: Arc<Mutex<SqliteStore>>) -> Self {
+    pub(crate) fn new(writer: WriterHandle, read: Arc<Mutex<Box<dyn Store>>>) -> Self {
         GroupCommitStore { writer, read }
     }
 
     /// Runs `f` on the read connection (used by one drive at a time: reads do not await).
     fn with_read<T>(
         &self,
-        f: impl FnOnce(&SqliteStore) -> Result<T, StoreError>,
+        f: impl FnOnce(&dyn Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let read = self.read.lock().map_err(|_| StoreError::Backend {
             location: "the run database".into(),
             action: "reading".into(),
             source: "a driver's read connection is unusable after a panic".into(),
         })?;
-        f(&read)
+        f(read.as_ref())
     }
 }
 

@@ -35,7 +35,7 @@
 //! let engine = Engine::new(stepflow_engine::default_cache_dir())?;
 //! let (stop, requests) = Stop::new();
 //! // Front ends call `stop.request()` on SIGTERM or Ctrl-C.
-//! let summary = Server::new(ServerConfig::new("runs.db".into()))
+//! let summary = Server::new(ServerConfig::new(stepflow_store::Database::File("runs.db".into())))
 //!     .run(engine, requests)
 //!     .await?;
 //! println!("{} runs completed", summary.completed);

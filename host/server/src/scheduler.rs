@@ -13,6 +13,11 @@ use crate::error::ServerError;
 use crate::server::Summary;
 use crate::writer::{Request, WriterHandle};
 
+/// However quiet the database looks, an idle scheduler looks for due runs this often: a
+/// bounded fallback should a change go unnoticed (PostgreSQL's notifications are delivered
+/// only to connections that are up).
+const FALLBACK_LOOK: Duration = Duration::from_secs(30);
+
 /// How the drain after a stop request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Drained {
@@ -41,6 +46,7 @@ impl Scheduler<'_> {
         let mut in_flight = 0usize;
         let mut version = self.data_version().await?;
         let mut look = true;
+        let mut looked_at: Instant;
         while self.stop.count() == 0 {
             let now = SystemClock.now_ms();
             if look && in_flight < self.concurrency {
@@ -68,6 +74,7 @@ impl Scheduler<'_> {
                 }
             }
             look = false;
+            looked_at = Instant::now();
             // When every driver is busy, only a drive ending can make room.
             let next_due = if in_flight < self.concurrency {
                 self.writer
@@ -95,7 +102,7 @@ impl Scheduler<'_> {
                             look = true;
                         } else if poll_at <= Instant::now() {
                             let v = self.data_version().await?;
-                            look = v != version;
+                            look = v != version || looked_at.elapsed() >= FALLBACK_LOOK;
                             version = v;
                             poll_at = Instant::now() + self.idle_poll;
                         }

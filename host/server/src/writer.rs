@@ -3,16 +3,16 @@
 //! one transaction (one fsync), and only then answers each sender, so a driver goes on only
 //! after its save is durable.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use stepflow_store::Database;
 
 use stepflow_model::State;
 use stepflow_store::{
     Claim, Deployment, HistoryEntry, Lease, RunRecord, RunStatus, SignalReceipt, SignalSend,
-    SqliteStore, StepSave, Store, StoreError, Subject,
+    StepSave, Store, StoreError, Subject,
 };
 use tokio::sync::oneshot;
 
@@ -170,10 +170,10 @@ pub(crate) struct Writer {
 impl Writer {
     /// Opens the write connection to `db` and starts the writer thread.
     pub(crate) fn start(
-        db: &Path,
+        db: &Database,
         stats: Arc<WriterStats>,
     ) -> Result<(Writer, WriterHandle), ServerError> {
-        let store = SqliteStore::open(db)?;
+        let store = stepflow_engine::open_store(db)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("stepflow-writer".into())
@@ -199,7 +199,7 @@ impl Writer {
 
 /// The writer's loop: block for one request, take all that have arrived, commit the saves
 /// together, answer.
-fn serve(mut store: SqliteStore, rx: mpsc::Receiver<Request>, stats: &WriterStats) {
+fn serve(mut store: Box<dyn Store>, rx: mpsc::Receiver<Request>, stats: &WriterStats) {
     while let Ok(first) = rx.recv() {
         let mut saves = Vec::new();
         let mut others = Vec::new();
@@ -221,7 +221,7 @@ fn serve(mut store: SqliteStore, rx: mpsc::Receiver<Request>, stats: &WriterStat
 
 /// One transaction for every save that arrived; each sender hears its own result.
 fn commit_saves(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     saves: Vec<(Box<OwnedSave>, Answer<()>)>,
     stats: &WriterStats,
 ) {
@@ -264,7 +264,7 @@ fn commit_saves(
     }
 }
 
-fn handle(store: &mut SqliteStore, request: Request) {
+fn handle(store: &mut dyn Store, request: Request) {
     match request {
         Request::Save(save, reply) => reply.send(store.save_step(&save.borrow())),
         Request::Create(run, reply) => reply.send(store.create_run(&run)),

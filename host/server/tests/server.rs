@@ -50,7 +50,7 @@ fn config(db: &Path, concurrency: usize) -> ServerConfig {
         idle_poll: Duration::from_millis(200),
         ..ServerConfig {
             concurrency,
-            ..ServerConfig::new(db.to_path_buf())
+            ..ServerConfig::new(stepflow_store::Database::File(db.to_path_buf()))
         }
     }
 }

@@ -1,6 +1,6 @@
 //! `stepflow cancel`: stop a run for good.
 
-use std::path::Path;
+use stepflow_store::Database;
 
 use stepflow_store::{RunStatus, Store};
 
@@ -9,7 +9,7 @@ use crate::error::Exit;
 use crate::views;
 
 /// `stepflow cancel RUN`.
-pub fn cancel(db: &Path, run_id: &str, json: bool) -> Result<(), Exit> {
+pub fn cancel(db: &Database, run_id: &str, json: bool) -> Result<(), Exit> {
     let mut store = open_store(db)?;
     let run = store.run(run_id)?;
     if matches!(run.status, RunStatus::Completed | RunStatus::Cancelled) {

@@ -1,6 +1,6 @@
 //! `stepflow deployments`: the flow sources and plugin contents runs were started from.
 
-use std::path::Path;
+use stepflow_store::Database;
 
 use stepflow_store::Store;
 
@@ -9,7 +9,12 @@ use crate::error::Exit;
 use crate::views;
 
 /// `stepflow deployments [--flow NAME] [--limit N]`.
-pub fn deployments(db: &Path, flow: Option<&str>, limit: usize, json: bool) -> Result<(), Exit> {
+pub fn deployments(
+    db: &Database,
+    flow: Option<&str>,
+    limit: usize,
+    json: bool,
+) -> Result<(), Exit> {
     let store = read_store(db)?;
     let list = store.deployments(flow, limit)?;
     views::deployments::print(&list, flow, json);

@@ -17,21 +17,22 @@ pub mod upgrade;
 pub mod validate;
 
 use std::path::Path;
+use stepflow_store::Database;
 
 use stepflow_engine::Engine;
-use stepflow_store::SqliteStore;
+use stepflow_store::Store;
 
 use crate::error::Exit;
 
 /// The run database at `db`, created if it does not exist.
-fn open_store(db: &Path) -> Result<SqliteStore, Exit> {
-    Ok(SqliteStore::open(db)?)
+fn open_store(db: &Database) -> Result<Box<dyn Store>, Exit> {
+    Ok(stepflow_engine::open_store(db)?)
 }
 
 /// The run database at `db` for reading only: a mistyped path creates nothing, and a database
 /// on a read-only mount can be read.
-fn read_store(db: &Path) -> Result<SqliteStore, Exit> {
-    Ok(SqliteStore::open_read_only(db)?)
+fn read_store(db: &Database) -> Result<Box<dyn Store>, Exit> {
+    Ok(stepflow_engine::open_store_read_only(db)?)
 }
 
 /// `--max-flow-size`, set once by dispatch for every command that reads a flow file.

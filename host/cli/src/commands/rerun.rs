@@ -1,13 +1,13 @@
 //! `stepflow rerun`: a new run from the state an old one had after one of its steps.
 
-use std::path::Path;
+use stepflow_store::Database;
 
 use super::open_store;
 use crate::error::Exit;
 use crate::output;
 
 /// `stepflow rerun RUN --from N`.
-pub async fn rerun(db: &Path, run_id: &str, from: u64, json: bool) -> Result<(), Exit> {
+pub async fn rerun(db: &Database, run_id: &str, from: u64, json: bool) -> Result<(), Exit> {
     let mut store = open_store(db)?;
     let id = stepflow_engine::rerun_from(&mut store, run_id, from).await?;
     if json {

@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
+use stepflow_store::Database;
 
 use serde_json::Value;
 use stepflow_engine::{
@@ -10,7 +11,7 @@ use stepflow_engine::{
     start_claimed_run, this_owner,
 };
 use stepflow_model::{Clock, SystemClock};
-use stepflow_store::{Lease, RunRecord, RunStatus, SqliteStore, Store};
+use stepflow_store::{Lease, RunRecord, RunStatus, Store};
 
 use super::{engine, open_store};
 use crate::error::{CANCELLED, Exit, FAILED, INTERRUPTED};
@@ -19,7 +20,7 @@ use crate::views::outcome;
 
 /// `stepflow run FLOW`.
 pub async fn run(
-    db: &Path,
+    db: &Database,
     flow_path: &Path,
     input: Option<&str>,
     max_input: u64,
@@ -64,7 +65,7 @@ pub async fn run(
 
 /// `stepflow resume RUN`.
 pub async fn resume(
-    db: &Path,
+    db: &Database,
     run_id: &str,
     now: bool,
     no_wait: bool,
@@ -114,7 +115,7 @@ pub async fn resume(
 
 /// The flow a saved run goes on with: its deployment, or, for a run from before deployments,
 /// its flow file as it is now.
-fn load_run_flow(store: &SqliteStore, record: &RunRecord) -> Result<LoadedFlow, Exit> {
+fn load_run_flow(store: &dyn Store, record: &RunRecord) -> Result<LoadedFlow, Exit> {
     let engine = engine()?;
     let Some(id) = &record.deployment else {
         return engine.load(Path::new(&record.flow_file)).map_err(|e| {
@@ -138,7 +139,7 @@ fn load_run_flow(store: &SqliteStore, record: &RunRecord) -> Result<LoadedFlow, 
 
 /// Claims the run for this process, for long enough to outlast the flow's longest call.
 fn claim_lease(
-    store: &mut SqliteStore,
+    store: &mut dyn Store,
     loaded: &LoadedFlow,
     run_id: &str,
 ) -> Result<(Lease, Duration), Exit> {

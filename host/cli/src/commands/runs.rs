@@ -1,6 +1,6 @@
 //! `stepflow runs`: list runs, newest first.
 
-use std::path::Path;
+use stepflow_store::Database;
 
 use stepflow_store::{RunFilter, RunStatus, Store};
 
@@ -10,7 +10,7 @@ use crate::views;
 
 /// `stepflow runs [--status S] [--flow NAME] [--deployment ID] [--limit N]`.
 pub fn runs(
-    db: &Path,
+    db: &Database,
     status: Option<RunStatus>,
     flow: Option<String>,
     deployment: Option<&str>,

@@ -2,7 +2,7 @@
 //! the HTTP API and the web page beside it. The two share nothing but the database.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use stepflow_store::Database;
 
 use stepflow_api::{ApiConfig, TokenFile};
 use stepflow_engine::StopRequests;
@@ -45,18 +45,25 @@ pub fn policy(dirs: &[String], env: Vec<String>) -> stepflow_engine::SubmitPolic
 
 /// `stepflow server`.
 pub async fn server(
-    db: &Path,
+    db: &Database,
     concurrency: usize,
+    lease: std::time::Duration,
     api: Option<Api>,
     json: bool,
 ) -> Result<(), Exit> {
+    if lease < std::time::Duration::from_secs(1) {
+        return Err(Exit::usage(format!(
+            "--lease {lease:?} is too short: a server renews its claims at half the lease, so              give at least 1s (the default is 60s)"
+        )));
+    }
     // Listening before anything else, so an early SIGTERM is a clean stop, not a kill.
     let stop = crate::signals::stop_requests();
     let engine = server_engine(concurrency)?;
     let config = ServerConfig {
         concurrency,
+        lease_ttl: lease,
         max_data_bytes: super::max_data_bytes(),
-        ..ServerConfig::new(db.to_path_buf())
+        ..ServerConfig::new(db.clone())
     };
     // The store first, so the API's token file lands next to a database that exists.
     drop(super::open_store(db)?);
@@ -65,7 +72,7 @@ pub async fn server(
         None => None,
     };
     tracing::info!(
-        db = %db.display(),
+        db = %db,
         concurrency,
         owner = %config.owner,
         "server started; Ctrl-C or SIGTERM stops it after the steps in flight"
@@ -82,9 +89,20 @@ pub async fn server(
 
 /// Binds the API and serves it on a task until `stop`; the token file is created (and the
 /// token printed, once) on the first start.
-async fn start_api(db: &Path, api: Api, stop: StopRequests) -> Result<JoinHandle<()>, Exit> {
-    let db = std::path::absolute(db).unwrap_or_else(|_| db.to_path_buf());
-    let token = TokenFile::for_database(&db).map_err(|e| Exit::storage(e.to_string()))?;
+async fn start_api(db: &Database, api: Api, stop: StopRequests) -> Result<JoinHandle<()>, Exit> {
+    let db = match db {
+        Database::File(path) => {
+            Database::File(std::path::absolute(path).unwrap_or_else(|_| path.clone()))
+        }
+        other => other.clone(),
+    };
+    let token = match &db {
+        Database::File(path) => TokenFile::for_database(path),
+        // No file to sit beside: the token lives with this user's default database, one
+        // per URL (servers on other hosts are given a copy of it).
+        Database::Postgres(_) => TokenFile::at(postgres_token_path(&db)),
+    }
+    .map_err(|e| Exit::storage(e.to_string()))?;
     let created = token
         .created
         .then(|| (token.path.clone(), token.token.clone()));
@@ -137,4 +155,20 @@ async fn start_api(db: &Path, api: Api, stop: StopRequests) -> Result<JoinHandle
             Err(Exit::usage(why))
         }
     }
+}
+
+/// Where the API token of a PostgreSQL database is kept: beside this user's default database,
+/// named after the URL (without its password).
+fn postgres_token_path(db: &Database) -> std::path::PathBuf {
+    let name: String = db
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = stepflow_engine::default_db_path().with_file_name(format!("{name}.api-token"));
+    if let Some(dir) = path.parent() {
+        // A failure shows when the token is written, with the path.
+        let _ = std::fs::create_dir_all(dir);
+    }
+    path
 }

@@ -1,6 +1,6 @@
 //! `stepflow show`: one run's timeline and data document.
 
-use std::path::Path;
+use stepflow_store::Database;
 
 use stepflow_store::{RunStatus, Store};
 
@@ -9,7 +9,7 @@ use crate::error::Exit;
 use crate::views;
 
 /// `stepflow show RUN`.
-pub fn show(db: &Path, run_id: &str, json: bool) -> Result<(), Exit> {
+pub fn show(db: &Database, run_id: &str, json: bool) -> Result<(), Exit> {
     let store = read_store(db)?;
     let run = store.run(run_id)?;
     let history = store.history(run_id)?;

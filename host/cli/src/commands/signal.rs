@@ -1,6 +1,6 @@
 //! `stepflow signal`: send a signal to a run that waits (or will wait) for it.
 
-use std::path::Path;
+use stepflow_store::Database;
 
 use serde_json::Value;
 use stepflow_engine::{SignalRequest, send_signal};
@@ -15,7 +15,7 @@ const MAX_SIGNAL_DATA: u64 = 1 << 20;
 
 /// `stepflow signal RUN NAME [--data JSON|@file] [--id ID]`.
 pub fn signal(
-    db: &Path,
+    db: &Database,
     run_id: &str,
     name: &str,
     data: Option<&str>,

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 use std::time::Duration;
+use stepflow_store::Database;
 
 use stepflow_engine::start_run;
 use stepflow_store::Store;
@@ -14,7 +15,7 @@ use crate::views::submitted;
 
 /// `stepflow submit FLOW`.
 pub async fn submit(
-    db: &Path,
+    db: &Database,
     flow_path: &Path,
     input: Option<&str>,
     max_input: u64,

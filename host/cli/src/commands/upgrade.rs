@@ -1,7 +1,7 @@
 //! `stepflow upgrade`: move a waiting or failed run onto another deployment of its flow, or
 //! (`--flow NAME --dry-run`) list which runs of a flow could move and why the others cannot.
 
-use std::path::Path;
+use stepflow_store::Database;
 
 use stepflow_engine::{
     EngineError, UpgradeRefusal, check_upgrade, shape_deployment, short_id, this_owner, upgrade_run,
@@ -16,7 +16,7 @@ use crate::views;
 /// `stepflow upgrade RUN [--to DEPLOYMENT] [--dry-run]` and
 /// `stepflow upgrade --flow NAME --dry-run [--to DEPLOYMENT]`.
 pub fn upgrade(
-    db: &Path,
+    db: &Database,
     run: Option<&str>,
     flow: Option<&str>,
     to: Option<&str>,
@@ -34,7 +34,7 @@ pub fn upgrade(
 }
 
 /// Moves one run, under its lease.
-fn move_one(db: &Path, run_id: &str, to: Option<&str>, json: bool) -> Result<(), Exit> {
+fn move_one(db: &Database, run_id: &str, to: Option<&str>, json: bool) -> Result<(), Exit> {
     let mut store = open_store(db)?;
     let record = store.run(run_id)?;
     let to = target(&store, &record.flow, to)?;
@@ -56,7 +56,7 @@ fn move_one(db: &Path, run_id: &str, to: Option<&str>, json: bool) -> Result<(),
 }
 
 /// What moving one run would do, changing nothing.
-fn check_one(db: &Path, run_id: &str, to: Option<&str>, json: bool) -> Result<(), Exit> {
+fn check_one(db: &Database, run_id: &str, to: Option<&str>, json: bool) -> Result<(), Exit> {
     let store = read_store(db)?;
     let record = store.run(run_id)?;
     let to = target(&store, &record.flow, to)?;
@@ -80,7 +80,7 @@ fn check_one(db: &Path, run_id: &str, to: Option<&str>, json: bool) -> Result<()
 }
 
 /// Every waiting or failed run of `flow`, and whether it could move onto the target.
-fn list(db: &Path, flow: &str, to: Option<&str>, json: bool) -> Result<(), Exit> {
+fn list(db: &Database, flow: &str, to: Option<&str>, json: bool) -> Result<(), Exit> {
     let store = read_store(db)?;
     let target = target(&store, flow, to)?;
     if target.flow != flow {

@@ -19,7 +19,8 @@ pub async fn test(dir: &Path, json: bool) -> Result<(), Exit> {
         )));
     }
     // A scratch database in the project's target/, new for every test.
-    let db = project.dir.join("target").join("test.db");
+    let db_file = project.dir.join("target").join("test.db");
+    let db = stepflow_store::Database::File(db_file.clone());
     for stale in ["test.db", "test.db-wal", "test.db-shm"] {
         let path = project.dir.join("target").join(stale);
         if let Err(e) = std::fs::remove_file(&path)
@@ -40,8 +41,8 @@ pub async fn test(dir: &Path, json: bool) -> Result<(), Exit> {
             crate::commands::show::show(&db, &run.id, false)?;
             crate::output::line(format!(
                 "(the run is kept in {}: `stepflow --db {} show {}`)",
-                db.display(),
-                db.display(),
+                db_file.display(),
+                db_file.display(),
                 run.id
             ));
         }
