@@ -44,7 +44,26 @@ pub(crate) use stepflow_store::redact_url as redact;
 
 /// Opens a connection to `url` and runs its IO on the background runtime; `location` is the
 /// redacted URL for messages.
-pub(crate) fn connect(url: &str, location: &str) -> Result<Client, StoreError> {
+/// How long a session may sit in an open transaction waiting for its client: a store's
+/// transactions never wait for anything but the database, so a longer wait means the client is
+/// paused or cut off, and PostgreSQL ends its session, releasing the rows it locked, so a server
+/// stopped in the middle of a batch holds up no other server's runs for longer than this.
+const IDLE_IN_TRANSACTION: &str = "5s";
+
+/// Opens a connection to `url` (read-only sessions when `read_only`) and runs its IO on the
+/// background runtime; `location` is the redacted URL for messages.
+pub(crate) fn connect(url: &str, location: &str, read_only: bool) -> Result<Client, StoreError> {
+    let client = connect_raw(url, location)?;
+    let mut settings = format!("SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION}'");
+    if read_only {
+        settings.push_str("; SET default_transaction_read_only = on");
+    }
+    wait(client.batch_execute(&settings))
+        .map_err(|e| crate::error::classify(location, "setting up the session", e))?;
+    Ok(client)
+}
+
+fn connect_raw(url: &str, location: &str) -> Result<Client, StoreError> {
     let runtime = runtime()?;
     let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Backend {
         location: location.to_string(),

@@ -28,14 +28,25 @@ pub(crate) struct Statements {
     prepared: RefCell<HashMap<String, Statement>>,
 }
 
-/// A connection, its statements, and the database's URL as messages show it.
+/// A connection, its statements, and the database's URL as messages show it. A connection
+/// that was closed (the server restarted, or ended a session left idle in a transaction) is
+/// opened again at the next call.
 pub(crate) struct Db {
-    pub client: Client,
+    pub client: RefCell<Client>,
     pub statements: Statements,
     pub location: String,
+    /// The URL as given, to connect again.
+    pub url: String,
+    /// Whether the session is read-only (set again on a new connection).
+    pub read_only: bool,
 }
 
 impl Statements {
+    /// Forgets every statement: they belonged to a connection that is gone.
+    fn clear(&self) {
+        self.prepared.borrow_mut().clear();
+    }
+
     /// `sql` prepared on `on`'s connection, once.
     fn get<C: GenericClient + Sync>(
         &self,
@@ -99,6 +110,18 @@ pub(crate) fn execute_raw<C: GenericClient + Sync>(
 }
 
 impl Db {
+    /// Opens the connection again if it was closed.
+    pub(crate) fn ensure(&self) -> Result<(), StoreError> {
+        if !self.client.borrow().is_closed() {
+            return Ok(());
+        }
+        tracing::warn!(db = %self.location, "the connection to PostgreSQL was closed; connecting again");
+        let client = crate::connect::connect(&self.url, &self.location, self.read_only)?;
+        self.statements.clear();
+        *self.client.borrow_mut() = client;
+        Ok(())
+    }
+
     /// [`rows`] on the connection itself.
     pub(crate) fn rows(
         &self,
@@ -106,8 +129,10 @@ impl Db {
         params: Params<'_>,
         action: &dyn Fn() -> String,
     ) -> Result<Vec<Row>, StoreError> {
+        self.ensure()?;
+        let client = self.client.borrow();
         rows(
-            &self.client,
+            &*client,
             &self.statements,
             &self.location,
             sql,
@@ -123,8 +148,10 @@ impl Db {
         params: Params<'_>,
         action: &dyn Fn() -> String,
     ) -> Result<Option<Row>, StoreError> {
+        self.ensure()?;
+        let client = self.client.borrow();
         row(
-            &self.client,
+            &*client,
             &self.statements,
             &self.location,
             sql,

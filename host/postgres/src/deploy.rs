@@ -47,6 +47,7 @@ const FLOWS: &str = "SELECT d.flow, count(*), max(d.created_ms), \
 
 /// [`stepflow_store::Store::put_deployment`].
 pub(crate) fn put(db: &mut Db, deployment: &Deployment) -> Result<bool, StoreError> {
+    db.ensure()?;
     let created_ms = check::deployment(deployment)?;
     let id = deployment.id.as_str();
     let action = || format!("storing deployment `{id}`");
@@ -54,7 +55,7 @@ pub(crate) fn put(db: &mut Db, deployment: &Deployment) -> Result<bool, StoreErr
     let loc = location.as_str();
     let tx = {
         crate::db::count();
-        wait(db.client.transaction())
+        wait(db.client.get_mut().transaction())
     }
     .map_err(|e| classify(loc, action(), e))?;
     for plugin in &deployment.plugins {

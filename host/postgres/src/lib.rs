@@ -72,16 +72,19 @@ pub fn statements_sent() -> u64 {
 }
 
 /// The whole PostgreSQL server's WAL syncs (`pg_stat_wal.wal_sync`) and committed
-/// transactions (all databases) so far, read through `store`: what benchmarks divide by the
-/// steps saved to get the durable cost of a step.
-pub fn server_counters(store: &PostgresStore) -> Result<(f64, f64), StoreError> {
-    let row = store.db.row(
+/// transactions (all databases) so far, read over a connection to `url` (any database of the
+/// server; it needs no stepflow tables): what benchmarks divide by the steps saved to get the
+/// durable cost of a step.
+pub fn server_counters(url: &str) -> Result<(f64, f64), StoreError> {
+    let location = connect::redact(url);
+    let client = connect::connect(url, &location, true)?;
+    let row = wait(client.query_one(
         "SELECT (SELECT wal_sync FROM pg_stat_wal)::float8, \
          (SELECT sum(xact_commit) FROM pg_stat_database)::float8",
         &[],
-        &|| "reading the server's counters".to_string(),
-    )?;
-    Ok(row.map_or((0.0, 0.0), |r| (r.get(0), r.get(1))))
+    ))
+    .map_err(|e| error::classify(&location, "reading the server's counters", e))?;
+    Ok((row.get(0), row.get(1)))
 }
 
 /// A connection to a stepflow database in PostgreSQL; open one per thread that needs it.
@@ -109,7 +112,7 @@ impl PostgresStore {
 
     fn connect(url: &str, read_only: bool) -> Result<Self, StoreError> {
         let location = connect::redact(url);
-        let mut client = connect::connect(url, &location)?;
+        let mut client = connect::connect(url, &location, false)?;
         if read_only {
             match schema::version(&client, &location)? {
                 None => {
@@ -132,9 +135,11 @@ impl PostgresStore {
         Ok(PostgresStore {
             url: url.to_string(),
             db: Db {
-                client,
+                client: std::cell::RefCell::new(client),
                 statements: Statements::default(),
                 location,
+                url: url.to_string(),
+                read_only,
             },
             changes,
             pid,
@@ -153,7 +158,7 @@ impl PostgresStore {
                 detail: "a database name of ASCII letters, digits and `_` is needed".into(),
             });
         }
-        let client = connect::connect(url, &location)?;
+        let client = connect::connect(url, &location, false)?;
         wait(client.batch_execute(&format!("CREATE DATABASE {name}")))
             .map_err(|e| error::classify(&location, format!("creating database {name}"), e))?;
         Ok(with_database(url, name))
@@ -162,7 +167,7 @@ impl PostgresStore {
     /// Drops database `name` on the server of `url`, closing its connections first.
     pub fn drop_database(url: &str, name: &str) -> Result<(), StoreError> {
         let location = connect::redact(url);
-        let client = connect::connect(url, &location)?;
+        let client = connect::connect(url, &location, false)?;
         wait(client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
             .map_err(|e| error::classify(&location, format!("dropping database {name}"), e))
     }

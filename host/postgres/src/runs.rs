@@ -36,8 +36,9 @@ pub(crate) fn create(db: &Db, run: &RunRecord) -> Result<(), StoreError> {
     let (owner, expires) = (lease.map(|l| l.0), lease.map(|l| l.1));
     let fence = i64::from(lease.is_some());
     let action = || format!("creating run `{id}`");
+    db.ensure()?;
     let result = crate::db::execute_raw(
-        &db.client,
+        &*db.client.borrow(),
         &db.statements,
         &db.location,
         CREATE,

@@ -103,6 +103,7 @@ pub(crate) fn save_steps(
     db: &mut Db,
     steps: &[StepSave<'_>],
 ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    db.ensure()?;
     let values: Vec<Result<StepValues<'_>, StoreError>> =
         steps.iter().map(StepValues::new).collect();
     let valid = values.iter().filter(|v| v.is_ok()).count();
@@ -117,15 +118,15 @@ pub(crate) fn save_steps(
     if valid == 1 {
         let mut results = Vec::with_capacity(steps.len());
         for (step, values) in steps.iter().zip(values) {
-            results.push(
-                values.and_then(|v| write_step(&db.client, &db.statements, &db.location, step, &v)),
-            );
+            results.push(values.and_then(|v| {
+                write_step(db.client.get_mut(), &db.statements, &db.location, step, &v)
+            }));
         }
         return Ok(results);
     }
     let tx = {
         crate::db::count();
-        crate::connect::wait(db.client.transaction())
+        crate::connect::wait(db.client.get_mut().transaction())
     }
     .map_err(fail)?;
     let mut results = Vec::with_capacity(steps.len());
@@ -245,6 +246,7 @@ pub(crate) fn move_run(
     definition: &str,
     lease: &Lease,
 ) -> Result<(), StoreError> {
+    db.ensure()?;
     if lease.run_id != run_id {
         return Err(invalid(
             run_id,
@@ -257,7 +259,7 @@ pub(crate) fn move_run(
     let fail = |e| crate::error::classify(&location, action(), e);
     let tx = {
         crate::db::count();
-        crate::connect::wait(db.client.transaction())
+        crate::connect::wait(db.client.get_mut().transaction())
     }
     .map_err(fail)?;
     let held = db::row(

@@ -28,6 +28,7 @@ const STORE: &str = concat!(
 
 /// [`stepflow_store::Store::send_signal`].
 pub(crate) fn send(db: &mut Db, signal: &SignalSend<'_>) -> Result<SignalReceipt, StoreError> {
+    db.ensure()?;
     let run_id = signal.run_id;
     check::signal(signal)?;
     let payload = serde_json::to_string(signal.payload).map_err(|e| invalid(run_id, e))?;
@@ -37,7 +38,7 @@ pub(crate) fn send(db: &mut Db, signal: &SignalSend<'_>) -> Result<SignalReceipt
     let loc = location.as_str();
     let tx = {
         crate::db::count();
-        wait(db.client.transaction())
+        wait(db.client.get_mut().transaction())
     }
     .map_err(|e| classify(loc, action(), e))?;
     let Some(run) = db::row(&tx, &db.statements, loc, LOCK_RUN, &[&run_id], &action)? else {
