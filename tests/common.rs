@@ -7,15 +7,19 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-/// A scratch directory with its own database.
+/// A scratch directory with its own database: a SQLite file in it, or a scratch PostgreSQL
+/// database ([`Sandbox::on_postgres`]).
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
+    /// The scratch PostgreSQL database the commands use instead of the file, if any.
+    pub postgres: Option<stepflow_testkit::postgres::ScratchDatabase>,
 }
 
 impl Sandbox {
     pub fn new() -> Self {
         Sandbox {
             dir: tempfile::tempdir().expect("tempdir"),
+            postgres: None,
         }
     }
 
@@ -26,6 +30,7 @@ impl Sandbox {
         let dir = stepflow_testkit::durable_dir().unwrap_or_else(|why| panic!("{why}"));
         Sandbox {
             dir: tempfile::tempdir_in(dir).expect("tempdir"),
+            postgres: None,
         }
     }
 
@@ -40,6 +45,25 @@ impl Sandbox {
         };
         Sandbox {
             dir: dir.expect("tempdir"),
+            postgres: None,
+        }
+    }
+
+    /// This sandbox with its runs in a scratch PostgreSQL database instead of the file; `None`
+    /// (after `skipped: why`) where no PostgreSQL is given.
+    pub fn on_postgres(mut self, test: &str) -> Option<Self> {
+        let server = stepflow_testkit::postgres::server_url(test)?;
+        let scratch = stepflow_testkit::postgres::ScratchDatabase::create(&server, test)
+            .unwrap_or_else(|e| panic!("a scratch database for {test}: {e}"));
+        self.postgres = Some(scratch);
+        Some(self)
+    }
+
+    /// What `--db` says: the scratch database's URL, or the file.
+    pub fn db_arg(&self) -> std::ffi::OsString {
+        match &self.postgres {
+            Some(scratch) => scratch.url.clone().into(),
+            None => self.db().into_os_string(),
         }
     }
 
@@ -54,7 +78,10 @@ impl Sandbox {
     /// The binary, pointed at this sandbox's database, with quiet logs.
     pub fn cmd(&self) -> Command {
         let mut c = bin();
-        c.arg("--db").arg(self.db());
+        c.arg("--db").arg(self.db_arg());
+        // What the binary keeps beside its default database (a PostgreSQL database's API
+        // token) stays in the sandbox.
+        c.env("XDG_DATA_HOME", self.dir.path().join("data"));
         c
     }
 

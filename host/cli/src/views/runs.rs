@@ -32,17 +32,24 @@ pub fn print(runs: &[RunRecord], filtered: bool, json: bool) {
     }
     let now = SystemClock.now_ms();
     output::line(format!(
-        "{:<24} {:<20} {:<10} {:<12} {:<14} ERROR",
-        "RUN", "FLOW", "STATUS", "DEPLOYMENT", "NEXT DUE"
+        "{:<24} {:<20} {:<10} {:<12} {:<14} {:<24} ERROR",
+        "RUN", "FLOW", "STATUS", "DEPLOYMENT", "NEXT DUE", "DRIVER"
     ));
     for r in runs {
+        // Who holds a live lease on the run: which server (or `run`) drives it now.
+        let driver = r
+            .lease
+            .as_ref()
+            .filter(|l| l.expires_ms > now)
+            .map_or("-", |l| l.owner.as_str());
         output::line(format!(
-            "{:<24} {:<20} {:<10} {:<12} {:<14} {}",
+            "{:<24} {:<20} {:<10} {:<12} {:<14} {:<24} {}",
             r.id,
             r.flow,
             r.status.as_str(),
             r.deployment.as_deref().map_or("-", short_id),
             super::due(r, now).unwrap_or_default(),
+            driver,
             r.last_error.as_deref().unwrap_or_default()
         ));
     }
