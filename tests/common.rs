@@ -396,6 +396,20 @@ pub fn message(event: &serde_json::Value) -> &str {
     event["message"].as_str().unwrap_or("")
 }
 
+/// A small deterministic random source, so a failing schedule can be replayed from its seed.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
 /// The seed of a test's random schedule: `STEPFLOW_TEST_SEED` to replay a failure, else the
 /// clock. The test prints it.
 pub fn seed() -> u64 {

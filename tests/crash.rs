@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 
-use common::{Sandbox, blocked_run, json, spawn, stderr};
+use common::{Lcg, Sandbox, blocked_run, json, spawn, stderr};
 use serde_json::Value;
 
 #[test]
@@ -56,19 +56,6 @@ fn a_step_killed_in_flight_runs_again_with_the_same_key_and_is_marked_redelivere
     );
     let text = common::stdout(&s.run(&["show", &run]));
     assert!(text.contains("redelivered"), "{text}");
-}
-
-/// A small deterministic generator; the seed is printed so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
 }
 
 #[test]

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, ServerProcess, json, message, send_signal, stderr, stdout};
+use common::{Lcg, Sandbox, ServerProcess, json, message, send_signal, stderr, stdout};
 
 const RUNS: usize = 1000;
 const SERVERS: usize = 4;
@@ -50,19 +50,6 @@ steps:
           - do: d.transform
   - { name: c3, do: h.checkpoint }
 "#;
-
-/// A small deterministic random source, so a failing schedule can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
-    }
-}
 
 /// Every run's status and lease owner, from `runs --json`.
 fn runs(s: &Sandbox) -> Vec<(String, String, Option<String>)> {

@@ -1,4 +1,5 @@
-//! `stepflow server` with the real binary, real plugins and real SQLite: submitted runs complete
+//! `stepflow server` with the real binary, real plugins and real SQLite (and each test again on
+//! PostgreSQL, in `postgres::`): submitted runs complete
 //! as foreground runs do, SIGKILLs at random moments skip and repeat nothing, a run the server
 //! drives is refused to a foreground `resume` and stopped by `cancel`, and a run no longer needs
 //! its files once submitted.
@@ -13,7 +14,29 @@ use std::sync::Mutex;
 
 use stepflow_testkit::{MIXED_INPUTS as INPUTS, mixed_flow};
 
-use common::{APPROVAL, Sandbox, ServerProcess, json, message, stderr, stdout};
+use common::{APPROVAL, Lcg, Sandbox, ServerProcess, json, message, stderr, stdout};
+
+thread_local! {
+    /// Whether this test's runs go to PostgreSQL (the `postgres::` copies of the tests).
+    static ON_POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The test's sandbox: its runs in a SQLite file, or, for the `postgres::` copy of the test,
+/// in a scratch PostgreSQL database; `None` (after `skipped: why`) when there is none.
+fn sandbox() -> Option<Sandbox> {
+    let s = Sandbox::durable();
+    if ON_POSTGRES.with(|p| p.get()) {
+        s.on_postgres("server")
+    } else {
+        Some(s)
+    }
+}
+
+/// Runs `test` with its runs in PostgreSQL.
+fn on_postgres(test: fn()) {
+    ON_POSTGRES.with(|p| p.set(true));
+    test();
+}
 
 /// Serialises the tests of this file: each starts many runs.
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -93,7 +116,7 @@ fn wait_for_completions(server: &mut ServerProcess, n: usize) {
 #[test]
 fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
     let _heavy = heavy();
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let flow = s.flow("mixed.yaml", &mixed_flow());
     let ids: Vec<String> = (0..200).map(|i| submit(&s, &flow, INPUTS[i % 3])).collect();
     // Submitted, not driven: nothing has run yet.
@@ -131,19 +154,6 @@ fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
         for id in ids.iter().skip(i).step_by(3) {
             assert_eq!(history(&s, id), expected, "run {id} (input {input})");
         }
-    }
-}
-
-/// A small deterministic generator; the seed is printed so a failure can be replayed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n
     }
 }
 
@@ -186,7 +196,7 @@ fn twenty_kills_with_fifty_runs_in_flight_skip_nothing_and_repeat_only_redeliver
     let seed = common::seed();
     eprintln!("kill schedule seed: {seed} (replay with STEPFLOW_TEST_SEED={seed})");
     let mut rng = Lcg(seed);
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let work = s.path("work");
     std::fs::create_dir(&work).unwrap();
     let yaml = KILLS.replace("WORK", &work.display().to_string());
@@ -290,7 +300,7 @@ fn blocked_in_server(s: &Sandbox) -> (ServerProcess, String, std::path::PathBuf)
 #[test]
 fn a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_after() {
     let _heavy = heavy();
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let (mut server, run, work) = blocked_in_server(&s);
 
     let out = s.run(&["resume", &run]);
@@ -333,7 +343,7 @@ fn a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_a
 #[test]
 fn a_second_sigterm_abandons_the_step_in_flight_and_the_next_start_redelivers_it() {
     let _heavy = heavy();
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let (mut server, run, work) = blocked_in_server(&s);
     server.terminate();
     server.wait_for("the server to drain", |e| {
@@ -365,7 +375,7 @@ fn a_second_sigterm_abandons_the_step_in_flight_and_the_next_start_redelivers_it
 #[test]
 fn a_cancel_stops_a_run_the_server_drives_at_its_next_step() {
     let _heavy = heavy();
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let (mut server, run, work) = blocked_in_server(&s);
 
     let out = s.run(&["cancel", &run]);
@@ -401,7 +411,7 @@ fn a_cancel_stops_a_run_the_server_drives_at_its_next_step() {
 #[test]
 fn a_submitted_run_completes_after_its_flow_file_moved_and_its_wasm_was_deleted() {
     let _heavy = heavy();
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let wasm = s.path("noop.wasm");
     std::fs::copy(common::plugins_dir().join("noop.wasm"), &wasm).unwrap();
     let flow = s.path("moving.yaml");
@@ -426,7 +436,7 @@ fn a_submitted_run_completes_after_its_flow_file_moved_and_its_wasm_was_deleted(
 
 #[test]
 fn submit_refuses_a_broken_flow_and_stores_no_run() {
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let flow = s.flow(
         "broken.yaml",
         "flow: broken.v1\nplugins:\n  n: { wasm: {plugins}/noop.wasm }\nsteps:\n  - { name: a, do: n.missing }\n",
@@ -454,7 +464,7 @@ fn submit_refuses_a_broken_flow_and_stores_no_run() {
 #[test]
 fn the_server_finishes_a_run_left_waiting_by_run_no_wait() {
     let _heavy = heavy();
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let flow = s.flow("mixed.yaml", &mixed_flow());
     let out = s.run(&["run", flow.to_str().unwrap(), "--no-wait", "--json"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -474,7 +484,7 @@ fn the_server_finishes_a_run_left_waiting_by_run_no_wait() {
 #[test]
 fn submitted_runs_wait_for_their_approval_signal_and_one_sent_early_is_kept() {
     let _heavy = heavy();
-    let s = Sandbox::durable();
+    let Some(s) = sandbox() else { return };
     let flow = s.flow("approval.yaml", APPROVAL);
     let waits = submit(&s, &flow, "{}");
     let early = submit(&s, &flow, "{}");
@@ -551,4 +561,52 @@ fn submitted_runs_wait_for_their_approval_signal_and_one_sent_early_is_kept() {
     let out = s.run(&["signal", &waits, "approve"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("is completed"), "{}", stderr(&out));
+}
+
+/// The same tests with `--db postgres://...`: the server behaves the same on either store.
+mod postgres {
+    #[test]
+    fn two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs() {
+        super::on_postgres(
+            super::two_hundred_submitted_runs_complete_with_the_histories_of_foreground_runs,
+        );
+    }
+    #[test]
+    fn twenty_kills_with_fifty_runs_in_flight_skip_nothing_and_repeat_only_redelivered_steps() {
+        super::on_postgres(super::twenty_kills_with_fifty_runs_in_flight_skip_nothing_and_repeat_only_redelivered_steps);
+    }
+    #[test]
+    fn a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_after() {
+        super::on_postgres(super::a_foreground_resume_is_refused_while_the_server_drives_the_run_and_succeeds_after);
+    }
+    #[test]
+    fn a_second_sigterm_abandons_the_step_in_flight_and_the_next_start_redelivers_it() {
+        super::on_postgres(
+            super::a_second_sigterm_abandons_the_step_in_flight_and_the_next_start_redelivers_it,
+        );
+    }
+    #[test]
+    fn a_cancel_stops_a_run_the_server_drives_at_its_next_step() {
+        super::on_postgres(super::a_cancel_stops_a_run_the_server_drives_at_its_next_step);
+    }
+    #[test]
+    fn a_submitted_run_completes_after_its_flow_file_moved_and_its_wasm_was_deleted() {
+        super::on_postgres(
+            super::a_submitted_run_completes_after_its_flow_file_moved_and_its_wasm_was_deleted,
+        );
+    }
+    #[test]
+    fn submit_refuses_a_broken_flow_and_stores_no_run() {
+        super::on_postgres(super::submit_refuses_a_broken_flow_and_stores_no_run);
+    }
+    #[test]
+    fn the_server_finishes_a_run_left_waiting_by_run_no_wait() {
+        super::on_postgres(super::the_server_finishes_a_run_left_waiting_by_run_no_wait);
+    }
+    #[test]
+    fn submitted_runs_wait_for_their_approval_signal_and_one_sent_early_is_kept() {
+        super::on_postgres(
+            super::submitted_runs_wait_for_their_approval_signal_and_one_sent_early_is_kept,
+        );
+    }
 }
