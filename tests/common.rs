@@ -459,6 +459,10 @@ pub fn failed_run(s: &Sandbox) -> String {
 /// Runs the install script `script` (relative to the repository) of a test's outside tools:
 /// `Err(why)` when it says this machine cannot have them (exit 3, `skipped: why`).
 pub fn install_tools(script: &str) -> Result<(), String> {
+    // One install at a time: two tests of one binary running `apt-get` at once would meet its
+    // lock, and the second would fail for no fault of the machine.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(repo().join(script))
         .output()
         .map_err(|e| format!("cannot run {script}: {e}"))?;
