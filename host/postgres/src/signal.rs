@@ -47,12 +47,6 @@ pub(crate) fn send(db: &mut Db, signal: &SignalSend<'_>) -> Result<SignalReceipt
     let status: String = get(&run, 0, loc, run_id, "status")?;
     let status = crate::decode::status(loc, run_id, &status)?;
     let sent: i64 = get(&run, 1, loc, run_id, "signals_sent")?;
-    if matches!(status, RunStatus::Completed | RunStatus::Cancelled) {
-        return Err(StoreError::NotListening {
-            run: run_id.to_string(),
-            status,
-        });
-    }
     if let Some(earlier) = db::row(
         &tx,
         &db.statements,
@@ -72,6 +66,13 @@ pub(crate) fn send(db: &mut Db, signal: &SignalSend<'_>) -> Result<SignalReceipt
         return Ok(SignalReceipt {
             seq: u64::try_from(seq).unwrap_or_default(),
             duplicate: true,
+            status,
+        });
+    }
+    // Refused only for a new signal: a sender repeating one already stored hears it was.
+    if matches!(status, RunStatus::Completed | RunStatus::Cancelled) {
+        return Err(StoreError::NotListening {
+            run: run_id.to_string(),
             status,
         });
     }

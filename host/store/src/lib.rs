@@ -695,7 +695,9 @@ pub trait Store: Send {
     /// in one transaction, so whoever drives the run next reads it. A signal that arrives
     /// before the run reaches its wait is kept until a wait takes it. Sending an id again
     /// stores nothing and returns the first one's number (`duplicate`); the same id with
-    /// another name or payload is refused ([`StoreError::Invalid`]). Refused for an unknown run
+    /// another name or payload is refused ([`StoreError::Invalid`]); a repeat is answered so even
+    /// after the run has finished, so a sender that retries a delivery it is unsure of never
+    /// hears an error for a signal that was taken. Refused for an unknown run
     /// ([`StoreError::NotFound`]), a completed or cancelled one ([`StoreError::NotListening`]),
     /// and a name that no wait could have ([`StoreError::Invalid`]).
     ///

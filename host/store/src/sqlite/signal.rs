@@ -58,12 +58,6 @@ pub(super) fn send(
     let Some((run, woken_sum)) = found else {
         return Err(not_found(path, run_id));
     };
-    if matches!(run.status, RunStatus::Completed | RunStatus::Cancelled) {
-        return Err(StoreError::NotListening {
-            run: run_id.to_string(),
-            status: run.status,
-        });
-    }
     let earlier: Option<(i64, String, String)> = tx
         .prepare_cached(BY_ID)
         .and_then(|mut stmt| {
@@ -82,6 +76,13 @@ pub(super) fn send(
         return Ok(SignalReceipt {
             seq: u64::try_from(seq).unwrap_or_default(),
             duplicate: true,
+            status: run.status,
+        });
+    }
+    // Refused only for a new signal: a sender repeating one already stored hears it was.
+    if matches!(run.status, RunStatus::Completed | RunStatus::Cancelled) {
+        return Err(StoreError::NotListening {
+            run: run_id.to_string(),
             status: run.status,
         });
     }

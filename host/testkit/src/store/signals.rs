@@ -84,8 +84,9 @@ pub fn a_signal_is_stored_in_order_and_makes_its_run_due(open: &Opener) -> CaseR
     Ok(())
 }
 
-/// Sending an id again stores nothing and returns the first number (`duplicate`); the same id
-/// with another payload is [`StoreError::Invalid`].
+/// Sending an id again stores nothing and returns the first number (`duplicate`), even after
+/// the run finished; the same id with another payload is [`StoreError::Invalid`].
+
 pub fn a_repeated_id_is_stored_once_and_an_id_reused_for_another_signal_is_refused(
     open: &Opener,
 ) -> CaseResult {
@@ -105,6 +106,15 @@ pub fn a_repeated_id_is_stored_once_and_an_id_reused_for_another_signal_is_refus
         .expect_err("another name under the same id");
     assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     assert_eq!(store.signals("r", 0, 10)?.len(), 1, "stored once");
+    // A sender that retries after the run finished hears its signal was taken, not an error;
+    // a new signal is refused then.
+    store.set_status("r", RunStatus::Completed)?;
+    let late = store.send_signal(&send("r", "once", "go", &payload))?;
+    assert!(late.duplicate && late.seq == 1, "{late:?}");
+    let err = store
+        .send_signal(&send("r", "new", "go", &payload))
+        .expect_err("a new signal to a finished run");
+    assert!(matches!(err, StoreError::NotListening { .. }), "{err:?}");
     Ok(())
 }
 
