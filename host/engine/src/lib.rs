@@ -77,7 +77,7 @@ pub use error::EngineError;
 pub use lease::{MIN_LEASE, claim, lease_ttl, owner_is_dead, this_owner};
 pub use load::{Engine, LoadedFlow, shape};
 pub use observer::{Observer, Stopped, Waiting};
-pub use paths::{default_cache_dir, default_db_path, default_tools_dir};
+pub use paths::{default_cache_dir, default_data_dir, default_db_path, default_tools_dir};
 pub use rerun::rerun_from;
 pub use run::{Resumable, new_run_id, prepare_resume, start_claimed_run, start_run, stored_status};
 pub use signal::{SignalRequest, send_signal};

@@ -13,6 +13,13 @@ pub fn default_db_path() -> PathBuf {
     db_path_from(&|name| std::env::var_os(name))
 }
 
+/// Where stepflow keeps what belongs with this user's runs but is not a database file (a
+/// PostgreSQL database's API token): `$XDG_DATA_HOME/stepflow`, else `~/.local/share/stepflow`
+/// (the current directory when not even `HOME` is set); `$STEPFLOW_DB` does not move it.
+pub fn default_data_dir() -> PathBuf {
+    data_dir_from(&|name| std::env::var_os(name))
+}
+
 /// The compile cache for plugins when none is given: `$STEPFLOW_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/stepflow/components`, else `~/.cache/stepflow/components`; `None` (no disk
 /// cache) when not even `HOME` is set.
@@ -37,9 +44,13 @@ fn db_path_from(env: Env<'_>) -> PathBuf {
     if let Some(db) = set(env, "STEPFLOW_DB") {
         return PathBuf::from(db);
     }
+    data_dir_from(env).join("stepflow.db")
+}
+
+fn data_dir_from(env: Env<'_>) -> PathBuf {
     match base_dir(env, "XDG_DATA_HOME", Path::new(".local/share")) {
-        Some(base) => base.join("stepflow").join("stepflow.db"),
-        None => PathBuf::from("stepflow.db"),
+        Some(base) => base.join("stepflow"),
+        None => PathBuf::new(),
     }
 }
 

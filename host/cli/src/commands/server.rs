@@ -157,15 +157,15 @@ async fn start_api(db: &Database, api: Api, stop: StopRequests) -> Result<JoinHa
     }
 }
 
-/// Where the API token of a PostgreSQL database is kept: beside this user's default database,
-/// named after the URL (without its password).
+/// Where the API token of a PostgreSQL database is kept: in this user's stepflow data directory
+/// (where the default database is), named after the URL (without its password).
 fn postgres_token_path(db: &Database) -> std::path::PathBuf {
     let name: String = db
         .to_string()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    let path = stepflow_engine::default_db_path().with_file_name(format!("{name}.api-token"));
+    let path = stepflow_engine::default_data_dir().join(format!("{name}.api-token"));
     if let Some(dir) = path.parent() {
         // A failure shows when the token is written, with the path.
         let _ = std::fs::create_dir_all(dir);
