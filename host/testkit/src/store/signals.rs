@@ -86,7 +86,6 @@ pub fn a_signal_is_stored_in_order_and_makes_its_run_due(open: &Opener) -> CaseR
 
 /// Sending an id again stores nothing and returns the first number (`duplicate`), even after
 /// the run finished; the same id with another payload is [`StoreError::Invalid`].
-
 pub fn a_repeated_id_is_stored_once_and_an_id_reused_for_another_signal_is_refused(
     open: &Opener,
 ) -> CaseResult {
