@@ -18,6 +18,9 @@ use crate::writer::{Request, WriterHandle};
 /// only to connections that are up).
 const FALLBACK_LOOK: Duration = Duration::from_secs(30);
 
+/// How long the scheduler waits before it looks again after the database could not be reached.
+const RETRY: Duration = Duration::from_secs(1);
+
 /// How the drain after a stop request ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Drained {
@@ -55,7 +58,7 @@ impl Scheduler<'_> {
                     self.ttl_ms,
                     self.concurrency - in_flight,
                 );
-                let leases = self
+                let claimed = self
                     .writer
                     .ask("claiming due runs", |reply| Request::ClaimDue {
                         owner,
@@ -64,7 +67,10 @@ impl Scheduler<'_> {
                         limit,
                         reply,
                     })
-                    .await?;
+                    .await;
+                let Some(leases) = self.unless_unreachable(claimed).await? else {
+                    continue;
+                };
                 for lease in leases {
                     if !self.drivers.submit(lease) {
                         return Err(ServerError::Config("every driver thread has ended".into()));
@@ -77,11 +83,17 @@ impl Scheduler<'_> {
             looked_at = Instant::now();
             // When every driver is busy, only a drive ending can make room.
             let next_due = if in_flight < self.concurrency {
-                self.writer
+                let asked = self
+                    .writer
                     .ask("finding the next due run", |reply| {
                         Request::NextDue(now, reply)
                     })
-                    .await?
+                    .await;
+                let Some(next_due) = self.unless_unreachable(asked).await? else {
+                    look = true;
+                    continue;
+                };
+                next_due
             } else {
                 None
             };
@@ -133,6 +145,30 @@ impl Scheduler<'_> {
             }
         }
         Ok(Drained::Finished)
+    }
+
+    /// `result`, or `None` after a pause of [`RETRY`] when the database could not be reached
+    /// (a lost connection, a restart): the scheduler looks again then instead of stopping the
+    /// server, while its drives fail and redeliver as they must.
+    async fn unless_unreachable<T>(
+        &self,
+        result: Result<T, stepflow_store::StoreError>,
+    ) -> Result<Option<T>, ServerError> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(
+                e @ (stepflow_store::StoreError::Backend { .. }
+                | stepflow_store::StoreError::Busy { .. }),
+            ) => {
+                tracing::warn!("cannot reach the run database: {e}; looking again in {RETRY:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => {}
+                    () = self.stop.reached(1) => {}
+                }
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn data_version(&self) -> Result<u64, ServerError> {
