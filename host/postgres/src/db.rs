@@ -148,16 +148,7 @@ impl Db {
         params: Params<'_>,
         action: &dyn Fn() -> String,
     ) -> Result<Option<Row>, StoreError> {
-        self.ensure()?;
-        let client = self.client.borrow();
-        row(
-            &*client,
-            &self.statements,
-            &self.location,
-            sql,
-            params,
-            action,
-        )
+        Ok(self.rows(sql, params, action)?.into_iter().next())
     }
 }
 

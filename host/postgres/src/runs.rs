@@ -202,14 +202,7 @@ pub(crate) fn counts(db: &Db) -> Result<RunCounts, StoreError> {
     for row in rows {
         let status: String = row.get(0);
         let n = u64::try_from(row.get::<_, i64>(1)).unwrap_or_default();
-        match status.parse::<RunStatus>() {
-            Ok(RunStatus::Running) => counts.running = n,
-            Ok(RunStatus::Waiting) => counts.waiting = n,
-            Ok(RunStatus::Completed) => counts.completed = n,
-            Ok(RunStatus::Failed) => counts.failed = n,
-            Ok(RunStatus::Cancelled) => counts.cancelled = n,
-            Err(_) => {}
-        }
+        counts.set(&status, n);
     }
     Ok(counts)
 }

@@ -286,6 +286,21 @@ pub struct RunCounts {
     pub cancelled: u64,
 }
 
+impl RunCounts {
+    /// Sets the count of the status a backend stored as `status` (its text); text that is no
+    /// status is left out, as a listing would leave it out.
+    pub fn set(&mut self, status: &str, n: u64) {
+        match status.parse::<RunStatus>() {
+            Ok(RunStatus::Running) => self.running = n,
+            Ok(RunStatus::Waiting) => self.waiting = n,
+            Ok(RunStatus::Completed) => self.completed = n,
+            Ok(RunStatus::Failed) => self.failed = n,
+            Ok(RunStatus::Cancelled) => self.cancelled = n,
+            Err(_) => {}
+        }
+    }
+}
+
 impl Default for RunFilter {
     /// Every run, at most 50: a listing that fits a terminal.
     fn default() -> Self {

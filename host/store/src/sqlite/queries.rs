@@ -416,14 +416,7 @@ pub(super) fn counts(
         let status: String = row.get(0).map_err(|e| classify(path, action(), e))?;
         let n: i64 = row.get(1).map_err(|e| classify(path, action(), e))?;
         let n = u64::try_from(n).unwrap_or_default();
-        match status.parse::<RunStatus>() {
-            Ok(RunStatus::Running) => counts.running = n,
-            Ok(RunStatus::Waiting) => counts.waiting = n,
-            Ok(RunStatus::Completed) => counts.completed = n,
-            Ok(RunStatus::Failed) => counts.failed = n,
-            Ok(RunStatus::Cancelled) => counts.cancelled = n,
-            Err(_) => {}
-        }
+        counts.set(&status, n);
     }
     Ok(counts)
 }
