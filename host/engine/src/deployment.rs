@@ -35,7 +35,7 @@ use stepflow_store::{DeployedPlugin, Deployment};
 use crate::build::build_plugins;
 use crate::error::EngineError;
 use crate::functions::{LoadedPlugins, Placeholders};
-use crate::grants::options;
+use crate::grants::{check_http, options};
 use crate::load::{Engine, LoadedFlow, compile};
 use crate::observer::Observer;
 use crate::stop::StopRequests;
@@ -101,6 +101,7 @@ impl Engine {
                 options(decl).map_err(in_deployment)?,
             )
             .map_err(|e| in_deployment(e.into()))?;
+            check_http(&file, decl, &plugin).map_err(in_deployment)?;
             plugins.insert(name.clone(), plugin);
         }
         let steps = file

@@ -12,7 +12,7 @@ use stepflow_plugin::{Plugin, Runtime, RuntimeConfig};
 use crate::build::build_plugins;
 use crate::error::EngineError;
 use crate::functions::{LoadedPlugins, Placeholders};
-use crate::grants::options;
+use crate::grants::{check_http, options};
 use crate::observer::Observer;
 use crate::stop::StopRequests;
 
@@ -128,6 +128,7 @@ impl Engine {
         let mut plugins = BTreeMap::new();
         for (name, decl) in &file.plugins {
             let plugin = Plugin::load(&self.runtime, name, &decl.wasm, options(decl)?)?;
+            check_http(&file, decl, &plugin)?;
             plugins.insert(name.clone(), plugin);
         }
         let steps = file.to_steps(&LoadedPlugins(&plugins))?;

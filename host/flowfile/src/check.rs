@@ -17,6 +17,8 @@ use crate::types::{
 };
 use crate::yaml::missing_hint;
 
+mod http;
+
 /// Checks a document read from `path` and resolves its relative paths.
 pub(crate) fn check(doc: FlowDoc, path: &Path) -> Result<FlowFile, Diagnostic> {
     Checker {
@@ -177,6 +179,21 @@ impl Checker<'_> {
         for dir in &doc.dirs {
             dirs.push(self.dir_grant(&dir.value, &dirs)?);
         }
+        let mut http = Vec::new();
+        for grant in &doc.http {
+            http.push(self.http_grant(grant)?);
+        }
+        let http_limits = match &doc.http_limits {
+            Some(limits) if doc.http.is_empty() => {
+                return Err(self.error(
+                    limits.at,
+                    "`http-limits` is set but the plugin has no `http` grant",
+                    "grant what it may call, e.g. `http: [{url: \"https://api.example.com/v1/*\", methods: [GET]}]`, or remove `http-limits`",
+                ));
+            }
+            Some(limits) => self.http_limits(limits)?,
+            None => Default::default(),
+        };
         let memory_bytes = doc.memory.as_ref().map(|m| m.value.0);
         let max_output_bytes = doc.max_output.as_ref().map(|m| m.value.0);
         let timeout = match &doc.timeout {
@@ -215,6 +232,8 @@ impl Checker<'_> {
             max_output_bytes,
             reuse_instances: doc.reuse_instances,
             secrets,
+            http,
+            http_limits,
         })
     }
 

@@ -280,6 +280,47 @@ pub(crate) struct PluginDoc {
     /// nothing leaks from one call to the next).
     #[serde(default)]
     pub(crate) reuse_instances: bool,
+    /// What the plugin may call over HTTP (`wasi:http`); every other request is refused before
+    /// a connection is opened (default: nothing).
+    #[serde(default)]
+    pub(crate) http: Vec<Located<HttpDoc>>,
+    /// How far each call's HTTP requests may go; every limit has a default.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) http_limits: Option<Located<HttpLimitsDoc>>,
+}
+
+/// One place a plugin may call over HTTP, and with which methods.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HttpDoc {
+    /// `https://host[:port]/path`, where `*` in the path stands for any run of characters
+    /// (`https://api.example.com/v1/*`) and a host may start with `*.` for its subdomains;
+    /// plain `http://` only when written so.
+    #[schemars(regex(pattern = r"^https?://"))]
+    pub(crate) url: Located<String>,
+    /// The HTTP methods allowed there, e.g. `[GET, POST]`.
+    #[schemars(length(min = 1))]
+    pub(crate) methods: Vec<Located<String>>,
+}
+
+/// Limits on one call's HTTP requests.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(crate) struct HttpLimitsDoc {
+    /// The longest wait for a connection, e.g. `5s` (the default).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) connect_timeout: Option<Located<Period>>,
+    /// The longest one request may take, to the last byte of its response, e.g. `30s` (the
+    /// default).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) timeout: Option<Located<Period>>,
+    /// The largest response body, e.g. `16MiB` (the default).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) max_response: Option<Located<Size>>,
+    /// The most requests one call may make, e.g. `100` (the default).
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(range(min = 1))]
+    pub(crate) max_requests: Option<Located<u32>>,
 }
 
 /// Where a secret's value comes from: exactly one of `env` and `file`.

@@ -29,6 +29,10 @@
 //!     fuel: 1000000                    # optional instruction budget per call
 //!     max-output: 1MiB                 # cap on what one step returns; default 1MiB
 //!     reuse-instances: false           # default false: a fresh instance per call
+//!     secrets: { API_TOKEN: { env: DEPLOY_TOKEN } }   # read as env vars; never shown (or {file: PATH})
+//!     http:                            # what it may call over HTTP (default nothing)
+//!       - { url: "https://api.example.com/v1/*", methods: [GET, POST] }   # http:// only if written
+//!     http-limits: { connect-timeout: 5s, timeout: 30s, max-response: 16MiB, max-requests: 100 }   # the defaults
 //! data: { version: "2.0" }             # the data document a run starts with (any JSON value; default {})
 //! steps:                               # the root's items, in order
 //!   - do: deploy.prepare               # a step; `name` defaults to the function's name: `prepare`
@@ -107,6 +111,7 @@ pub use diagnostic::{Diagnostic, Position};
 pub use parse::{MAX_FLOW_FILE_BYTES, load, load_with_limit, parse};
 pub use schema::schema;
 pub use types::{
-    DirDecl, FlowFile, FunctionRef, Item, ItemKind, PluginDecl, RetryDecl, SecretDecl, SecretSource,
+    DirDecl, FlowFile, FunctionRef, HttpDecl, HttpLimitsDecl, Item, ItemKind, PluginDecl,
+    RetryDecl, SecretDecl, SecretSource,
 };
 pub use units::{parse_duration, parse_size};

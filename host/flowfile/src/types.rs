@@ -59,6 +59,42 @@ pub struct PluginDecl {
     pub reuse_instances: bool,
     /// Secrets the plugin reads as environment variables, by name.
     pub secrets: Vec<SecretDecl>,
+    /// What the plugin may call over HTTP.
+    pub http: Vec<HttpDecl>,
+    /// Limits on each call's HTTP, where the flow sets them.
+    pub http_limits: HttpLimitsDecl,
+}
+
+/// One place a plugin may call over HTTP, taken apart so the host compares requests with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpDecl {
+    /// The URL as written, for messages.
+    pub url: String,
+    /// Whether it is plain `http://` rather than `https://`.
+    pub plain: bool,
+    /// The host, lowercase (`*.example.com` for its subdomains, `[::1]` for IPv6).
+    pub host: String,
+    /// The port, if written.
+    pub port: Option<u16>,
+    /// The path pattern (`*` for any run of characters); `/*` when none is written.
+    pub path: String,
+    /// The methods, uppercase.
+    pub methods: Vec<String>,
+    /// Where the grant is written.
+    pub at: Position,
+}
+
+/// Limits on a call's HTTP requests; `None` is the host's default.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpLimitsDecl {
+    /// Longest wait for a connection.
+    pub connect_timeout: Option<Duration>,
+    /// Longest one request may take.
+    pub timeout: Option<Duration>,
+    /// Largest response body.
+    pub max_response_bytes: Option<u64>,
+    /// Most requests per call.
+    pub max_requests: Option<u32>,
 }
 
 /// A secret a plugin is given: the name it reads it by, and where its value comes from.

@@ -182,9 +182,23 @@ fn deploy_parses_into_its_items() {
     );
     assert_eq!(
         file.data,
-        json!({ "version": "2.0", "current": "1.0", "rollout_ms": 1500, "flaky_validations": 1 })
+        json!({ "api": "http://127.0.0.1:8700", "version": "2.0" })
     );
     let plugin = &file.plugins["deploy"];
+    assert_eq!(plugin.http.len(), 1);
+    let grant = &plugin.http[0];
+    assert_eq!(
+        (
+            grant.plain,
+            grant.host.as_str(),
+            grant.port,
+            grant.path.as_str()
+        ),
+        (true, "127.0.0.1", Some(8700), "/v1/*")
+    );
+    assert_eq!(grant.methods, ["GET", "POST"]);
+    assert_eq!(plugin.http_limits.max_requests, Some(20));
+    assert_eq!(plugin.http_limits.max_response_bytes, Some(1 << 20));
     assert_eq!(plugin.memory_bytes, Some(64 << 20));
     assert_eq!(plugin.timeout, Some(Duration::from_secs(30)));
     assert!(plugin.env.is_empty() && plugin.dirs.is_empty() && !plugin.reuse_instances);
@@ -250,7 +264,7 @@ fn references_list_every_use_with_its_kind_and_place() {
         ]
     );
     let Reference { at, .. } = &refs[0];
-    assert_eq!(*at, Position::new(16, 9));
+    assert_eq!(*at, Position::new(23, 9));
 }
 
 fn built(file: &FlowFile, fakes: &Fakes) -> StepFlow {

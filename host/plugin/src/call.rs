@@ -16,7 +16,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 
 use crate::bindings::stepflow::plugin::types as wit;
 use crate::load::PluginInner;
-use crate::sandbox::{CapturedOutput, Grants, HostState, LogTag, MemoryCap};
+use crate::sandbox::{CapturedOutput, Grants, HostState, HttpPolicy, LogTag, MemoryCap};
 
 /// A plugin function checked for one use; implements the model's step traits, so a plugin step
 /// is just another step.
@@ -112,7 +112,13 @@ impl PluginFunction {
             .checkout(ctx)
             .await
             .map_err(|e| self.error(ctx, e, false))?;
-        let result = invoke(&mut warm, &self.index, params(to_wit(ctx))).await;
+        // The epoch stops guest code that computes too long; this stops a call that waits too
+        // long in the host (an HTTP request, a sleep). The instance is dropped either way.
+        let limit = self.plugin.options.grants.timeout;
+        let result =
+            tokio::time::timeout(limit, invoke(&mut warm, &self.index, params(to_wit(ctx))))
+                .await
+                .unwrap_or_else(|_| Err(wasmtime::Error::new(Trap::Interrupt)));
         let dropped = warm.output.end_call();
         if dropped > 0 {
             let plugin = &*self.plugin.name;
@@ -216,6 +222,7 @@ impl PluginFunction {
             secrets: p.options.grants.secrets.clone(),
         };
         warm.output.start_call(tag.clone());
+        warm.store.data_mut().http.start_call(tag.clone());
         warm.store.data_mut().tag = tag;
         set_limits(&mut warm.store, &p.options.grants)?;
         Ok(warm)
@@ -248,6 +255,8 @@ impl PluginFunction {
                 tag: LogTag::default(),
                 started: Instant::now(),
                 time_limit: grants.timeout,
+                http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+                http: HttpPolicy::new(&grants.http, grants.http_limits),
             },
         );
         store.limiter(|s| &mut s.limits);

@@ -29,7 +29,7 @@ pub use call::PluginFunction;
 pub use exports::Export;
 pub use load::{Plugin, PluginOptions};
 pub use runtime::{Runtime, RuntimeConfig};
-pub use sandbox::{DirGrant, Grants};
+pub use sandbox::{DirGrant, Grants, HttpGrant, HttpLimits};
 pub use secrets::{MIN_SECRET_BYTES, Secrets};
 pub use stepflow_model::FunctionKind;
 

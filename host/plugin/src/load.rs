@@ -37,6 +37,7 @@ pub(crate) struct PluginInner {
     pub(crate) exports: Vec<(Export, Option<ComponentExportIndex>)>,
     pub(crate) options: PluginOptions,
     pub(crate) loaded_from: LoadedFrom,
+    pub(crate) imports_http: bool,
     pub(crate) idle: IdleInstances,
 }
 
@@ -85,6 +86,10 @@ impl Plugin {
             ))
         })?;
         let exports = read_exports(&rt.engine, &component);
+        let imports_http = component
+            .component_type()
+            .imports(&rt.engine)
+            .any(|(name, _)| name.starts_with("wasi:http/"));
         Ok(Plugin {
             inner: Arc::new(PluginInner {
                 name: name.into(),
@@ -93,6 +98,7 @@ impl Plugin {
                 exports,
                 options,
                 loaded_from,
+                imports_http,
                 idle: IdleInstances::default(),
             }),
         })
@@ -101,6 +107,12 @@ impl Plugin {
     /// The name flows use for the plugin.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// Whether the component imports `wasi:http`, so a flow that gives it no `http` grant can
+    /// be told before its requests are refused at run time.
+    pub fn imports_http(&self) -> bool {
+        self.inner.imports_http
     }
 
     /// Whether loading compiled the component or took it from the cache, for reporting load

@@ -13,8 +13,14 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::secrets::Secrets;
+
+mod http;
+
+pub(crate) use http::HttpPolicy;
+pub use http::{HttpGrant, HttpLimits};
 
 /// What a plugin is allowed; everything not granted is denied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +42,11 @@ pub struct Grants {
     /// Values the plugin reads as environment variables and that nothing leaving the sandbox
     /// shows (`Secrets`).
     pub secrets: Secrets,
+    /// What the plugin may call over HTTP (`wasi:http/outgoing-handler`); empty, every request
+    /// is refused.
+    pub http: Vec<HttpGrant>,
+    /// How far each call's HTTP may go.
+    pub http_limits: HttpLimits,
 }
 
 /// A host directory mapped into the plugin.
@@ -60,6 +71,8 @@ impl Default for Grants {
             max_output_bytes: 1 << 20,
             max_log_bytes: 64 << 10,
             secrets: Secrets::default(),
+            http: Vec::new(),
+            http_limits: HttpLimits::default(),
         }
     }
 }
@@ -101,6 +114,9 @@ pub(crate) struct HostState {
     /// same thread go on.
     pub started: Instant,
     pub time_limit: Duration,
+    /// wasi:http's own state, and the policy every outgoing request passes.
+    pub http_ctx: WasiHttpCtx,
+    pub http: HttpPolicy,
 }
 
 /// Who a log line is about, and the secret values it must not show.
@@ -110,6 +126,16 @@ pub(crate) struct LogTag {
     pub run: Arc<str>,
     pub step: Arc<str>,
     pub secrets: Secrets,
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
 }
 
 impl WasiView for HostState {

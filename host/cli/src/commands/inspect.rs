@@ -17,6 +17,6 @@ pub fn inspect(path: &Path, json: bool) -> Result<(), Exit> {
         .unwrap_or("plugin");
     let plugin =
         Plugin::load(engine.runtime(), name, path, Default::default()).map_err(Exit::usage)?;
-    views::exports::print(path, name, &plugin.exports(), json);
+    views::exports::print(path, name, &plugin.exports(), plugin.imports_http(), json);
     Ok(())
 }

@@ -8,8 +8,9 @@ use stepflow_plugin::Export;
 
 use crate::output;
 
-/// The step functions, then the other exports with the reason each is not a step.
-pub fn print(path: &Path, plugin: &str, exports: &[Export], json: bool) {
+/// The step functions, then the other exports with the reason each is not a step, then
+/// whether it makes HTTP requests (so its flow must grant them).
+pub fn print(path: &Path, plugin: &str, exports: &[Export], imports_http: bool, json: bool) {
     if json {
         let list: Vec<Value> = exports
             .iter()
@@ -18,7 +19,7 @@ pub fn print(path: &Path, plugin: &str, exports: &[Export], json: bool) {
                 Err(why) => json!({ "function": e.name, "kind": null, "not_a_step_because": why }),
             })
             .collect();
-        output::line(json!({ "plugin": plugin, "functions": list }));
+        output::line(json!({ "plugin": plugin, "functions": list, "imports_http": imports_http }));
         return;
     }
     output::line(format!("{}: step functions", path.display()));
@@ -36,5 +37,13 @@ pub fn print(path: &Path, plugin: &str, exports: &[Export], json: bool) {
         for (name, why) in others {
             output::line(format!("  {name:<30} {why}"));
         }
+    }
+    if imports_http {
+        output::line(
+            "imports wasi:http: it makes HTTP requests, which its flow must grant under the \
+             plugin (`http: [{url: \"https://api.example.com/v1/*\", methods: [GET]}]`)",
+        );
+    } else {
+        output::line("imports no wasi:http: it makes no HTTP requests");
     }
 }

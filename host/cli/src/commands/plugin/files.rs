@@ -51,6 +51,32 @@ const PYTHON: &[File] = &[file!("app.py", "plugins/python/template/app.py")];
 
 const JAVASCRIPT: &[File] = &[file!("index.js", "plugins/javascript/template/index.js")];
 
+/// The WASI WIT packages a Python or JavaScript world needs once it imports `wasi:http` (a Rust
+/// plugin gets them from the `wasi` crate), one package per file as `wit/deps` wants them:
+/// there from the start, so calling HTTP is an import
+/// in the world and a grant in the flow, nothing to fetch.
+const WASI_WIT: &[File] = &[
+    file!("wit/deps/wasi-cli.wit", "plugins/wit-deps/wasi/cli.wit"),
+    file!(
+        "wit/deps/wasi-clocks.wit",
+        "plugins/wit-deps/wasi/clocks.wit"
+    ),
+    file!(
+        "wit/deps/wasi-filesystem.wit",
+        "plugins/wit-deps/wasi/filesystem.wit"
+    ),
+    file!("wit/deps/wasi-http.wit", "plugins/wit-deps/wasi/http.wit"),
+    file!("wit/deps/wasi-io.wit", "plugins/wit-deps/wasi/io.wit"),
+    file!(
+        "wit/deps/wasi-random.wit",
+        "plugins/wit-deps/wasi/random.wit"
+    ),
+    file!(
+        "wit/deps/wasi-sockets.wit",
+        "plugins/wit-deps/wasi/sockets.wit"
+    ),
+];
+
 const C: &[File] = &[
     file!("plugin.c", "plugins/c/template/plugin.c"),
     file!("stepflow/step.h", "plugins/c/common/step.h"),
@@ -67,7 +93,11 @@ pub fn project(language: PluginLanguage) -> impl Iterator<Item = &'static File> 
         PluginLanguage::Javascript => JAVASCRIPT,
         PluginLanguage::C => C,
     };
-    COMMON.iter().chain(own)
+    let wasi: &[File] = match language {
+        PluginLanguage::Python | PluginLanguage::Javascript => WASI_WIT,
+        PluginLanguage::Rust | PluginLanguage::C => &[],
+    };
+    COMMON.iter().chain(own).chain(wasi)
 }
 
 /// The build kit of `language`: `build` (run as `build --project DIR`) and its companions.
