@@ -279,12 +279,7 @@ fn the_deploy_example_deploys_through_the_deployment_api() {
     let path = s.flow("deploy.yaml", &yaml);
     let out = s.run(&["run", path.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let shown = stdout(&s.run(&[
-        "show",
-        json(&out)["run"].as_str().unwrap_or_default(),
-        "--json",
-    ]));
-    let shown: serde_json::Value = serde_json::from_str(&shown).expect("show");
+    let shown = show(&s, &out);
     assert_eq!(shown["data"]["current"], "2.0", "{shown}");
     assert_eq!(
         shown["data"]["validated_on_attempt"], 2,
@@ -294,12 +289,8 @@ fn the_deploy_example_deploys_through_the_deployment_api() {
     // Run again: the API already runs 2.0, so the case skips the deployment.
     let out = s.run(&["run", path.to_str().unwrap(), "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let shown = stdout(&s.run(&[
-        "show",
-        json(&out)["run"].as_str().unwrap_or_default(),
-        "--json",
-    ]));
-    let steps: Vec<String> = common::history_steps(&serde_json::from_str(&shown).expect("show"))
+    let shown = show(&s, &out);
+    let steps: Vec<String> = common::history_steps(&shown)
         .into_iter()
         .map(str::to_string)
         .collect();
@@ -307,4 +298,10 @@ fn the_deploy_example_deploys_through_the_deployment_api() {
         !steps.iter().any(|s| s.ends_with("/deploy")),
         "no second deployment: {steps:?}"
     );
+}
+
+/// `show --json` of the run a `run --json` started.
+fn show(s: &Sandbox, run: &std::process::Output) -> serde_json::Value {
+    let id = json(run)["run"].as_str().unwrap_or_default().to_string();
+    serde_json::from_str(&stdout(&s.run(&["show", &id, "--json"]))).expect("show")
 }

@@ -166,23 +166,21 @@ fn httpcall(rt: &Runtime, language: &str, grants: Grants) -> Option<Plugin> {
     }
 }
 
+/// A flow of one step, `name`, that calls `function` of `plugin`.
+fn one_step(plugin: &Plugin, name: &str, function: &str) -> StepFlow {
+    let action = plugin.action(function).expect("an action");
+    StepFlow::new(Steps::named("http.v1").step_shared(name, Arc::new(action))).expect("a flow")
+}
+
 /// Runs `function` as the one step of a flow, then a second step of the same plugin that
 /// fetches `/v1/echo`, and returns the state after the first: the plugin's host is still
 /// up and its next step runs whatever the first did.
 async fn step(plugin: &Plugin, function: &str, data: Value, server: &Server) -> State {
-    let flow = StepFlow::new(Steps::named("http.v1").step_shared(
-        "call",
-        Arc::new(plugin.action(function).expect("an action")),
-    ))
-    .expect("a flow");
+    let flow = one_step(plugin, "call", function);
     let state = flow
         .apply(&RunContext::new("http-run"), flow.new_state(data))
         .await;
-    let next = StepFlow::new(
-        Steps::named("http.v1")
-            .step_shared("next", Arc::new(plugin.action("fetch").expect("fetch"))),
-    )
-    .expect("a flow");
+    let next = one_step(plugin, "next", "fetch");
     let after = next
         .apply(
             &RunContext::new("http-run-2"),
@@ -260,11 +258,7 @@ async fn a_plugin_without_a_grant_can_call_nothing() {
     let Some(plugin) = httpcall(&rt, "rust", grants(vec![])) else {
         return;
     };
-    let flow = StepFlow::new(
-        Steps::named("http.v1")
-            .step_shared("call", Arc::new(plugin.action("fetch").expect("fetch"))),
-    )
-    .expect("a flow");
+    let flow = one_step(&plugin, "call", "fetch");
     let state = flow
         .apply(
             &RunContext::new("r"),
@@ -334,11 +328,7 @@ async fn loopback_is_refused_when_only_a_public_host_is_granted() {
     let Some(plugin) = httpcall(&rt, "rust", grants(vec![public])) else {
         return;
     };
-    let flow = StepFlow::new(
-        Steps::named("http.v1")
-            .step_shared("call", Arc::new(plugin.action("fetch").expect("fetch"))),
-    )
-    .expect("a flow");
+    let flow = one_step(&plugin, "call", "fetch");
     let data = json!({ "request": { "url": server.url("/v1/echo") } });
     let state = flow
         .apply(&RunContext::new("r"), flow.new_state(data))
