@@ -740,3 +740,19 @@ fn loud_output_is_tagged_bounded_and_the_dropped_bytes_are_counted() {
             .join("\n")
     );
 }
+
+#[test]
+fn a_server_with_impossible_settings_says_which_and_starts_nothing() {
+    let s = Sandbox::new();
+    let out = s.run(&["server", "--no-api", "--lease", "10ms"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--lease 10ms is too short") && err.contains("so give at least 1s"),
+        "one sentence, no gap: {err}"
+    );
+    let out = s.run(&["server", "--no-api", "--drive-threads", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--drive-threads"), "{}", stderr(&out));
+    assert!(!s.db().exists(), "no database was made");
+}

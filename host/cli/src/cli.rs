@@ -201,6 +201,10 @@ pub enum Command {
         /// The most runs driven at once.
         #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
         concurrency: u16,
+        /// How many threads drive runs (default: four per core). Servers that share one host
+        /// split its cores: give each its part (e.g. 4 for two servers on 2 cores).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+        drive_threads: Option<u16>,
         /// How long a claim on a run lasts unless this server renews it (it renews at half
         /// time): how soon another server takes over the runs of one that died or hangs. A
         /// flow whose steps may run longer gets twice its longest step time.

@@ -136,6 +136,7 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
         Command::Plugin(PluginCommand::Test { dir }) => commands::plugin::test(&dir, json).await,
         Command::Server {
             concurrency,
+            drive_threads,
             lease,
             listen,
             no_api,
@@ -149,7 +150,11 @@ async fn dispatch(cli: Cli) -> Result<(), Exit> {
                 reads_need_token,
                 policy: commands::server::policy(&allow_dir, allow_env),
             });
-            commands::server::server(&db, usize::from(concurrency), lease, api, json).await
+            let drives = commands::server::Drives {
+                concurrency: usize::from(concurrency),
+                threads: drive_threads.map(usize::from),
+            };
+            commands::server::server(&db, drives, lease, api, json).await
         }
     }
 }

@@ -71,20 +71,37 @@ pub fn statements_sent() -> u64 {
     db::SENT.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The whole PostgreSQL server's WAL syncs (`pg_stat_wal.wal_sync`) and committed
-/// transactions (all databases) so far, read over a connection to `url` (any database of the
-/// server; it needs no stepflow tables): what benchmarks divide by the steps saved to get the
-/// durable cost of a step.
-pub fn server_counters(url: &str) -> Result<(f64, f64), StoreError> {
+/// Counters of a whole PostgreSQL server, for benchmarks that divide them by the steps saved
+/// to get the durable cost of a step.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ServerCounters {
+    /// WAL syncs (`pg_stat_wal.wal_sync`): the commits that waited for the disk.
+    pub wal_syncs: f64,
+    /// Transactions committed in all databases (`xact_commit`), read-only ones included: a
+    /// lone `SELECT` is a transaction too.
+    pub transactions: f64,
+    /// Transaction ids handed out (the next id of the server's snapshot): one per transaction
+    /// that wrote something, committed or not; the read-only ones take none.
+    pub write_transactions: f64,
+}
+
+/// The [`ServerCounters`] of the server at `url` now, read over a connection of their own (to
+/// any database of the server; it needs no stepflow tables, and reading them writes nothing).
+pub fn server_counters(url: &str) -> Result<ServerCounters, StoreError> {
     let location = connect::redact(url);
     let client = connect::connect(url, &location, true)?;
     let row = wait(client.query_one(
         "SELECT (SELECT wal_sync FROM pg_stat_wal)::float8, \
-         (SELECT sum(xact_commit) FROM pg_stat_database)::float8",
+         (SELECT sum(xact_commit) FROM pg_stat_database)::float8, \
+         pg_snapshot_xmax(pg_current_snapshot())::text::float8",
         &[],
     ))
     .map_err(|e| error::classify(&location, "reading the server's counters", e))?;
-    Ok((row.get(0), row.get(1)))
+    Ok(ServerCounters {
+        wal_syncs: row.get(0),
+        transactions: row.get(1),
+        write_transactions: row.get(2),
+    })
 }
 
 /// A connection to a stepflow database in PostgreSQL; open one per thread that needs it.

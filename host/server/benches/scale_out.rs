@@ -1,10 +1,13 @@
 //! Servers sharing one PostgreSQL: durable steps/s and runs completed/s with 1, 2 and 4
 //! servers at 100 and 1,000 concurrent runs (20 no-op plugin steps each), with SQLite (one
 //! server, the same flow) in the same run for comparison; and per step, what the capacity of a
-//! bigger machine can be computed from: statements sent, WAL syncs (PostgreSQL's durable
-//! commits) and transactions committed, and CPU time in the servers and in PostgreSQL (all of
-//! its processes: backends, WAL writer, checkpointer). Also an idle server's queries per
-//! second.
+//! bigger machine can be computed from: statements sent, write commits (transaction ids
+//! handed out: one per transaction that wrote, exact), WAL syncs and all transactions (both
+//! from PostgreSQL's statistics, which its backends report with a lag of up to a second, so a
+//! short measurement can miss some), and CPU time in the servers and in PostgreSQL (all of its
+//! processes: backends, WAL writer, checkpointer; a backend that has ended by the second
+//! reading is missed). Also an idle server's queries per second. Each of N servers gets 1/N of
+//! the driver threads a lone server starts, as servers sharing one host should be run.
 //!
 //! The servers run in this process (one `Server` each, its own owner id, writer and driver
 //! threads), so their statements are counted exactly by the store itself.
@@ -102,7 +105,7 @@ fn postgres_cpu() -> f64 {
 }
 
 /// WAL syncs and committed transactions of the whole PostgreSQL server so far.
-fn wal_and_commits(admin: &str) -> (f64, f64) {
+fn counters(admin: &str) -> stepflow_postgres::ServerCounters {
     stepflow_postgres::server_counters(admin).expect("the server's counters")
 }
 
@@ -113,9 +116,17 @@ struct Figures {
     runs_per_s: f64,
     statements: f64,
     wal_syncs: f64,
+    /// Every transaction, read-only ones included.
+    transactions: f64,
+    /// Transactions that wrote: the commits group commit is about.
     commits: f64,
     server_cpu_ms: f64,
     postgres_cpu_ms: f64,
+}
+
+/// This machine's cores.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `runs` runs driven to completion by `servers` servers on `db`.
@@ -143,7 +154,7 @@ fn measure(
     let left = Arc::new(AtomicUsize::new(runs * STEPS));
     let span = Arc::new(Mutex::new((None, None)));
     let statements0 = stepflow_postgres::statements_sent();
-    let (wal0, commits0) = admin.map(wal_and_commits).unwrap_or_default();
+    let before = admin.map(counters).unwrap_or_default();
     let (cpu0, pg0) = (cpu_of("self"), postgres_cpu());
     let done = rt.block_on(async {
         let mut running = Vec::new();
@@ -160,6 +171,11 @@ fn measure(
             };
             let server = Server::new(ServerConfig {
                 concurrency: runs,
+                // Servers sharing this one machine share its driver threads: each gets its part
+                // of the four per core a lone server starts, as an operator running several
+                // servers on one host would set them (on hosts of their own each has its own
+                // cores, and the default).
+                drive_threads: Some((cores() * 4 / servers).max(1)),
                 owner: format!("{}-{i}", stepflow_engine::this_owner()),
                 ..ServerConfig::new(db.clone())
             })
@@ -177,7 +193,7 @@ fn measure(
         completed
     });
     let (cpu1, pg1) = (cpu_of("self"), postgres_cpu());
-    let (wal1, commits1) = admin.map(wal_and_commits).unwrap_or_default();
+    let after = admin.map(counters).unwrap_or_default();
     let statements = stepflow_postgres::statements_sent() - statements0;
     assert_eq!(done, runs as u64, "every run completed");
     let (Some(first), Some(last)) = span.lock().map(|s| *s).unwrap_or_default() else {
@@ -189,8 +205,9 @@ fn measure(
         steps_per_s: (steps - 1.0) / secs,
         runs_per_s: runs as f64 / secs,
         statements: statements as f64 / steps,
-        wal_syncs: (wal1 - wal0) / steps,
-        commits: (commits1 - commits0) / steps,
+        wal_syncs: (after.wal_syncs - before.wal_syncs) / steps,
+        transactions: (after.transactions - before.transactions) / steps,
+        commits: (after.write_transactions - before.write_transactions) / steps,
         server_cpu_ms: (cpu1 - cpu0) * 1000.0 / steps,
         postgres_cpu_ms: (pg1 - pg0) * 1000.0 / steps,
     }
@@ -248,23 +265,31 @@ fn main() {
         let Some(admin) = admin.as_deref() else {
             continue;
         };
-        let mut one = None;
+        let (mut one, mut previous) = (None, None::<f64>);
         for servers in [1, 2, 4] {
             let scratch = ScratchDatabase::create(admin, "bench").expect("a scratch database");
             let db = Database::Postgres(scratch.url.clone());
             let f = measure(&engine, &flow, &db, Some(admin), servers, runs);
             let base = *one.get_or_insert(f.steps_per_s);
+            let previous_rate = previous.replace(f.steps_per_s);
             lines.push(format!(
-                "postgres {servers} server{} , {runs:>4} runs: {:>7.0} steps/s {:>6.1} runs/s ({:.2}x 1 server), \
-                 {:.2} statements, {:.3} WAL syncs, {:.3} commits per step; CPU per step: server {:.3} ms, \
-                 PostgreSQL {:.3} ms",
+                "postgres {servers} server{} , {runs:>4} runs: {:>7.0} steps/s {:>6.1} runs/s ({:.2}x 1 server{}), \
+                 {:.2} statements, {:.3} WAL syncs, {:.3} write commits \
+                 ({:.3} transactions) per step; CPU per step: server {:.3} ms, PostgreSQL {:.3} ms",
                 if servers == 1 { " " } else { "s" },
                 f.steps_per_s,
                 f.runs_per_s,
                 f.steps_per_s / base,
+                previous_rate.map_or(String::new(), |p| format!(
+                    ", {:+.0}% on {} server{}",
+                    (f.steps_per_s / p - 1.0) * 100.0,
+                    servers / 2,
+                    if servers / 2 == 1 { "" } else { "s" }
+                )),
                 f.statements,
                 f.wal_syncs,
                 f.commits,
+                f.transactions,
                 f.server_cpu_ms,
                 f.postgres_cpu_ms
             ));

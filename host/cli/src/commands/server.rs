@@ -43,24 +43,38 @@ pub fn policy(dirs: &[String], env: Vec<String>) -> stepflow_engine::SubmitPolic
     }
 }
 
+/// How many runs a server drives at once, and on how many threads (`None`: four per core).
+pub struct Drives {
+    /// The most runs driven at once.
+    pub concurrency: usize,
+    /// The threads that drive them.
+    pub threads: Option<usize>,
+}
+
 /// `stepflow server`.
 pub async fn server(
     db: &Database,
-    concurrency: usize,
+    drives: Drives,
     lease: std::time::Duration,
     api: Option<Api>,
     json: bool,
 ) -> Result<(), Exit> {
     if lease < std::time::Duration::from_secs(1) {
         return Err(Exit::usage(format!(
-            "--lease {lease:?} is too short: a server renews its claims at half the lease, so              give at least 1s (the default is 60s)"
+            "--lease {lease:?} is too short: a server renews its claims at half the lease, so \
+             give at least 1s (the default is 60s)"
         )));
     }
     // Listening before anything else, so an early SIGTERM is a clean stop, not a kill.
     let stop = crate::signals::stop_requests();
+    let Drives {
+        concurrency,
+        threads,
+    } = drives;
     let engine = server_engine(concurrency)?;
     let config = ServerConfig {
         concurrency,
+        drive_threads: threads,
         lease_ttl: lease,
         max_data_bytes: super::max_data_bytes(),
         ..ServerConfig::new(db.clone())
