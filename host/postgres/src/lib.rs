@@ -189,6 +189,31 @@ impl PostgresStore {
             .map_err(|e| error::classify(&location, format!("dropping database {name}"), e))
     }
 
+    /// Gives database `name` on the server of `url` a setting that every new session of it
+    /// starts with (`ALTER DATABASE name SET setting = value`), e.g. `commit_delay` for a
+    /// database that several servers write to; needs the privilege to set it (a superuser).
+    pub fn configure_database(
+        url: &str,
+        name: &str,
+        setting: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
+        let location = connect::redact(url);
+        let plain =
+            |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !plain(name) || !plain(setting) || !plain(value) {
+            return Err(StoreError::Invalid {
+                subject: stepflow_store::Subject::Run,
+                id: format!("{name}.{setting}"),
+                detail: "a database, setting and value of ASCII letters, digits and `_` are needed"
+                    .into(),
+            });
+        }
+        let client = connect::connect(url, &location, false)?;
+        wait(client.batch_execute(&format!("ALTER DATABASE {name} SET {setting} = {value}")))
+            .map_err(|e| error::classify(&location, format!("setting {setting} of {name}"), e))
+    }
+
     /// The database's URL without its password, as messages show it.
     pub fn location(&self) -> &str {
         &self.db.location

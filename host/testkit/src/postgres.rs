@@ -35,6 +35,13 @@ pub struct ScratchDatabase {
 }
 
 impl ScratchDatabase {
+    /// Gives the database a setting its new sessions start with (see
+    /// [`PostgresStore::configure_database`]).
+    pub fn configure(&self, setting: &str, value: &str) -> Result<(), String> {
+        PostgresStore::configure_database(&self.server, &self.name, setting, value)
+            .map_err(|e| e.to_string())
+    }
+
     /// A new, empty database on the server at `server` (a URL of any database there).
     pub fn create(server: &str, tag: &str) -> Result<Self, String> {
         static COUNT: AtomicU64 = AtomicU64::new(0);
