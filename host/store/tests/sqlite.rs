@@ -3,17 +3,17 @@
 //! SQLite has: atomicity when SQLite itself fails, the file's format, pragmas and migrations,
 //! files that are not ours, checksums of rows edited by hand, and opening read-only.
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde_json::json;
-use stepflow_model::{CallKind, ErrorKind, Event, Failure, State};
+use stepflow_model::{CallKind, State};
 use stepflow_store::{
     HistoryEntry, RunRecord, RunStatus, SqliteStore, StepOutcome, StepSave, Store, StoreError,
 };
+use stepflow_testkit::store::fixtures::{assert_store_terms, entry, record, state, step};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -78,72 +78,6 @@ fn version_1_database(path: &Path) -> TestResult {
     Ok(())
 }
 
-fn state(step: &str, data: serde_json::Value) -> State {
-    State {
-        cursor: vec![Event::new(format!("start:f.v1/{step}"))],
-        data: Arc::new(data),
-        attempts: BTreeMap::from([("f.v1/retry".into(), 2)]),
-        deadlines: BTreeMap::from([("f.v1/wait".into(), 1_700_000_000_123)]),
-        not_before: Some(1_700_000_000_000),
-        error: Some(Failure {
-            step: format!("f.v1/{step}"),
-            kind: ErrorKind::Retryable,
-            message: "connection refused".into(),
-        }),
-        calls: 3,
-        definition: "def-hash".into(),
-        ..State::default()
-    }
-}
-
-fn record(id: &str, created_ms: u64, status: RunStatus) -> RunRecord {
-    RunRecord {
-        id: id.into(),
-        flow: "f.v1".into(),
-        flow_file: "/flows/f.yaml".into(),
-        definition: "def-hash".into(),
-        deployment: None,
-        status,
-        state: state("a", json!({ "n": 0 })),
-        next_check_ms: None,
-        last_error: None,
-        created_ms,
-        updated_ms: created_ms,
-        lease: None,
-    }
-}
-
-fn entry(run_id: &str, step: &str) -> HistoryEntry {
-    HistoryEntry {
-        run_id: run_id.into(),
-        seq: 0,
-        step: format!("f.v1/{step}"),
-        kind: CallKind::Step,
-        attempt: 1,
-        outcome: StepOutcome::Done,
-        started_ms: 1_700_000_000_000,
-        duration_ms: 12,
-        error: None,
-        patch: Some(json!({ "n": 1, "gone": null })),
-        redelivered: false,
-        handlers: Vec::new(),
-    }
-}
-
-/// A save of `state` with no next check, no error and no history entry; tests add what they need
-/// with `StepSave { history: Some(..), ..step(..) }`.
-fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> StepSave<'a> {
-    StepSave {
-        run_id,
-        status,
-        state,
-        next_check_ms: None,
-        last_error: None,
-        history: None,
-        lease: None,
-    }
-}
-
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("stepflow.db")
 }
@@ -161,13 +95,6 @@ fn assert_untouched(path: &Path, before: &[u8]) -> TestResult {
         );
     }
     Ok(())
-}
-
-/// Store errors say what went wrong in the store's terms; the command line adds its own hints.
-fn assert_store_terms(message: &str) {
-    for hint in ["--db", "STEPFLOW_DB", "stepflow runs"] {
-        assert!(!message.contains(hint), "`{hint}` in: {message}");
-    }
 }
 
 fn open_err(path: &Path) -> StoreError {

@@ -18,7 +18,7 @@
 mod batch;
 mod deployments;
 mod due;
-mod fixtures;
+pub mod fixtures;
 mod leases;
 mod pages;
 mod runs;

@@ -3,24 +3,7 @@
 //! refusals every backend makes are in the conformance suite).
 
 use super::*;
-use stepflow_store::{Claim, Lease};
-
-/// Runs `r0`..`r{n-1}`, each claimed by `host-a`.
-fn claimed_runs(store: &mut SqliteStore, n: usize) -> Result<Vec<Lease>, StoreError> {
-    (0..n)
-        .map(|i| {
-            let id = format!("r{i}");
-            store.create_run(&record(&id, 1, RunStatus::Running))?;
-            store.claim(&Claim {
-                run_id: &id,
-                owner: "host-a",
-                ttl_ms: 60_000,
-                now_ms: 1_000,
-                take_over: None,
-            })
-        })
-        .collect()
-}
+use stepflow_testkit::store::fixtures::claimed_runs;
 
 /// A run whose row was edited by hand is refused in its slot ([`StoreError::Checksum`]) and
 /// not overwritten, while the other steps are saved (the conformance suite checks the other

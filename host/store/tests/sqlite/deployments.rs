@@ -2,43 +2,9 @@
 //! refused deployment, damaged bytes and rows seen by their hashes and checksums, and an older
 //! database without deployments (the trait-level rules are in the conformance suite).
 
-use sha2::{Digest, Sha256};
-
 use super::*;
-use stepflow_store::{Claim, DeployedPlugin, Deployment, RunFilter, Subject};
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
-fn plugin(name: &str, bytes: &[u8]) -> DeployedPlugin {
-    DeployedPlugin {
-        name: name.into(),
-        sha256: sha256(bytes),
-        bytes: Arc::from(bytes),
-    }
-}
-
-/// A deployment of flow `flow` whose id is the SHA-256 of `source` (the store only checks the
-/// form of an id; the caller decides what it hashes).
-fn deployment(flow: &str, source: &str, plugins: Vec<DeployedPlugin>) -> Deployment {
-    Deployment {
-        id: sha256(source.as_bytes()),
-        flow: flow.into(),
-        source: source.into(),
-        source_path: format!("/flows/{flow}.yaml"),
-        plugins,
-        created_ms: 1_700_000_000_000,
-    }
-}
-
-/// A run of flow `f.v1` that uses deployment `id`.
-fn run_of(id: &str, created_ms: u64, deployment_id: &str) -> RunRecord {
-    RunRecord {
-        deployment: Some(deployment_id.into()),
-        ..record(id, created_ms, RunStatus::Waiting)
-    }
-}
+use stepflow_store::{Claim, Deployment, RunFilter, Subject};
+use stepflow_testkit::store::fixtures::{deployment, plugin, run_of, sha256};
 
 fn count(path: &Path, sql: &str) -> Result<i64, rusqlite::Error> {
     Connection::open(path)?.query_row(sql, [], |r| r.get(0))

@@ -2,32 +2,7 @@
 //! is `NULL` when there were none; bad data there is a bad record.
 
 use super::*;
-use stepflow_model::{CallRecord, HandlerCall, Outcome, StepError};
-
-/// A failed call that a nested retry offered to two handlers: the inner one failed itself, the
-/// outer one declined.
-fn failed_call() -> CallRecord {
-    CallRecord {
-        step: "f.v1/deploy".into(),
-        kind: CallKind::Step,
-        attempt: 2,
-        sequence: 4,
-        redelivered: false,
-        outcome: Outcome::Failed(StepError::fatal("inner handler broke")),
-        handlers: vec![
-            HandlerCall {
-                group: "f.v1/inner".into(),
-                error: "connection refused (retryable)".into(),
-                answer: Err("inner handler broke (fatal)".into()),
-            },
-            HandlerCall {
-                group: "f.v1/outer".into(),
-                error: "inner handler broke (fatal)".into(),
-                answer: Ok(false),
-            },
-        ],
-    }
-}
+use stepflow_testkit::store::fixtures::failed_call;
 
 /// In the file the handlers are a JSON array any SQL tool can read, and `NULL` for an entry
 /// without any; a read-only store reads them (the conformance suite checks the round trip).

@@ -2,30 +2,7 @@
 //! trait-level rules of signals are in the conformance suite).
 
 use super::*;
-use stepflow_store::{NEVER_DUE_MS, SignalSend};
-
-fn send<'a>(
-    run_id: &'a str,
-    id: &'a str,
-    name: &'a str,
-    payload: &'a serde_json::Value,
-) -> SignalSend<'a> {
-    SignalSend {
-        run_id,
-        id,
-        name,
-        payload,
-        now_ms: 1_000,
-    }
-}
-
-/// A run that waits for a signal and nothing else: due by time never.
-fn awaiting(id: &str) -> RunRecord {
-    RunRecord {
-        next_check_ms: Some(NEVER_DUE_MS),
-        ..record(id, 1, RunStatus::Waiting)
-    }
-}
+use stepflow_testkit::store::fixtures::{awaiting, send};
 
 #[test]
 fn a_damaged_signal_is_reported_with_its_run_and_number() -> TestResult {

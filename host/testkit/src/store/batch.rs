@@ -4,19 +4,8 @@
 use serde_json::json;
 use stepflow_store::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, Store, StoreError};
 
-use super::fixtures::{claim, entry, record, state, step};
+use super::fixtures::{claimed_runs, entry, record, state, step};
 use super::{CaseResult, Opener};
-
-/// Runs `r0`..`r{n-1}`, each claimed by `host-a`.
-fn claimed_runs(store: &mut dyn Store, n: usize) -> Result<Vec<Lease>, StoreError> {
-    (0..n)
-        .map(|i| {
-            let id = format!("r{i}");
-            store.create_run(&record(&id, 1, RunStatus::Running))?;
-            store.claim(&claim(&id, "host-a", 1_000, 60_000))
-        })
-        .collect()
-}
 
 /// A batch with a cancelled run, a stale lease, an unknown run, an entry of another run and a
 /// time past 2^63 reports each refusal in its slot (in the order of the steps) and writes

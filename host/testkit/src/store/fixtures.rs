@@ -1,20 +1,23 @@
-//! The records the cases build: runs, states, history entries, saves, claims and deployments,
-//! with fixed values, so every case reads as what it changes.
+//! The records the cases build: runs, states, history entries, saves, claims, signals, calls
+//! and deployments, with fixed values, so every case reads as what it changes; public, so a
+//! backend's own tests build the same ones.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use stepflow_model::{CallKind, ErrorKind, Event, Failure, State};
+use stepflow_model::{
+    CallKind, CallRecord, ErrorKind, Event, Failure, HandlerCall, Outcome, State, StepError,
+};
 use stepflow_store::{
-    Claim, DeployedPlugin, Deployment, HistoryEntry, Lease, RunRecord, RunStatus, StepOutcome,
-    StepSave,
+    Claim, DeployedPlugin, Deployment, HistoryEntry, Lease, NEVER_DUE_MS, RunRecord, RunStatus,
+    SignalSend, StepOutcome, StepSave, Store, StoreError,
 };
 
 /// A state at step `step` of flow `f.v1` with `data`, and every other field set, so a round
 /// trip that drops one is seen.
-pub(super) fn state(step: &str, data: serde_json::Value) -> State {
+pub fn state(step: &str, data: serde_json::Value) -> State {
     State {
         cursor: vec![Event::new(format!("start:f.v1/{step}"))],
         data: Arc::new(data),
@@ -33,7 +36,7 @@ pub(super) fn state(step: &str, data: serde_json::Value) -> State {
 }
 
 /// A run `id` of flow `f.v1` created at `created_ms`, with `status`, held by nobody.
-pub(super) fn record(id: &str, created_ms: u64, status: RunStatus) -> RunRecord {
+pub fn record(id: &str, created_ms: u64, status: RunStatus) -> RunRecord {
     RunRecord {
         id: id.into(),
         flow: "f.v1".into(),
@@ -51,7 +54,7 @@ pub(super) fn record(id: &str, created_ms: u64, status: RunStatus) -> RunRecord 
 }
 
 /// A run `id` with `status` and `next_check_ms`, created at 1.
-pub(super) fn run_at(id: &str, status: RunStatus, next_check_ms: Option<u64>) -> RunRecord {
+pub fn run_at(id: &str, status: RunStatus, next_check_ms: Option<u64>) -> RunRecord {
     RunRecord {
         next_check_ms,
         ..record(id, 1, status)
@@ -59,7 +62,7 @@ pub(super) fn run_at(id: &str, status: RunStatus, next_check_ms: Option<u64>) ->
 }
 
 /// A successful call of step `step` of run `run_id` (the store numbers it: `seq` 0).
-pub(super) fn entry(run_id: &str, step: &str) -> HistoryEntry {
+pub fn entry(run_id: &str, step: &str) -> HistoryEntry {
     HistoryEntry {
         run_id: run_id.into(),
         seq: 0,
@@ -78,7 +81,7 @@ pub(super) fn entry(run_id: &str, step: &str) -> HistoryEntry {
 
 /// A save of `state` with no next check, no error, no history entry and no lease; cases add
 /// what they need with `StepSave { history: Some(..), ..step(..) }`.
-pub(super) fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> StepSave<'a> {
+pub fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> StepSave<'a> {
     StepSave {
         run_id,
         status,
@@ -91,7 +94,7 @@ pub(super) fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> 
 }
 
 /// A claim of `run_id` by `owner` at `now_ms` for `ttl_ms`, without take-over.
-pub(super) fn claim<'a>(run_id: &'a str, owner: &'a str, now_ms: u64, ttl_ms: u64) -> Claim<'a> {
+pub fn claim<'a>(run_id: &'a str, owner: &'a str, now_ms: u64, ttl_ms: u64) -> Claim<'a> {
     Claim {
         run_id,
         owner,
@@ -102,24 +105,24 @@ pub(super) fn claim<'a>(run_id: &'a str, owner: &'a str, now_ms: u64, ttl_ms: u6
 }
 
 /// The run ids of `leases`, in their order.
-pub(super) fn leased_ids(leases: &[Lease]) -> Vec<&str> {
+pub fn leased_ids(leases: &[Lease]) -> Vec<&str> {
     leases.iter().map(|l| l.run_id.as_str()).collect()
 }
 
 /// The ids of `runs`, in their order.
-pub(super) fn run_ids(runs: &[RunRecord]) -> Vec<&str> {
+pub fn run_ids(runs: &[RunRecord]) -> Vec<&str> {
     runs.iter().map(|r| r.id.as_str()).collect()
 }
 
 /// Store errors say what went wrong in the store's terms; the command line adds its own hints.
-pub(super) fn assert_store_terms(message: &str) {
+pub fn assert_store_terms(message: &str) {
     for hint in ["--db", "STEPFLOW_DB", "stepflow runs"] {
         assert!(!message.contains(hint), "`{hint}` in: {message}");
     }
 }
 
 /// The SHA-256 of `bytes` as 64 lower-case hex digits, the form the store wants.
-pub(super) fn sha256(bytes: &[u8]) -> String {
+pub fn sha256(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -127,7 +130,7 @@ pub(super) fn sha256(bytes: &[u8]) -> String {
 }
 
 /// A plugin `name` with `bytes` and their true hash.
-pub(super) fn plugin(name: &str, bytes: &[u8]) -> DeployedPlugin {
+pub fn plugin(name: &str, bytes: &[u8]) -> DeployedPlugin {
     DeployedPlugin {
         name: name.into(),
         sha256: sha256(bytes),
@@ -137,7 +140,7 @@ pub(super) fn plugin(name: &str, bytes: &[u8]) -> DeployedPlugin {
 
 /// A deployment of flow `flow` whose id is the SHA-256 of `source` (the store only checks the
 /// form of an id; the caller decides what it hashes).
-pub(super) fn deployment(flow: &str, source: &str, plugins: Vec<DeployedPlugin>) -> Deployment {
+pub fn deployment(flow: &str, source: &str, plugins: Vec<DeployedPlugin>) -> Deployment {
     Deployment {
         id: sha256(source.as_bytes()),
         flow: flow.into(),
@@ -149,9 +152,69 @@ pub(super) fn deployment(flow: &str, source: &str, plugins: Vec<DeployedPlugin>)
 }
 
 /// A waiting run `id` of flow `f.v1` that uses deployment `deployment_id`.
-pub(super) fn run_of(id: &str, created_ms: u64, deployment_id: &str) -> RunRecord {
+pub fn run_of(id: &str, created_ms: u64, deployment_id: &str) -> RunRecord {
     RunRecord {
         deployment: Some(deployment_id.into()),
         ..record(id, created_ms, RunStatus::Waiting)
     }
+}
+
+/// A signal for `run_id`, sent at 1,000.
+pub fn send<'a>(
+    run_id: &'a str,
+    id: &'a str,
+    name: &'a str,
+    payload: &'a serde_json::Value,
+) -> SignalSend<'a> {
+    SignalSend {
+        run_id,
+        id,
+        name,
+        payload,
+        now_ms: 1_000,
+    }
+}
+
+/// A run that waits for a signal and nothing else: due by time never.
+pub fn awaiting(id: &str) -> RunRecord {
+    RunRecord {
+        next_check_ms: Some(NEVER_DUE_MS),
+        ..record(id, 1, RunStatus::Waiting)
+    }
+}
+
+/// A failed call that a nested retry offered to two handlers: the inner one failed itself, the
+/// outer one declined.
+pub fn failed_call() -> CallRecord {
+    CallRecord {
+        step: "f.v1/deploy".into(),
+        kind: CallKind::Step,
+        attempt: 2,
+        sequence: 4,
+        redelivered: false,
+        outcome: Outcome::Failed(StepError::fatal("inner handler broke")),
+        handlers: vec![
+            HandlerCall {
+                group: "f.v1/inner".into(),
+                error: "connection refused (retryable)".into(),
+                answer: Err("inner handler broke (fatal)".into()),
+            },
+            HandlerCall {
+                group: "f.v1/outer".into(),
+                error: "inner handler broke (fatal)".into(),
+                answer: Ok(false),
+            },
+        ],
+    }
+}
+
+/// Runs `r0`..`r{n-1}`, each claimed by `host-a`.
+pub fn claimed_runs(store: &mut dyn Store, n: usize) -> Result<Vec<Lease>, StoreError> {
+    (0..n)
+        .map(|i| {
+            let id = format!("r{i}");
+            store.create_run(&record(&id, 1, RunStatus::Running))?;
+            store.claim(&claim(&id, "host-a", 1_000, 60_000))
+        })
+        .collect()
 }

@@ -2,12 +2,12 @@
 //! numbered by the store), listed, cancelled, and refused when unknown, taken or cancelled.
 
 use serde_json::json;
-use stepflow_model::{CallKind, CallRecord, HandlerCall, Outcome, State, StepError};
+use stepflow_model::{CallKind, CallRecord, Outcome, State, StepError};
 use stepflow_store::{
     HistoryEntry, RunRecord, RunStatus, StepOutcome, StepSave, Store, StoreError,
 };
 
-use super::fixtures::{assert_store_terms, entry, record, run_ids, state, step};
+use super::fixtures::{assert_store_terms, entry, failed_call, record, run_ids, state, step};
 use super::{CaseResult, Opener};
 
 /// A run reads back as created; two saves replace its state and append two history entries
@@ -191,31 +191,6 @@ pub fn every_kind_and_outcome_is_saved_and_read_back(open: &Opener) -> CaseResul
         .collect();
     assert_eq!(read, saved, "every kind and outcome");
     Ok(())
-}
-
-/// A failed call that a nested retry offered to two handlers: the inner one failed itself, the
-/// outer one declined.
-fn failed_call() -> CallRecord {
-    CallRecord {
-        step: "f.v1/deploy".into(),
-        kind: CallKind::Step,
-        attempt: 2,
-        sequence: 4,
-        redelivered: false,
-        outcome: Outcome::Failed(StepError::fatal("inner handler broke")),
-        handlers: vec![
-            HandlerCall {
-                group: "f.v1/inner".into(),
-                error: "connection refused (retryable)".into(),
-                answer: Err("inner handler broke (fatal)".into()),
-            },
-            HandlerCall {
-                group: "f.v1/outer".into(),
-                error: "inner handler broke (fatal)".into(),
-                answer: Ok(false),
-            },
-        ],
-    }
 }
 
 /// The error handlers a failed call was offered to are saved with its entry and read back in

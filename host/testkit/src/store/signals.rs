@@ -4,34 +4,10 @@
 
 use serde_json::json;
 use stepflow_model::State;
-use stepflow_store::{Lease, NEVER_DUE_MS, RunRecord, RunStatus, SignalSend, StepSave, StoreError};
+use stepflow_store::{Lease, NEVER_DUE_MS, RunStatus, StepSave, StoreError};
 
-use super::fixtures::{claim, record};
+use super::fixtures::{awaiting, claim, record, send};
 use super::{CaseResult, Opener};
-
-/// A signal for `run_id`, sent at 1,000.
-fn send<'a>(
-    run_id: &'a str,
-    id: &'a str,
-    name: &'a str,
-    payload: &'a serde_json::Value,
-) -> SignalSend<'a> {
-    SignalSend {
-        run_id,
-        id,
-        name,
-        payload,
-        now_ms: 1_000,
-    }
-}
-
-/// A run that waits for a signal and nothing else: due by time never.
-fn awaiting(id: &str) -> RunRecord {
-    RunRecord {
-        next_check_ms: Some(NEVER_DUE_MS),
-        ..record(id, 1, RunStatus::Waiting)
-    }
-}
 
 /// Signals are numbered 1, 2, ... in their run's inbox, make a run that waits for one due at
 /// their time, and are read after a position, at most `limit`; an unknown run has none.
