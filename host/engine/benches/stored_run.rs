@@ -18,7 +18,6 @@
 //!
 //! Run with `cargo bench -p stepflow-engine --bench stored_run`.
 
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -31,21 +30,6 @@ use stepflow_model::RunContext;
 use stepflow_store::SqliteStore;
 
 const STEPS: usize = 1000;
-
-/// A flow file of `STEPS` no-op plugin steps, written to `dir`.
-fn flow_file(dir: &std::path::Path) -> std::path::PathBuf {
-    let wasm = stepflow_testkit::rust_plugin("noop");
-    let mut yaml = format!(
-        "flow: thousand.v1\nplugins:\n  noop:\n    wasm: {}\nsteps:\n",
-        wasm.display()
-    );
-    for i in 0..STEPS {
-        let _ = writeln!(yaml, "  - {{ name: s{i}, do: noop.noop }}");
-    }
-    let path = dir.join("thousand.yaml");
-    std::fs::write(&path, yaml).expect("write the flow file");
-    path
-}
 
 /// What every measurement shares: the loaded flow, a runtime and a scratch directory on a disk.
 struct Bench {
@@ -66,7 +50,9 @@ impl Bench {
             stepflow_testkit::target_dir().join("bench-component-cache"),
         ))
         .expect("engine");
-        let loaded = engine.load(&flow_file(dir.path())).expect("load the flow");
+        let loaded = engine
+            .load(&stepflow_testkit::noop_flow(dir.path(), "thousand", STEPS))
+            .expect("load the flow");
         Bench { rt, loaded, dir }
     }
 

@@ -18,7 +18,6 @@
 //! statements and 0.2 commits per step; adding a server never lowers the total rate by more
 //! than 10%; an idle server issues at most one query per second.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -61,20 +60,6 @@ impl Observer for LastStep {
             self.stop.request();
         }
     }
-}
-
-fn flow_file(dir: &Path) -> std::path::PathBuf {
-    let wasm = stepflow_testkit::rust_plugin("noop");
-    let mut yaml = format!(
-        "flow: twenty.v1\nplugins:\n  noop:\n    wasm: {}\nsteps:\n",
-        wasm.display()
-    );
-    for i in 0..STEPS {
-        let _ = writeln!(yaml, "  - {{ name: s{i}, do: noop.noop }}");
-    }
-    let path = dir.join("twenty.yaml");
-    std::fs::write(&path, yaml).expect("write the flow file");
-    path
 }
 
 /// CPU time (user + system) of process `pid`, in seconds; 0 if it is gone.
@@ -244,7 +229,7 @@ fn idle_queries(engine: &Engine, db: &Database, window: Duration) -> f64 {
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let flow = flow_file(dir.path());
+    let flow = stepflow_testkit::noop_flow(dir.path(), "scale", STEPS);
     let engine = Engine::with_max_instances(
         Some(stepflow_testkit::target_dir().join("bench-component-cache")),
         4000,

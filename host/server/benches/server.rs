@@ -11,7 +11,6 @@
 //! Run with `cargo bench -p stepflow-server --bench server`. Targets (issue 10): at 100
 //! concurrent runs at least 10x the single-run rate and at most 0.1 fsync per step.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,20 +56,6 @@ impl Observer for LastStep {
 
 const STEPS: usize = 100;
 const LEVELS: [usize; 4] = [1, 10, 100, 1000];
-
-fn flow_file(dir: &Path) -> std::path::PathBuf {
-    let wasm = stepflow_testkit::rust_plugin("noop");
-    let mut yaml = format!(
-        "flow: hundred.v1\nplugins:\n  noop:\n    wasm: {}\nsteps:\n",
-        wasm.display()
-    );
-    for i in 0..STEPS {
-        let _ = writeln!(yaml, "  - {{ name: s{i}, do: noop.noop }}");
-    }
-    let path = dir.join("hundred.yaml");
-    std::fs::write(&path, yaml).expect("write the flow file");
-    path
-}
 
 /// One measurement: `runs` runs driven at once to completion; returns (steps/s, fsyncs/step).
 fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
@@ -129,7 +114,7 @@ fn measure(engine: &Engine, flow: &Path, runs: usize) -> (f64, f64) {
 
 fn server(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let flow = flow_file(dir.path());
+    let flow = stepflow_testkit::noop_flow(dir.path(), "hundred", STEPS);
     // An instance slot per run at the largest level, as `stepflow server` sizes it.
     let engine = Engine::with_max_instances(
         Some(stepflow_testkit::target_dir().join("bench-component-cache")),

@@ -164,6 +164,22 @@ pub fn in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
 }
 
+/// Writes `<name>.yaml` to `dir`: flow `<name>.v1` of `steps` no-op plugin steps (`s0`, `s1`,
+/// ...), what the benchmarks measure the engine's own cost per step with.
+pub fn noop_flow(dir: &Path, name: &str, steps: usize) -> PathBuf {
+    use std::fmt::Write as _;
+    let mut yaml = format!(
+        "flow: {name}.v1\nplugins:\n  noop:\n    wasm: {}\nsteps:\n",
+        rust_plugin("noop").display()
+    );
+    for i in 0..steps {
+        let _ = writeln!(yaml, "  - {{ name: s{i}, do: noop.noop }}");
+    }
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml).expect("write the flow file");
+    path
+}
+
 /// A flow file with waits, a case, retries with back-off (one with a handler) and a loop over
 /// the `deploy` and `dataproc` Rust plugins: the server's tests run many of it.
 pub fn mixed_flow() -> String {
