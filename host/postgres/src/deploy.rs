@@ -208,7 +208,7 @@ pub(crate) fn list(
 ) -> Result<Vec<DeploymentInfo>, StoreError> {
     let loc = db.location.as_str();
     let action = || "listing deployments".to_string();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let limit = check::saturating_i64(limit);
     let rows = match flow {
         Some(flow) => db.rows(
             &format!("{LISTED} WHERE d.flow = $1 ORDER BY d.created_ms DESC, d.seq DESC LIMIT $2"),

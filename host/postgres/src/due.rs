@@ -6,6 +6,7 @@
 //! waited for), and a row that changed before it was locked is checked again against the
 //! condition, so no run goes to two servers.
 
+use stepflow_store::check;
 use stepflow_store::{Lease, StoreError};
 
 use crate::db::{Db, get};
@@ -39,10 +40,6 @@ const NEXT_DUE: &str = concat!(
     " < 9223372036854775807"
 );
 
-fn sql_time(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 /// [`stepflow_store::Store::claim_due`]: one statement, which commits by itself.
 pub(crate) fn claim_due(
     db: &Db,
@@ -54,10 +51,10 @@ pub(crate) fn claim_due(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let now = sql_time(now_ms);
-    let expires = sql_time(now_ms.saturating_add(ttl_ms));
+    let now = check::saturating_i64(now_ms);
+    let expires = check::saturating_i64(now_ms.saturating_add(ttl_ms));
     let expires_ms = u64::try_from(expires).unwrap_or_default();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let limit = check::saturating_i64(limit);
     let rows = db.rows(CLAIM_DUE, &[&now, &limit, &owner, &expires], &|| {
         format!("claiming due runs for `{owner}`")
     })?;
@@ -82,7 +79,7 @@ pub(crate) fn claim_due(
 
 /// [`stepflow_store::Store::next_due_ms`].
 pub(crate) fn next_due_ms(db: &Db, now_ms: u64) -> Result<Option<u64>, StoreError> {
-    let row = db.row(NEXT_DUE, &[&sql_time(now_ms)], &|| {
+    let row = db.row(NEXT_DUE, &[&check::saturating_i64(now_ms)], &|| {
         "looking for the next due run".to_string()
     })?;
     let next: Option<i64> = match row {

@@ -1,6 +1,7 @@
 //! Creating, reading and listing runs and their history; the status alone.
 
 use stepflow_model::State;
+use stepflow_store::check;
 use stepflow_store::check::{first_lease, invalid, now, opt_i64, to_i64};
 use stepflow_store::{
     HistoryEntry, RunCounts, RunFilter, RunPage, RunRecord, RunStatus, StoreError,
@@ -143,10 +144,7 @@ pub(crate) fn page(db: &Db, filter: &RunFilter) -> Result<RunPage, StoreError> {
         ("updated_ms", "<", filter.updated_until),
     ] {
         if let Some(time) = time {
-            let at = bind(
-                Box::new(i64::try_from(time).unwrap_or(i64::MAX)),
-                &mut values,
-            );
+            let at = bind(Box::new(check::saturating_i64(time)), &mut values);
             conditions.push(format!("{column} {op} {at}"));
         }
     }
@@ -157,7 +155,7 @@ pub(crate) fn page(db: &Db, filter: &RunFilter) -> Result<RunPage, StoreError> {
         conditions.push(format!("(created_ms, seq) < ({created}, {seq})"));
     }
     let limit = bind(
-        Box::new(i64::try_from(filter.limit.saturating_add(1)).unwrap_or(i64::MAX)),
+        Box::new(check::saturating_i64(filter.limit.saturating_add(1))),
         &mut values,
     );
     let filter_sql = if conditions.is_empty() {
@@ -224,8 +222,8 @@ pub(crate) fn history_page(
         return Err(not_found(&db.location, run_id));
     };
     let total: i64 = get(&row, 0, &db.location, run_id, "history_len")?;
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let after = check::saturating_i64(after);
+    let limit = check::saturating_i64(limit);
     let sql = format!(
         "SELECT {HISTORY_COLUMNS} FROM stepflow.history WHERE run_id = $1 AND seq > $2 \
          ORDER BY seq LIMIT $3"

@@ -4,6 +4,7 @@
 //! migration exactly once, the others wait and then find it done.
 
 use stepflow_store::StoreError;
+use stepflow_store::check;
 use tokio_postgres::Client;
 
 use crate::connect::wait;
@@ -133,7 +134,7 @@ pub(crate) fn migrate(client: &mut Client, location: &str) -> Result<(), StoreEr
         .enumerate()
         .skip(usize::try_from(current).unwrap_or(0))
     {
-        let number = i64::try_from(at + 1).unwrap_or(i64::MAX);
+        let number = check::saturating_i64(at + 1);
         wait(tx.batch_execute(sql))
             .map_err(|e| classify(location, format!("applying migration {number}"), e))?;
         let now = stepflow_store::check::now("migrations")?;

@@ -104,8 +104,8 @@ pub(crate) fn after(
     after: u64,
     limit: usize,
 ) -> Result<Vec<Signal>, StoreError> {
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let after = check::saturating_i64(after);
+    let limit = check::saturating_i64(limit);
     let rows = db.rows(
         "SELECT seq, id, name, payload::text, received_ms FROM stepflow.signals \
          WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",

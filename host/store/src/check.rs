@@ -20,6 +20,12 @@ pub fn to_i64(id: &str, what: &str, value: u64) -> Result<i64, StoreError> {
         .map_err(|_| invalid(id, format!("{what} {value} is too large (over 2^63)")))
 }
 
+/// `value` as a database integer, saturating at 2^63 - 1: for bounds that only compare (a limit,
+/// a cursor, a claim's expiry), where a larger value means the same as the largest.
+pub fn saturating_i64(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
 /// [`to_i64`] for a value that may be absent.
 pub fn opt_i64(id: &str, what: &str, value: Option<u64>) -> Result<Option<i64>, StoreError> {
     value.map(|v| to_i64(id, what, v)).transpose()

@@ -6,6 +6,7 @@
 //! A deployment's row and plugin list carry a CRC-32 (see `checksum.rs`); the plugins' bytes
 //! are checked against their SHA-256 instead, which they are stored under anyway.
 
+use crate::check;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -202,7 +203,7 @@ pub(super) fn list(
         return Ok(Vec::new());
     }
     let action = || "listing deployments".to_string();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let limit = check::saturating_i64(limit);
     let sql = if flow.is_some() { LIST_OF_FLOW } else { LIST };
     let mut stmt = conn
         .prepare_cached(sql)

@@ -8,6 +8,7 @@
 //! its lease's expiry, or at its next check if that is later. Completed, failed and cancelled
 //! runs are not in the index at all.
 
+use crate::check;
 use std::path::Path;
 
 use rusqlite::{Connection, TransactionBehavior};
@@ -61,11 +62,6 @@ const NEXT_DUE: &str = concat!(
 const CLAIM: &str =
     "UPDATE runs SET lease_owner = ?2, lease_expires_ms = ?3, lease_fence = ?4 WHERE id = ?1";
 
-/// A time as SQLite stores it; past 2^63 (never a real time) it saturates.
-fn sql_time(ms: u64) -> i64 {
-    i64::try_from(ms).unwrap_or(i64::MAX)
-}
-
 /// [`crate::Store::claim_due`]: one IMMEDIATE transaction that picks the due runs under the
 /// write lock and claims each, so two callers never get the same run. A lease's expiry past
 /// 2^63 ms saturates there.
@@ -80,8 +76,8 @@ pub(super) fn claim_due(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let now = sql_time(now_ms);
-    let expires = sql_time(now_ms.saturating_add(ttl_ms));
+    let now = check::saturating_i64(now_ms);
+    let expires = check::saturating_i64(now_ms.saturating_add(ttl_ms));
     let expires_ms = u64::try_from(expires).unwrap_or_default();
     let action = || format!("claiming due runs for `{owner}`");
     let tx = conn
@@ -90,7 +86,7 @@ pub(super) fn claim_due(
     let due: Vec<(String, i64)> = tx
         .prepare_cached(DUE)
         .and_then(|mut stmt| {
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let limit = check::saturating_i64(limit);
             stmt.query_map(rusqlite::params![now, limit], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
@@ -131,7 +127,7 @@ pub(super) fn next_due_ms(
 ) -> Result<Option<u64>, StoreError> {
     let next: Option<i64> = conn
         .prepare_cached(NEXT_DUE)
-        .and_then(|mut stmt| stmt.query_row([sql_time(now_ms)], |r| r.get(0)))
+        .and_then(|mut stmt| stmt.query_row([check::saturating_i64(now_ms)], |r| r.get(0)))
         .map_err(|e| classify(path, "looking for the next due run", e))?;
     // Due times after `now_ms` are positive; a negative one (a hand edit) is not a time.
     Ok(next.and_then(|ms| u64::try_from(ms).ok()))

@@ -1,6 +1,7 @@
 //! The SQL behind the [`crate::Store`] methods that create, read and list runs, and the
 //! look-ups under the write lock that the writers (`save`, `lease`, `due`) share.
 
+use crate::check;
 use std::path::Path;
 
 use rusqlite::types::Value;
@@ -122,7 +123,7 @@ impl Reads {
             ("updated_ms", "<", filter.updated_until),
         ] {
             if let Some(time) = time {
-                let at = bind(Value::Integer(i64::try_from(time).unwrap_or(i64::MAX)));
+                let at = bind(Value::Integer(check::saturating_i64(time)));
                 conditions.push(format!("{column} {op} {at}"));
             }
         }
@@ -137,9 +138,9 @@ impl Reads {
         } else {
             format!(" WHERE {}", conditions.join(" AND "))
         };
-        let limit = bind(Value::Integer(
-            i64::try_from(filter.limit.saturating_add(1)).unwrap_or(i64::MAX),
-        ));
+        let limit = bind(Value::Integer(check::saturating_i64(
+            filter.limit.saturating_add(1),
+        )));
         // `rowid` breaks ties between runs created in the same millisecond: the later insert
         // first.
         let sql = format!(
@@ -438,8 +439,8 @@ pub(super) fn history_page(
     let mut stmt = conn
         .prepare_cached(&sql)
         .map_err(|e| classify(path, action(), e))?;
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let after = check::saturating_i64(after);
+    let limit = check::saturating_i64(limit);
     let mut rows = stmt
         .query(rusqlite::params![run_id, after, limit])
         .map_err(|e| classify(path, action(), e))?;

@@ -2,6 +2,7 @@
 //! and make the run due, one transaction; a repeated id is the signal already stored) and
 //! reading the signals after a position ([`crate::Store::signals`]).
 
+use crate::check;
 use std::path::Path;
 
 use rusqlite::types::ValueRef;
@@ -140,8 +141,8 @@ pub(super) fn after(
         "SELECT {SIGNAL_COLUMNS} FROM signals WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
     );
     let action = || format!("reading the signals of run `{run_id}`");
-    let after = i64::try_from(after).unwrap_or(i64::MAX);
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let after = check::saturating_i64(after);
+    let limit = check::saturating_i64(limit);
     let mut stmt = conn
         .prepare_cached(&sql)
         .map_err(|e| classify(path, action(), e))?;
@@ -162,7 +163,7 @@ pub(super) fn unread(
     run_id: &str,
     read: u64,
 ) -> Result<bool, StoreError> {
-    let read = i64::try_from(read).unwrap_or(i64::MAX);
+    let read = check::saturating_i64(read);
     conn.prepare_cached(UNREAD)
         .and_then(|mut stmt| stmt.query_row(rusqlite::params![run_id, read], |r| r.get(0)))
         .map_err(|e| classify(path, format!("reading the signals of run `{run_id}`"), e))
