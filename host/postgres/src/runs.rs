@@ -1,8 +1,7 @@
 //! Creating, reading and listing runs and their history; the status alone.
 
 use stepflow_model::State;
-use stepflow_store::check;
-use stepflow_store::check::{first_lease, invalid, now, opt_i64, to_i64};
+use stepflow_store::check::{self, first_lease, invalid, now, opt_i64, to_i64};
 use stepflow_store::{
     HistoryEntry, RunCounts, RunFilter, RunPage, RunRecord, RunStatus, StoreError,
 };
@@ -85,18 +84,6 @@ pub(crate) fn one(db: &Db, id: &str) -> Result<RunRecord, StoreError> {
     }
 }
 
-/// A page position: `<created_ms>.<seq>` of the last run listed.
-fn parse_page(after: &str) -> Result<(i64, i64), StoreError> {
-    let bad = || StoreError::BadPage {
-        after: after.to_string(),
-    };
-    let (created, seq) = after.split_once('.').ok_or_else(bad)?;
-    Ok((
-        created.parse().map_err(|_| bad())?,
-        seq.parse().map_err(|_| bad())?,
-    ))
-}
-
 /// [`stepflow_store::Store::runs_page`]: newest first; a search is the runs of the flow of
 /// that exact name if there is one, else those whose id starts with it (one index range each).
 pub(crate) fn page(db: &Db, filter: &RunFilter) -> Result<RunPage, StoreError> {
@@ -149,7 +136,7 @@ pub(crate) fn page(db: &Db, filter: &RunFilter) -> Result<RunPage, StoreError> {
         }
     }
     if let Some(after) = &filter.after {
-        let (created, seq) = parse_page(after)?;
+        let (created, seq) = check::parse_page(after)?;
         let created = bind(Box::new(created), &mut values);
         let seq = bind(Box::new(seq), &mut values);
         conditions.push(format!("(created_ms, seq) < ({created}, {seq})"));

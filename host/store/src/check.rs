@@ -26,6 +26,19 @@ pub fn saturating_i64(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
+/// A page position as both backends write it, `<created_ms>.<n>` of the last run listed
+/// (`n` orders runs created in the same millisecond); anything else is [`StoreError::BadPage`].
+pub fn parse_page(after: &str) -> Result<(i64, i64), StoreError> {
+    let bad = || StoreError::BadPage {
+        after: after.to_string(),
+    };
+    let (created, n) = after.split_once('.').ok_or_else(bad)?;
+    Ok((
+        created.parse().map_err(|_| bad())?,
+        n.parse().map_err(|_| bad())?,
+    ))
+}
+
 /// [`to_i64`] for a value that may be absent.
 pub fn opt_i64(id: &str, what: &str, value: Option<u64>) -> Result<Option<i64>, StoreError> {
     value.map(|v| to_i64(id, what, v)).transpose()

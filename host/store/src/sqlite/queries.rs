@@ -128,7 +128,7 @@ impl Reads {
             }
         }
         if let Some(after) = &filter.after {
-            let (created, rowid) = parse_page(after)?;
+            let (created, rowid) = check::parse_page(after)?;
             let created = bind(Value::Integer(created));
             let rowid = bind(Value::Integer(rowid));
             conditions.push(format!("(created_ms, rowid) < ({created}, {rowid})"));
@@ -157,18 +157,6 @@ impl Reads {
 enum Search<'a> {
     Flow(&'a str),
     IdPrefix(&'a str),
-}
-
-/// A page position as [`runs`] writes it: `<created_ms>.<rowid>` of the last run listed.
-fn parse_page(after: &str) -> Result<(i64, i64), StoreError> {
-    let bad = || StoreError::BadPage {
-        after: after.to_string(),
-    };
-    let (created, rowid) = after.split_once('.').ok_or_else(bad)?;
-    Ok((
-        created.parse().map_err(|_| bad())?,
-        rowid.parse().map_err(|_| bad())?,
-    ))
 }
 
 const INSERT_RUN: &str = "INSERT INTO runs (id, flow, flow_file, definition, status, state, \
