@@ -256,7 +256,7 @@ impl PluginFunction {
                 started: Instant::now(),
                 time_limit: grants.timeout,
                 http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
-                http: HttpPolicy::new(&grants.http, grants.http_limits),
+                http: HttpPolicy::new(p.http_grants.clone(), grants.http_limits),
             },
         );
         store.limiter(|s| &mut s.limits);

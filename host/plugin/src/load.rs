@@ -11,7 +11,7 @@ use crate::cache::LoadedFrom;
 use crate::call::IdleInstances;
 use crate::exports::{Export, read_exports};
 use crate::runtime::Runtime;
-use crate::sandbox::{Grants, HostState};
+use crate::sandbox::{Grants, HostState, HttpGrant};
 
 /// How a plugin is run, beyond its grants.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub(crate) struct PluginInner {
     pub(crate) options: PluginOptions,
     pub(crate) loaded_from: LoadedFrom,
     pub(crate) imports_http: bool,
+    /// The grants' HTTP allowlist, shared by the policy of every instance.
+    pub(crate) http_grants: Arc<[HttpGrant]>,
     pub(crate) idle: IdleInstances,
 }
 
@@ -86,6 +88,7 @@ impl Plugin {
             ))
         })?;
         let exports = read_exports(&rt.engine, &component);
+        let http_grants = options.grants.http.as_slice().into();
         let imports_http = component
             .component_type()
             .imports(&rt.engine)
@@ -99,6 +102,7 @@ impl Plugin {
                 options,
                 loaded_from,
                 imports_http,
+                http_grants,
                 idle: IdleInstances::default(),
             }),
         })

@@ -105,9 +105,11 @@ pub(crate) struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    pub fn new(grants: &[HttpGrant], limits: HttpLimits) -> Self {
+    /// A policy for `grants`, shared by every instance of a plugin (a fresh instance per call
+    /// copies nothing).
+    pub fn new(grants: std::sync::Arc<[HttpGrant]>, limits: HttpLimits) -> Self {
         HttpPolicy {
-            grants: grants.into(),
+            grants,
             limits,
             sent: 0,
             tag: LogTag::default(),
@@ -448,7 +450,7 @@ mod tests {
     }
 
     fn refused(grants: &[HttpGrant], method: &str, url: &str) -> Option<String> {
-        let mut policy = HttpPolicy::new(grants, HttpLimits::default());
+        let mut policy = HttpPolicy::new(grants.into(), HttpLimits::default());
         let method = Method::from_bytes(method.as_bytes()).expect("a method");
         policy.refusal(&method, &url.parse().expect("a URI"))
     }
@@ -515,7 +517,7 @@ mod tests {
             max_requests: 2,
             ..HttpLimits::default()
         };
-        let mut policy = HttpPolicy::new(&g, limits);
+        let mut policy = HttpPolicy::new(g.as_slice().into(), limits);
         let uri: Uri = "https://api.example.com/x".parse().expect("a URI");
         assert_eq!(policy.refusal(&Method::GET, &uri), None);
         assert_eq!(policy.refusal(&Method::GET, &uri), None);
