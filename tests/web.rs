@@ -164,7 +164,7 @@ fn large_store(db: &std::path::Path, runs: usize, history: usize) -> String {
                 state: &state,
                 next_check_ms: None,
                 last_error: Some("boom"),
-                history: Some(&entry),
+                history: std::slice::from_ref(&entry),
                 lease: None,
             })
             .expect("save");

@@ -124,7 +124,7 @@ fn save(store: &mut SqliteStore, run: &str, i: usize) {
             state: &state,
             next_check_ms: None,
             last_error: None,
-            history: Some(&entry),
+            history: std::slice::from_ref(&entry),
             lease: None,
         })
         .expect("save");

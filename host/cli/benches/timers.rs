@@ -156,7 +156,7 @@ fn create_waiting_runs(db: &Path, flow: &Path, runs: usize) -> Vec<u64> {
             state: &states[i],
             next_check_ms: Some(due[i]),
             last_error: None,
-            history: None,
+            history: &[],
             lease: None,
         })
         .collect();

@@ -335,7 +335,9 @@ impl Drive<'_, '_> {
         let history = applied
             .call
             .as_ref()
-            .map(|call| HistoryEntry::from_call(self.run_id, call, started_ms, duration_ms));
+            .map(|call| HistoryEntry::from_call(self.run_id, call, started_ms, duration_ms))
+            .into_iter()
+            .collect::<Vec<_>>();
         let last_error = applied.state.error.as_ref().map(|f| f.to_string());
         let saving = d.store.begin_save_step(&StepSave {
             run_id: self.run_id,
@@ -343,7 +345,7 @@ impl Drive<'_, '_> {
             state: &applied.state,
             next_check_ms,
             last_error: last_error.as_deref(),
-            history: history.as_ref(),
+            history: history.as_slice(),
             lease: d.lease.as_ref().map(|(lease, _)| lease),
         });
         saving.await
@@ -363,7 +365,7 @@ impl Drive<'_, '_> {
             state,
             next_check_ms,
             last_error: None,
-            history: None,
+            history: &[],
             lease: d.lease.as_ref().map(|(lease, _)| lease),
         });
         match saving.await {

@@ -7,7 +7,7 @@
 //!   and every save is one statement that writes only while the saver's lease is still the
 //!   current one, so a server that was paused or cut off past its lease cannot save even one
 //!   more step ([`stepflow_store::StoreError::LeaseLost`]).
-//! - **Few statements.** A step is one statement (the run's row and its history entry
+//! - **Few statements.** A step is one statement (the run's row and its history entries
 //!   together); a batch of steps from many runs shares one transaction, so a server's group
 //!   commit works here as on SQLite. Every statement is prepared once per connection.
 //! - **Wake-ups, not polling.** Writes others should hear of send `NOTIFY`; one listening

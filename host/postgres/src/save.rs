@@ -2,19 +2,27 @@
 //! primitive of group commit) and moving a run to another deployment.
 //!
 //! A step is ONE statement: it updates the run's row only if the run is not cancelled and the
-//! save's lease is still the current one, and inserts the history entry only if that update
+//! save's lease is still the current one, and inserts the history entries only if that update
 //! happened, numbered from the row it locked. So a refused step writes nothing and needs no
 //! savepoint, and the lease check and the write cannot be separated by another server's claim.
 //! Only a refused step reads the row again, to say why.
+//!
+//! A step with no entry or one (the hot path: every apply that made at most one call) binds
+//! the entry's values as scalars ([`SAVE`]); one with several (an apply of parallel branches)
+//! binds them as one array per column and inserts them with `unnest ... WITH ORDINALITY`
+//! ([`SAVE_MANY`]), so it is still one statement, atomic by itself, in a batch or not.
 
 use stepflow_store::check::{self, invalid, now, opt_i64, to_i64};
 use stepflow_store::{Lease, RunStatus, StepSave, StoreError};
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 use crate::db::{self, Db, Statements, get};
 use crate::error::{no_deployment, not_found};
 
-/// One step: the run's row, then its history entry, then a wake-up for listeners.
+/// One step with at most one history entry: the run's row, then its entry (if `$8` is 1), then
+/// a wake-up for listeners. The entry is numbered `history_len` after the update: one after
+/// the run's last.
 const SAVE: &str = concat!(
     "WITH saved AS (UPDATE stepflow.runs SET status = $2, state = $3::text::jsonb, \
      next_check_ms = CASE WHEN $2 = 'waiting' AND signals_sent > $4 THEN $7::bigint ELSE $5::bigint END, \
@@ -31,6 +39,30 @@ const SAVE: &str = concat!(
     notify!()
 );
 
+/// One step with several history entries ([`SAVE`] for one): the run's row with
+/// `history_len` grown by their number `$8`, then the entries, one array per column (`$11` to
+/// `$20`, each `$8` long, in the order of the calls), numbered `history_len - $8 + 1` to
+/// `history_len` after the update, as [`SAVE`] numbers one; then a wake-up for listeners.
+/// Nothing is inserted when the update was refused (`saved` is empty).
+const SAVE_MANY: &str = concat!(
+    "WITH saved AS (UPDATE stepflow.runs SET status = $2, state = $3::text::jsonb, \
+     next_check_ms = CASE WHEN $2 = 'waiting' AND signals_sent > $4 THEN $7::bigint ELSE $5::bigint END, \
+     last_error = $6::text, updated_ms = $7::bigint, history_len = history_len + $8::bigint \
+     WHERE id = $1 AND status <> 'cancelled' \
+     AND ($9::text IS NULL OR (lease_owner = $9 AND lease_fence = $10)) \
+     RETURNING history_len), \
+     entries AS (INSERT INTO stepflow.history (run_id, seq, step, kind, attempt, outcome, \
+     started_ms, duration_ms, error, patch, redelivered, handlers) \
+     SELECT $1, saved.history_len - $8::bigint + e.ord, e.step, e.kind, e.attempt, e.outcome, \
+     e.started_ms, e.duration_ms, e.error, e.patch::jsonb, e.redelivered, e.handlers::jsonb \
+     FROM saved, unnest($11::text[], $12::text[], $13::bigint[], $14::text[], $15::bigint[], \
+     $16::bigint[], $17::text[], $18::text[], $19::boolean[], $20::text[]) WITH ORDINALITY \
+     AS e(step, kind, attempt, outcome, started_ms, duration_ms, error, patch, redelivered, \
+     handlers, ord)) \
+     SELECT (SELECT count(*) FROM saved), ",
+    notify!()
+);
+
 /// Where a run stands, for telling why a write was refused.
 const HELD: &str = "SELECT status, lease_owner, lease_fence FROM stepflow.runs WHERE id = $1";
 
@@ -40,9 +72,11 @@ struct StepValues<'a> {
     next_check: Option<i64>,
     updated: i64,
     signals_read: i64,
-    entry: Option<EntryValues<'a>>,
+    /// The history entries, in the order they are numbered.
+    entries: Vec<EntryValues<'a>>,
 }
 
+/// One history entry's values, converted.
 struct EntryValues<'a> {
     step: &'a str,
     kind: &'static str,
@@ -57,14 +91,16 @@ struct EntryValues<'a> {
 }
 
 impl<'a> StepValues<'a> {
+    /// Converts `step` and its entries; a value that does not fit refuses the whole step.
     fn new(step: &StepSave<'a>) -> Result<Self, StoreError> {
         let id = step.run_id;
         check::step_lease(step)?;
-        let entry = match step.history {
-            None => None,
-            Some(entry) => {
+        let entries = step
+            .history
+            .iter()
+            .map(|entry| {
                 check::history_run(id, entry)?;
-                Some(EntryValues {
+                Ok(EntryValues {
                     step: &entry.step,
                     kind: entry.kind.as_str(),
                     attempt: i64::from(entry.attempt),
@@ -85,14 +121,14 @@ impl<'a> StepValues<'a> {
                         Some(serde_json::to_string(&entry.handlers).map_err(|e| invalid(id, e))?)
                     },
                 })
-            }
-        };
+            })
+            .collect::<Result<_, StoreError>>()?;
         Ok(StepValues {
             state: serde_json::to_string(step.state).map_err(|e| invalid(id, e))?,
             next_check: opt_i64(id, "next_check_ms", step.next_check_ms)?,
             updated: now(id)?,
             signals_read: to_i64(id, "signals_read", step.state.signals_read)?,
-            entry,
+            entries,
         })
     }
 }
@@ -171,42 +207,72 @@ fn write_step<C: GenericClient + Sync>(
         ),
         None => (None, None),
     };
-    let e = v.entry.as_ref();
-    let has_entry = i64::from(e.is_some());
-    let row = db::row(
-        on,
-        statements,
-        location,
-        SAVE,
-        &[
-            &run_id,
-            &step.status.as_str(),
-            &v.state,
-            &v.signals_read,
-            &v.next_check,
-            &step.last_error,
-            &v.updated,
-            &has_entry,
-            &owner,
-            &fence,
-            &e.map(|e| e.step),
-            &e.map(|e| e.kind),
-            &e.map(|e| e.attempt),
-            &e.map(|e| e.outcome),
-            &e.map(|e| e.started),
-            &e.map(|e| e.duration),
-            &e.and_then(|e| e.error),
-            &e.and_then(|e| e.patch.as_deref()),
-            &e.map(|e| e.redelivered),
-            &e.and_then(|e| e.handlers.as_deref()),
-        ],
-        &action,
-    )?;
+    let count = check::saturating_i64(v.entries.len());
+    // The run's values ($1 to $10) and then the entries' ($11 to $20), as one array literal:
+    // the hot path allocates nothing for its parameters.
+    macro_rules! with_run {
+        ($($entry:expr),* $(,)?) => {
+            [
+                &run_id as &(dyn ToSql + Sync),
+                &step.status.as_str(),
+                &v.state,
+                &v.signals_read,
+                &v.next_check,
+                &step.last_error,
+                &v.updated,
+                &count,
+                &owner,
+                &fence,
+                $($entry),*
+            ]
+        };
+    }
+    let row = match v.entries.as_slice() {
+        [] | [_] => {
+            let e = v.entries.first();
+            let params = with_run![
+                &e.map(|e| e.step),
+                &e.map(|e| e.kind),
+                &e.map(|e| e.attempt),
+                &e.map(|e| e.outcome),
+                &e.map(|e| e.started),
+                &e.map(|e| e.duration),
+                &e.and_then(|e| e.error),
+                &e.and_then(|e| e.patch.as_deref()),
+                &e.map(|e| e.redelivered),
+                &e.and_then(|e| e.handlers.as_deref()),
+            ];
+            db::row(on, statements, location, SAVE, &params, &action)?
+        }
+        entries => {
+            let params = with_run![
+                &column(entries, |e| e.step),
+                &column(entries, |e| e.kind),
+                &column(entries, |e| e.attempt),
+                &column(entries, |e| e.outcome),
+                &column(entries, |e| e.started),
+                &column(entries, |e| e.duration),
+                &column(entries, |e| e.error),
+                &column(entries, |e| e.patch.as_deref()),
+                &column(entries, |e| e.redelivered),
+                &column(entries, |e| e.handlers.as_deref()),
+            ];
+            db::row(on, statements, location, SAVE_MANY, &params, &action)?
+        }
+    };
     let saved: i64 = row.map(|r| r.get(0)).unwrap_or(0);
     if saved == 1 {
         return Ok(());
     }
     Err(refusal(on, statements, location, run_id, step.lease)?)
+}
+
+/// One column of `entries`, to bind as the array [`SAVE_MANY`] unnests.
+fn column<'v, 'a, T>(
+    entries: &'v [EntryValues<'a>],
+    value: impl Fn(&'v EntryValues<'a>) -> T,
+) -> Vec<T> {
+    entries.iter().map(value).collect()
 }
 
 /// Why a fenced write of run `run_id` changed nothing: no such run, cancelled, or a lease that

@@ -327,7 +327,7 @@ async fn mark_failed(
         state: &record.state,
         next_check_ms: None,
         last_error: Some(reason),
-        history: None,
+        history: &[],
         lease: Some(lease),
     });
     match saved.await {

@@ -36,7 +36,7 @@ pub(crate) struct OwnedSave {
     pub state: State,
     pub next_check_ms: Option<u64>,
     pub last_error: Option<String>,
-    pub history: Option<HistoryEntry>,
+    pub history: Vec<HistoryEntry>,
     pub lease: Option<Lease>,
 }
 
@@ -49,7 +49,7 @@ impl OwnedSave {
             state: save.state.clone(),
             next_check_ms: save.next_check_ms,
             last_error: save.last_error.map(str::to_string),
-            history: save.history.cloned(),
+            history: save.history.to_vec(),
             lease: save.lease.cloned(),
         }
     }
@@ -61,7 +61,7 @@ impl OwnedSave {
             state: &self.state,
             next_check_ms: self.next_check_ms,
             last_error: self.last_error.as_deref(),
-            history: self.history.as_ref(),
+            history: &self.history,
             lease: self.lease.as_ref(),
         }
     }

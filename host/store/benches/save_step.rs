@@ -148,7 +148,7 @@ fn batch_steps<'a>(
             state,
             next_check_ms: None,
             last_error: None,
-            history: Some(entry),
+            history: std::slice::from_ref(entry),
             lease: None,
         })
         .collect()
@@ -218,7 +218,7 @@ fn save(store: &mut SqliteStore, i: u64) {
             state: &state,
             next_check_ms: None,
             last_error: None,
-            history: Some(&entry),
+            history: std::slice::from_ref(&entry),
             lease: None,
         })
         .expect("saved");

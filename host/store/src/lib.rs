@@ -1,8 +1,9 @@
 //! Saves stepflow runs and their history: SQLite embedded by default.
 //!
-//! A runner saves a run's [`State`] after every apply, together with the history entry of the
-//! call that apply made, in one transaction ([`Store::save_step`]): a crash loses at most the
-//! step in flight, which then runs again on resume.
+//! A runner saves a run's [`State`] after every apply, together with the history entries of the
+//! calls that apply made (several when parallel branches called at once), in one transaction
+//! ([`Store::save_step`]): a crash loses at most the step in flight, which then runs again on
+//! resume.
 //!
 //! The [`Store`] trait and the record types here are the boundary every backend implements;
 //! [`SqliteStore`] (one file, WAL, durable commits) is the embedded default, and a PostgreSQL
@@ -58,7 +59,7 @@
 //!     state: &state,
 //!     next_check_ms: None,
 //!     last_error: None,
-//!     history: None,
+//!     history: &[],
 //!     lease: Some(&lease),
 //! })?;
 //! store.release(&lease)?;
@@ -439,7 +440,7 @@ impl FromStr for StepOutcome {
     }
 }
 
-/// One function call of a run, as shown by `stepflow show`: one entry per apply that called.
+/// One function call of a run, as shown by `stepflow show`: one entry per call an apply made.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {
     /// The run the call belongs to.
@@ -514,8 +515,10 @@ pub struct StepSave<'a> {
     pub next_check_ms: Option<u64>,
     /// The error that stopped or delayed the run, for listings.
     pub last_error: Option<&'a str>,
-    /// The history entry of the apply's call; `None` when the apply called nothing.
-    pub history: Option<&'a HistoryEntry>,
+    /// The history entries of the apply's calls, in order; empty when it called nothing. A
+    /// slice because an apply of parallel branches makes several calls at once, and they must
+    /// all be saved with the state they led to, numbered one after another.
+    pub history: &'a [HistoryEntry],
     /// The lease the driver holds on the run: the save is refused with
     /// [`StoreError::LeaseLost`] (and nothing is written) unless it is still the run's current
     /// lease (same owner and fence). Expiry alone does not refuse a save: a lease that expired
@@ -593,8 +596,9 @@ pub trait Store: Send {
     ) -> Result<(Vec<HistoryEntry>, u64), StoreError>;
 
     /// Saves what one apply did: the run's new status, state, next check time and last error,
-    /// and the history entry of its call, all in ONE transaction, so a crash keeps either both
-    /// or neither. The store assigns the entry's `seq` and sets `updated_ms`. A cancelled run
+    /// and the history entries of its calls, all in ONE transaction, so a crash keeps either all
+    /// or none of them. The store numbers the entries one after another, after the run's last
+    /// one and in the order given (their `seq`), and sets `updated_ms`. A cancelled run
     /// is not overwritten: that gives [`StoreError::Cancelled`], so a runner learns of a cancel
     /// made while its step ran. With [`StepSave::lease`], a lease that is no longer the run's
     /// current one gives [`StoreError::LeaseLost`], checked in the same transaction as the
@@ -615,9 +619,10 @@ pub trait Store: Send {
     /// step is checked and written as [`Store::save_step`] does, and its own refusal
     /// ([`StoreError::Cancelled`], [`StoreError::LeaseLost`], [`StoreError::Checksum`],
     /// [`StoreError::NotFound`], [`StoreError::Invalid`], ...) is reported in its slot of the
-    /// result, in the order of `steps`; such a step writes nothing (neither its state nor its
-    /// history entry), while the others are committed. An error of the transaction itself (the
-    /// database is busy, full or damaged) is the outer `Err`, and then nothing was saved.
+    /// result, in the order of `steps`; such a step writes nothing (neither its state nor any of
+    /// its history entries), while the others are committed. An error of the transaction
+    /// itself (the database is busy, full or damaged) is the outer `Err`, and then nothing was
+    /// saved.
     fn save_steps(
         &mut self,
         steps: &[StepSave<'_>],

@@ -119,7 +119,7 @@ fn kinds_and_outcomes_are_stored_as_text() -> TestResult {
             ..entry("r", "a")
         };
         store.save_step(&StepSave {
-            history: Some(&e),
+            history: std::slice::from_ref(&e),
             ..step("r", RunStatus::Running, &State::default())
         })?;
     }
@@ -154,7 +154,7 @@ fn save_step_is_atomic_when_the_history_row_is_refused() -> TestResult {
         let run = record("r", 1, RunStatus::Running);
         store.create_run(&run)?;
         store.save_step(&StepSave {
-            history: Some(&entry("r", "a")),
+            history: &[entry("r", "a")],
             ..step("r", RunStatus::Running, &run.state)
         })?;
     }
@@ -182,7 +182,7 @@ fn save_step_is_atomic_when_the_history_row_is_refused() -> TestResult {
         .save_step(&StepSave {
             next_check_ms: Some(5),
             last_error: Some("x"),
-            history: Some(&refused),
+            history: std::slice::from_ref(&refused),
             ..step("r", RunStatus::Failed, &new_state)
         })
         .expect_err("the file's schema refuses the kind");
@@ -199,7 +199,7 @@ fn save_step_is_atomic_when_the_history_row_is_refused() -> TestResult {
     assert_eq!(store.history("r")?.len(), 1, "no history row was added");
     // The store is still usable after the rolled-back transaction.
     store.save_step(&StepSave {
-        history: Some(&entry("r", "b")),
+        history: &[entry("r", "b")],
         ..step("r", RunStatus::Running, &new_state)
     })?;
     assert_eq!(store.history("r")?.len(), 2);
@@ -221,7 +221,7 @@ fn save_step_is_atomic_when_the_database_fails_mid_transaction() -> TestResult {
     let new_state = state("b", json!({ "n": 2 }));
     let err = store
         .save_step(&StepSave {
-            history: Some(&entry("r", "a")),
+            history: &[entry("r", "a")],
             ..step("r", RunStatus::Completed, &new_state)
         })
         .expect_err("the trigger refuses the insert");
@@ -244,7 +244,7 @@ fn errors_name_the_database_file() -> TestResult {
         store.history("nope").map(drop),
         store.set_status("nope", RunStatus::Cancelled),
         store.save_step(&StepSave {
-            history: Some(&entry("nope", "a")),
+            history: &[entry("nope", "a")],
             ..step("nope", RunStatus::Running, &State::default())
         }),
     ];
@@ -295,7 +295,7 @@ fn a_saved_step_survives_a_process_that_never_closed_the_database() -> TestResul
     store.create_run(&record("r", 1, RunStatus::Running))?;
     let next = state("b", json!({ "saved": true }));
     store.save_step(&StepSave {
-        history: Some(&entry("r", "a")),
+        history: &[entry("r", "a")],
         ..step("r", RunStatus::Running, &next)
     })?;
     // As if the process died: the connection is never closed, the WAL never checkpointed.
@@ -567,7 +567,7 @@ fn bad_data_in_the_database_is_an_error_naming_the_run() -> TestResult {
     store.create_run(&record("broken", 1, RunStatus::Running))?;
     store.create_run(&record("fine", 2, RunStatus::Running))?;
     store.save_step(&StepSave {
-        history: Some(&entry("fine", "a")),
+        history: &[entry("fine", "a")],
         ..step("fine", RunStatus::Running, &State::default())
     })?;
     let raw = Connection::open(&path)?;
@@ -642,7 +642,7 @@ fn an_unknown_kind_or_outcome_in_the_database_is_a_bad_record() -> TestResult {
     store.create_run(&record("r", 1, RunStatus::Running))?;
     for name in ["a", "b"] {
         store.save_step(&StepSave {
-            history: Some(&entry("r", name)),
+            history: &[entry("r", name)],
             ..step("r", RunStatus::Running, &State::default())
         })?;
     }
@@ -708,7 +708,7 @@ fn a_version_1_database_is_migrated_with_its_runs() -> TestResult {
     })?;
     assert_eq!(lease.fence, 1);
     store.save_step(&StepSave {
-        history: Some(&entry("old", "b")),
+        history: &[entry("old", "b")],
         lease: Some(&lease),
         ..step("old", RunStatus::Running, &old.state)
     })?;

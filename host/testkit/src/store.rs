@@ -67,6 +67,7 @@ macro_rules! __store_cases {
             a_run_and_its_history_round_trip,
             a_save_without_history_changes_only_the_run,
             history_entries_are_numbered_per_run,
+            a_save_of_several_calls_appends_every_entry_in_order,
             entries_made_from_calls_are_saved_and_read_back,
             every_kind_and_outcome_is_saved_and_read_back,
             handler_calls_are_saved_and_read_back,
@@ -84,6 +85,7 @@ macro_rules! __store_cases {
             take_over_needs_the_name_of_the_current_holder,
             every_claim_increments_the_fence_and_listings_show_the_holder,
             a_save_with_a_stale_fence_changes_nothing,
+            a_refused_save_of_several_calls_writes_none_of_them,
             renew_extends_a_current_lease_and_fails_after_a_take_over,
             release_frees_the_run_and_a_lost_lease_releases_nothing,
             finished_runs_cannot_be_claimed_and_failed_ones_can,
@@ -95,6 +97,7 @@ macro_rules! __store_cases {
             // batch
             each_refusal_is_reported_in_its_slot_and_the_other_steps_are_saved,
             an_empty_batch_saves_nothing,
+            a_batch_mixing_saves_of_zero_one_and_three_calls_saves_each_in_order,
             // due
             claim_due_takes_due_runs_earliest_first_and_nothing_else,
             next_due_ms_is_the_earliest_timer_or_lease_expiry_still_ahead,

@@ -58,11 +58,14 @@ pub(super) struct StepRow<'a> {
     pub state: String,
     pub next_check_ms: Option<i64>,
     pub updated_ms: i64,
-    pub history: Option<HistoryRow<'a>>,
+    /// The entries of the apply's calls, in the order they are numbered; empty when it called
+    /// nothing.
+    pub history: Vec<HistoryRow<'a>>,
 }
 
 impl<'a> StepRow<'a> {
-    /// Converts `step`, and its history entry if it has one.
+    /// Converts `step` and every one of its history entries: one that does not fit refuses the
+    /// whole step.
     pub(super) fn new(step: &StepSave<'a>) -> Result<Self, StoreError> {
         let id = step.run_id;
         check::step_lease(step)?;
@@ -72,8 +75,9 @@ impl<'a> StepRow<'a> {
             updated_ms: now(id)?,
             history: step
                 .history
+                .iter()
                 .map(|entry| HistoryRow::new(id, entry))
-                .transpose()?,
+                .collect::<Result<_, _>>()?,
         })
     }
 }

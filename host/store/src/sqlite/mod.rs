@@ -434,7 +434,7 @@ mod tests {
             state: &state,
             next_check_ms: None,
             last_error: None,
-            history: Some(&entry),
+            history: std::slice::from_ref(&entry),
             lease: None,
         })?;
         assert_eq!(commits.load(Ordering::SeqCst), 1);
@@ -444,10 +444,24 @@ mod tests {
             state: &state,
             next_check_ms: Some(9),
             last_error: None,
-            history: None,
+            history: &[],
             lease: None,
         })?;
         assert_eq!(commits.load(Ordering::SeqCst), 2);
+        // An apply of parallel branches: three entries, still one commit.
+        let parallel = [entry.clone(), entry.clone(), entry];
+        store.save_step(&StepSave {
+            run_id: "r",
+            status: RunStatus::Running,
+            state: &state,
+            next_check_ms: None,
+            last_error: None,
+            history: &parallel,
+            lease: None,
+        })?;
+        assert_eq!(commits.load(Ordering::SeqCst), 3);
+        let seqs: Vec<u64> = store.history("r")?.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4]);
         Ok(())
     }
 
@@ -502,7 +516,7 @@ mod tests {
                 state: &state,
                 next_check_ms: Some(99),
                 last_error: None,
-                history: Some(entry),
+                history: std::slice::from_ref(entry),
                 lease: Some(lease),
             })
             .collect();

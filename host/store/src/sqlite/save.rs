@@ -17,7 +17,7 @@ use super::encode::{self, HistoryRow, StepRow, invalid};
 use super::error::{SQLITE_CONSTRAINT_CHECK, classify, is_fatal, no_deployment, not_found};
 use super::queries::{held, held_for_save, lease_lost};
 use super::signal;
-use crate::{Lease, RunStatus, StepSave, StoreError};
+use crate::{Lease, RunStatus, StepSave, StoreError, check};
 
 /// A step's update of its run's row.
 const UPDATE_STEP: &str = "UPDATE runs SET status = ?2, state = ?3, next_check_ms = ?4, \
@@ -26,10 +26,21 @@ const UPDATE_STEP: &str = "UPDATE runs SET status = ?2, state = ?3, next_check_m
 /// The store numbers history entries: one more than the run's last (an index lookup).
 const NEXT_SEQ: &str = "SELECT COALESCE(MAX(seq), 0) + 1 FROM history WHERE run_id = ?1";
 
+/// One history entry, with the checksum of its values.
 const INSERT_HISTORY: &str = "INSERT INTO history (run_id, seq, step, kind, attempt, outcome, \
                               started_ms, duration_ms, error, patch, redelivered, handlers, \
                               checksum) \
                               VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+
+/// The savepoint the entries of a step that made several calls are inserted under, so a
+/// refusal of one takes back the others (the batch's other steps are kept).
+const SAVEPOINT: &str = "SAVEPOINT step_history";
+
+/// Keeps the entries inserted since [`SAVEPOINT`] (they commit with the transaction).
+const RELEASE: &str = "RELEASE step_history";
+
+/// Undoes the entries inserted since [`SAVEPOINT`]; [`RELEASE`] then ends it.
+const ROLLBACK_TO: &str = "ROLLBACK TO step_history";
 
 /// The flow of a deployment, to check that a run moves to a deployment of its own flow.
 const DEPLOYMENT_FLOW: &str = "SELECT flow FROM deployments WHERE id = ?1";
@@ -86,7 +97,7 @@ pub(super) fn save_steps(
     Ok(results)
 }
 
-/// Checks the run of `step` under the write lock and writes its row and history entry.
+/// Checks the run of `step` under the write lock and writes its row and history entries.
 fn write_step(
     conn: &Connection,
     path: &Path,
@@ -130,12 +141,11 @@ fn write_step(
     }
     // After those: a driver of a damaged run that was cancelled or taken over hears that.
     let run_checksum = checked.transpose()?;
-    // The history entry goes first: a refusal of it is the last one a step can meet, and a
-    // refused statement writes nothing, so a refused step leaves no trace without a savepoint
-    // of its own. Any failure after it is the database's, and rolls back the transaction.
-    if let Some(entry) = &row.history {
-        insert_history(conn, path, run_id, entry, checksums)?;
-    }
+    // The history entries go first: a refusal of one is the last one a step can meet, and a
+    // refused statement writes nothing (several entries share a savepoint, undone with them),
+    // so a refused step leaves no trace. Any failure after them is the database's, and rolls
+    // back the transaction.
+    insert_history(conn, path, run_id, &row.history, checksums)?;
     conn.prepare_cached(UPDATE_STEP)
         .and_then(|mut stmt| {
             stmt.execute(rusqlite::params![
@@ -152,35 +162,83 @@ fn write_step(
         .map_err(|e| classify(path, action(), e))
 }
 
-/// Appends `entry` to the history of `run_id`, numbered one after its last entry.
+/// Appends `entries` to the history of `run_id`, in order, numbered one after another from one
+/// after its last entry; all or none of them: two or more are inserted under a savepoint, so a
+/// refusal of a later one takes the earlier ones back (one entry, the hot path, needs none: a
+/// refused statement writes nothing).
 fn insert_history(
     conn: &Connection,
     path: &Path,
     run_id: &str,
+    entries: &[HistoryRow<'_>],
+    checksums: bool,
+) -> Result<(), StoreError> {
+    let action = || format!("saving a step of run `{run_id}`");
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let first = next_seq(conn, path, run_id)?;
+    if let [entry] = entries {
+        return insert_entry(conn, path, run_id, first, entry, checksums);
+    }
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map(drop)
+            .map_err(|e| classify(path, action(), e))
+    };
+    run(SAVEPOINT)?;
+    let inserted = entries.iter().enumerate().try_for_each(|(at, entry)| {
+        let seq = check::saturating_i64(at)
+            .checked_add(first)
+            .ok_or_else(|| invalid(run_id, "its history is too long to number another entry"))?;
+        insert_entry(conn, path, run_id, seq, entry, checksums)
+    });
+    match inserted {
+        Ok(()) => run(RELEASE),
+        // The whole transaction is rolled back for this one.
+        Err(e) if is_fatal(&e) => Err(e),
+        Err(e) => {
+            run(ROLLBACK_TO)?;
+            run(RELEASE)?;
+            Err(e)
+        }
+    }
+}
+
+/// The number of the next history entry of `run_id`: one more than its last.
+fn next_seq(conn: &Connection, path: &Path, run_id: &str) -> Result<i64, StoreError> {
+    conn.prepare_cached(NEXT_SEQ)
+        .and_then(|mut stmt| stmt.query_row([run_id], |r| r.get::<_, i64>(0)))
+        .map_err(|e| classify(path, format!("saving a step of run `{run_id}`"), e))
+}
+
+/// Inserts `entry` as entry `seq` of the history of `run_id`.
+fn insert_entry(
+    conn: &Connection,
+    path: &Path,
+    run_id: &str,
+    seq: i64,
     entry: &HistoryRow<'_>,
     checksums: bool,
 ) -> Result<(), StoreError> {
-    let inserted = conn
-        .prepare_cached(NEXT_SEQ)
-        .and_then(|mut stmt| stmt.query_row([run_id], |r| r.get::<_, i64>(0)))
-        .and_then(|seq| {
-            let mut stmt = conn.prepare_cached(INSERT_HISTORY)?;
-            stmt.execute(rusqlite::params![
-                run_id,
-                seq,
-                entry.step,
-                entry.kind,
-                entry.attempt,
-                entry.outcome,
-                entry.started_ms,
-                entry.duration_ms,
-                entry.error,
-                entry.patch,
-                entry.redelivered,
-                entry.handlers,
-                checksums.then(|| entry.checksum(run_id, seq)),
-            ])
-        });
+    let inserted = conn.prepare_cached(INSERT_HISTORY).and_then(|mut stmt| {
+        stmt.execute(rusqlite::params![
+            run_id,
+            seq,
+            entry.step,
+            entry.kind,
+            entry.attempt,
+            entry.outcome,
+            entry.started_ms,
+            entry.duration_ms,
+            entry.error,
+            entry.patch,
+            entry.redelivered,
+            entry.handlers,
+            checksums.then(|| entry.checksum(run_id, seq)),
+        ])
+    });
     match inserted {
         Ok(_) => Ok(()),
         Err(e) if e.sqlite_extended_error_code() == Some(SQLITE_CONSTRAINT_CHECK) => {

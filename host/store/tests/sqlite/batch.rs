@@ -3,7 +3,7 @@
 //! refusals every backend makes are in the conformance suite).
 
 use super::*;
-use stepflow_testkit::store::fixtures::claimed_runs;
+use stepflow_testkit::store::fixtures::{calls, claimed_runs, numbered};
 
 /// A run whose row was edited by hand is refused in its slot ([`StoreError::Checksum`]) and
 /// not overwritten, while the other steps are saved (the conformance suite checks the other
@@ -23,12 +23,12 @@ fn a_damaged_row_is_refused_in_its_slot_and_not_overwritten() -> TestResult {
     let entries: Vec<HistoryEntry> = (0..2).map(|i| entry(&format!("r{i}"), "a")).collect();
     let results = store.save_steps(&[
         StepSave {
-            history: Some(&entries[0]),
+            history: std::slice::from_ref(&entries[0]),
             lease: Some(&leases[0]),
             ..step("r0", RunStatus::Waiting, &new_state)
         },
         StepSave {
-            history: Some(&entries[1]),
+            history: std::slice::from_ref(&entries[1]),
             lease: Some(&leases[1]),
             ..step("r1", RunStatus::Waiting, &new_state)
         },
@@ -89,15 +89,15 @@ fn a_step_whose_history_row_is_refused_writes_neither_and_the_others_are_saved()
     let (ea, ec) = (entry("a", "z"), entry("c", "z"));
     let results = store.save_steps(&[
         StepSave {
-            history: Some(&ea),
+            history: std::slice::from_ref(&ea),
             ..step("a", RunStatus::Waiting, &new_state)
         },
         StepSave {
-            history: Some(&refused),
+            history: std::slice::from_ref(&refused),
             ..step("b", RunStatus::Waiting, &new_state)
         },
         StepSave {
-            history: Some(&ec),
+            history: std::slice::from_ref(&ec),
             ..step("c", RunStatus::Waiting, &new_state)
         },
     ])?;
@@ -119,6 +119,77 @@ fn a_step_whose_history_row_is_refused_writes_neither_and_the_others_are_saved()
     Ok(())
 }
 
+/// A step of three calls whose last entry the file's schema refuses writes none of the three
+/// (they share a savepoint) nor its state, while the batch's other steps, before and after
+/// it, are saved with every entry.
+#[test]
+fn a_step_of_several_calls_whose_last_entry_is_refused_writes_none_of_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    {
+        let mut store = SqliteStore::open(&path)?;
+        for id in ["a", "b", "c"] {
+            store.create_run(&record(id, 1, RunStatus::Running))?;
+        }
+    }
+    {
+        let raw = Connection::open(&path)?;
+        raw.execute_batch("PRAGMA writable_schema = ON;")?;
+        raw.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ' OR kind = ''error-handler''', '') \
+             WHERE name = 'history'",
+            [],
+        )?;
+        raw.execute_batch("PRAGMA writable_schema = OFF;")?;
+    }
+    let mut store = SqliteStore::open(&path)?;
+    let before = store.run("b")?;
+    let new_state = state("z", json!({ "n": 3 }));
+    let mut refused = calls("b", &["x", "y", "z"]);
+    refused[2].kind = CallKind::ErrorHandler;
+    let (ea, ec) = (calls("a", &["x", "y", "z"]), calls("c", &["x", "y"]));
+    let results = store.save_steps(&[
+        StepSave {
+            history: &ea,
+            ..step("a", RunStatus::Waiting, &new_state)
+        },
+        StepSave {
+            history: &refused,
+            ..step("b", RunStatus::Waiting, &new_state)
+        },
+        StepSave {
+            history: &ec,
+            ..step("c", RunStatus::Waiting, &new_state)
+        },
+    ])?;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    assert!(
+        matches!(&results[1], Err(StoreError::Invalid { detail, .. }) if detail.contains("error-handler")),
+        "{results:?}"
+    );
+    assert_eq!(store.run("b")?, before, "b is unchanged");
+    let raw = Connection::open(&path)?;
+    let b_rows: i64 =
+        raw.query_row("SELECT COUNT(*) FROM history WHERE run_id = 'b'", [], |r| {
+            r.get(0)
+        })?;
+    assert_eq!(
+        b_rows, 0,
+        "the first two of b's entries were taken back too"
+    );
+    assert_eq!(store.history("a")?, numbered(&ea, 0));
+    assert_eq!(store.history("c")?, numbered(&ec, 0));
+
+    // The savepoint ended with its step: b saves its calls once they fit, numbered from 1.
+    refused[2].kind = CallKind::Step;
+    store.save_step(&StepSave {
+        history: &refused,
+        ..step("b", RunStatus::Waiting, &new_state)
+    })?;
+    assert_eq!(store.history("b")?, numbered(&refused, 0));
+    Ok(())
+}
+
 #[test]
 fn a_failure_of_the_transaction_saves_nothing() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -137,11 +208,11 @@ fn a_failure_of_the_transaction_saves_nothing() -> TestResult {
     let err = store
         .save_steps(&[
             StepSave {
-                history: Some(&ea),
+                history: std::slice::from_ref(&ea),
                 ..step("a", RunStatus::Completed, &new_state)
             },
             StepSave {
-                history: Some(&eb),
+                history: std::slice::from_ref(&eb),
                 ..step("b", RunStatus::Completed, &new_state)
             },
         ])

@@ -2,6 +2,7 @@
 //! saved with the row, naming the run and the row, and `save_step` does not overwrite it.
 
 use super::*;
+use stepflow_testkit::store::fixtures::{calls, numbered};
 
 /// One bit of `text` flipped: `"100"` becomes `"900"` (0x31 ^ 0x08 = 0x39).
 const AMOUNT: &str = "\"amount\":100";
@@ -18,7 +19,7 @@ fn saved(path: &Path) -> Result<SqliteStore, StoreError> {
                 ..entry(id, "a")
             };
             store.save_step(&StepSave {
-                history: Some(&e),
+                history: std::slice::from_ref(&e),
                 ..step(
                     id,
                     RunStatus::Running,
@@ -86,7 +87,7 @@ fn a_flipped_bit_in_a_saved_state_is_reported_and_not_overwritten() -> TestResul
     // A save would replace the damaged state: refused, and nothing is written.
     let err = store
         .save_step(&StepSave {
-            history: Some(&entry("r", "c")),
+            history: &[entry("r", "c")],
             ..step("r", RunStatus::Running, &state("c", json!({ "amount": 1 })))
         })
         .expect_err("the damaged row is not overwritten");
@@ -142,6 +143,41 @@ fn a_flipped_bit_in_a_history_row_names_the_entry() -> TestResult {
     Ok(())
 }
 
+/// Every entry of a save of several calls gets a checksum of its own, over its own number: they
+/// read back checked, and a change to the middle one is reported naming exactly that entry.
+#[test]
+fn each_entry_of_a_save_of_several_calls_has_its_own_checksum() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db(&dir);
+    let mut store = saved(&path)?;
+    let parallel = calls("r", &["x", "y", "z"]);
+    store.save_step(&StepSave {
+        history: &parallel,
+        ..step("r", RunStatus::Running, &state("z", json!({})))
+    })?;
+    assert_eq!(
+        store.history("r")?[3..],
+        numbered(&parallel, 3),
+        "read back, checked"
+    );
+    let raw = Connection::open(&path)?;
+    let sums: Vec<(i64, Option<i64>)> = raw
+        .prepare("SELECT seq, checksum FROM history WHERE run_id = 'r' ORDER BY seq")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let seqs: Vec<i64> = sums.iter().map(|(seq, _)| *seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    assert!(sums.iter().all(|(_, sum)| sum.is_some()), "{sums:?}");
+
+    raw.execute(
+        "UPDATE history SET duration_ms = duration_ms + 1 WHERE run_id = 'r' AND seq = 5",
+        [],
+    )?;
+    let err = store.history("r").map(drop).expect_err("damaged entry");
+    assert_checksum_error(&err, "r", "history entry 5");
+    Ok(())
+}
+
 #[test]
 fn a_flipped_bit_in_the_file_itself_is_reported() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -190,7 +226,7 @@ fn rows_saved_before_checksums_are_read_and_get_one_at_the_next_save() -> TestRe
     assert_eq!(sums("SELECT checksum FROM runs")?, vec![None]);
 
     store.save_step(&StepSave {
-        history: Some(&entry("old", "b")),
+        history: &[entry("old", "b")],
         ..step("old", RunStatus::Running, &old.state)
     })?;
     assert!(

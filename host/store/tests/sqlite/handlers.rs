@@ -16,7 +16,7 @@ fn handler_calls_are_a_json_column_that_is_null_without_any() -> TestResult {
     let plain = entry("r", "a");
     for e in [&failed, &plain] {
         store.save_step(&StepSave {
-            history: Some(e),
+            history: std::slice::from_ref(e),
             ..step("r", RunStatus::Running, &State::default())
         })?;
     }
@@ -42,7 +42,7 @@ fn bad_json_in_the_handlers_column_is_a_bad_record() -> TestResult {
     store.create_run(&record("r", 1, RunStatus::Running))?;
     for _ in 0..2 {
         store.save_step(&StepSave {
-            history: Some(&HistoryEntry::from_call("r", &failed_call(), 10, 3)),
+            history: &[HistoryEntry::from_call("r", &failed_call(), 10, 3)],
             ..step("r", RunStatus::Running, &State::default())
         })?;
     }

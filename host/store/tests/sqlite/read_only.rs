@@ -26,7 +26,7 @@ fn saved_database(path: &Path) -> Result<(RunRecord, Vec<HistoryEntry>), StoreEr
     let mut store = SqliteStore::open(path)?;
     store.create_run(&record("r", 1, RunStatus::Running))?;
     store.save_step(&StepSave {
-        history: Some(&entry("r", "a")),
+        history: &[entry("r", "a")],
         next_check_ms: Some(77),
         ..step("r", RunStatus::Waiting, &state("b", json!({ "n": 1 })))
     })?;
@@ -97,7 +97,7 @@ fn writes_through_a_read_only_store_are_refused_and_write_nothing() -> TestResul
         (
             "saving a step of run `r`",
             store.save_step(&StepSave {
-                history: Some(&entry("r", "x")),
+                history: &[entry("r", "x")],
                 ..step("r", RunStatus::Running, &s)
             }),
         ),

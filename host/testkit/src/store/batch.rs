@@ -4,7 +4,7 @@
 use serde_json::json;
 use stepflow_store::{HistoryEntry, Lease, RunRecord, RunStatus, StepSave, Store, StoreError};
 
-use super::fixtures::{claimed_runs, entry, record, state, step};
+use super::fixtures::{calls, claimed_runs, entry, numbered, record, state, step};
 use super::{CaseResult, Opener};
 
 /// A batch with a cancelled run, a stale lease, an unknown run, an entry of another run and a
@@ -31,38 +31,38 @@ pub fn each_refusal_is_reported_in_its_slot_and_the_other_steps_are_saved(
     let of_unknown = entry("unknown", "a");
     let steps = [
         StepSave {
-            history: Some(&entries[0]),
+            history: std::slice::from_ref(&entries[0]),
             lease: Some(&leases[0]),
             ..step("r0", RunStatus::Waiting, &new_state)
         },
         StepSave {
-            history: Some(&entries[1]),
+            history: std::slice::from_ref(&entries[1]),
             lease: Some(&leases[1]),
             ..step("r1", RunStatus::Waiting, &new_state)
         },
         StepSave {
-            history: Some(&entries[2]),
+            history: std::slice::from_ref(&entries[2]),
             lease: Some(&stale),
             ..step("r2", RunStatus::Waiting, &new_state)
         },
         StepSave {
-            history: Some(&of_unknown),
+            history: std::slice::from_ref(&of_unknown),
             ..step("unknown", RunStatus::Waiting, &new_state)
         },
         StepSave {
-            history: Some(&of_other_run),
+            history: std::slice::from_ref(&of_other_run),
             lease: Some(&leases[3]),
             ..step("r3", RunStatus::Waiting, &new_state)
         },
         StepSave {
             next_check_ms: Some(u64::MAX),
-            history: Some(&entries[4]),
+            history: std::slice::from_ref(&entries[4]),
             lease: Some(&leases[4]),
             ..step("r4", RunStatus::Waiting, &new_state)
         },
         // A second step of r0 in the same batch follows the first.
         StepSave {
-            history: Some(&entries[0]),
+            history: std::slice::from_ref(&entries[0]),
             lease: Some(&leases[0]),
             ..step("r0", RunStatus::Completed, &new_state)
         },
@@ -109,6 +109,131 @@ pub fn each_refusal_is_reported_in_its_slot_and_the_other_steps_are_saved(
         matches!(store.run("unknown"), Err(StoreError::NotFound { .. })),
         "no run was created"
     );
+    Ok(())
+}
+
+/// A batch mixing saves of no call, one call and three calls (of several runs, and two of
+/// one run) numbers each run's entries on from its last one, in the order of the batch and of
+/// each save's calls; a save of three calls refused in its slot (a stale lease) writes none of
+/// them, and the others are saved.
+pub fn a_batch_mixing_saves_of_zero_one_and_three_calls_saves_each_in_order(
+    open: &Opener,
+) -> CaseResult {
+    let mut store = open();
+    let leases = claimed_runs(store.as_mut(), 4)?;
+    let old = state("a", json!({ "n": 0 }));
+    // r0 has one entry already.
+    let first = entry("r0", "first");
+    store.save_step(&StepSave {
+        history: std::slice::from_ref(&first),
+        lease: Some(&leases[0]),
+        ..step("r0", RunStatus::Running, &old)
+    })?;
+    let r3_before = store.run("r3")?;
+    let stale = Lease {
+        fence: 0,
+        ..leases[3].clone()
+    };
+
+    let new_state = state("b", json!({ "n": 9 }));
+    let r0_three = calls("r0", &["x", "y", "z"]);
+    let r0_one = entry("r0", "after");
+    let r2_one = entry("r2", "one");
+    let r2_three = calls("r2", &["p", "q", "s"]);
+    let r3_three = calls("r3", &["x", "y", "z"]);
+    let steps = [
+        StepSave {
+            history: &r0_three,
+            lease: Some(&leases[0]),
+            ..step("r0", RunStatus::Running, &new_state)
+        },
+        StepSave {
+            lease: Some(&leases[1]),
+            ..step("r1", RunStatus::Waiting, &new_state)
+        },
+        StepSave {
+            history: std::slice::from_ref(&r2_one),
+            lease: Some(&leases[2]),
+            ..step("r2", RunStatus::Running, &new_state)
+        },
+        StepSave {
+            history: &r3_three,
+            lease: Some(&stale),
+            ..step("r3", RunStatus::Completed, &new_state)
+        },
+        StepSave {
+            history: std::slice::from_ref(&r0_one),
+            lease: Some(&leases[0]),
+            ..step("r0", RunStatus::Completed, &new_state)
+        },
+        StepSave {
+            history: &r2_three,
+            lease: Some(&leases[2]),
+            ..step("r2", RunStatus::Waiting, &new_state)
+        },
+    ];
+    let results = store.save_steps(&steps)?;
+    let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+    assert_eq!(ok, [true, true, true, false, true, true], "{results:?}");
+    assert!(
+        matches!(&results[3], Err(StoreError::LeaseLost { run, .. }) if run == "r3"),
+        "{results:?}"
+    );
+
+    let r0: Vec<HistoryEntry> = [
+        vec![HistoryEntry { seq: 1, ..first }],
+        numbered(&r0_three, 1),
+        numbered(std::slice::from_ref(&r0_one), 4),
+    ]
+    .concat();
+    assert_eq!(
+        store.history("r0")?,
+        r0,
+        "r0: its entry, the three, then one more"
+    );
+    assert_eq!(
+        store.history_page("r0", 1, 3)?,
+        (r0[1..4].to_vec(), 5),
+        "r0's three"
+    );
+    assert_eq!(
+        store.run("r0")?.status,
+        RunStatus::Completed,
+        "r0's last save"
+    );
+
+    assert_eq!(
+        store.history_page("r1", 0, 10)?,
+        (Vec::new(), 0),
+        "r1 called nothing"
+    );
+    let r1 = store.run("r1")?;
+    assert_eq!(
+        (r1.status, &r1.state),
+        (RunStatus::Waiting, &new_state),
+        "r1 is saved"
+    );
+
+    let r2: Vec<HistoryEntry> = [
+        numbered(std::slice::from_ref(&r2_one), 0),
+        numbered(&r2_three, 1),
+    ]
+    .concat();
+    assert_eq!(store.history("r2")?, r2, "r2: one, then three");
+    assert_eq!(store.history_page("r2", 0, 10)?.1, 4, "r2's total");
+    assert_eq!(
+        store.run("r2")?.status,
+        RunStatus::Waiting,
+        "r2's last save"
+    );
+
+    assert_eq!(store.run("r3")?, r3_before, "r3 is unchanged");
+    assert_eq!(
+        store.history_page("r3", 0, 10)?,
+        (Vec::new(), 0),
+        "none of r3's three"
+    );
+    assert_eq!(open().history("r0")?, r0, "a new connection reads the same");
     Ok(())
 }
 

@@ -419,7 +419,7 @@ pub fn move_run_points_a_run_at_another_deployment_under_its_lease(open: &Opener
     );
     // And saves go on as before.
     store.save_step(&StepSave {
-        history: Some(&entry("r", "a")),
+        history: &[entry("r", "a")],
         lease: Some(&lease),
         ..step("r", RunStatus::Waiting, &before.state)
     })?;

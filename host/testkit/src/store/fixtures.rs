@@ -79,8 +79,54 @@ pub fn entry(run_id: &str, step: &str) -> HistoryEntry {
     }
 }
 
+/// The entries of the calls one apply of parallel branches made, one per step of `steps`, in
+/// order, each with another kind, outcome, attempt, time and patch (and `seq` 99, which the
+/// store ignores), so entries saved out of order or mixed up are seen.
+pub fn calls(run_id: &str, steps: &[&str]) -> Vec<HistoryEntry> {
+    steps
+        .iter()
+        .zip(0u32..)
+        .map(|(step, n)| {
+            let done = HistoryEntry {
+                seq: 99,
+                attempt: n,
+                started_ms: 1_700_000_000_000 + u64::from(n),
+                duration_ms: 10 + u64::from(n),
+                patch: Some(json!({ "call": n })),
+                ..entry(run_id, step)
+            };
+            match n % 3 {
+                0 => done,
+                1 => HistoryEntry {
+                    kind: CallKind::WaitFor,
+                    outcome: StepOutcome::Retrying,
+                    error: Some(format!("call {n} not ready (retryable)")),
+                    patch: None,
+                    ..done
+                },
+                _ => HistoryEntry {
+                    kind: CallKind::Case,
+                    outcome: StepOutcome::True,
+                    patch: None,
+                    ..done
+                },
+            }
+        })
+        .collect()
+}
+
+/// `entries` as the store numbers them when they are saved after the run's first `before`
+/// entries: `before + 1`, `before + 2`, ...
+pub fn numbered(entries: &[HistoryEntry], before: u64) -> Vec<HistoryEntry> {
+    entries
+        .iter()
+        .zip(before + 1..)
+        .map(|(e, seq)| HistoryEntry { seq, ..e.clone() })
+        .collect()
+}
+
 /// A save of `state` with no next check, no error, no history entry and no lease; cases add
-/// what they need with `StepSave { history: Some(..), ..step(..) }`.
+/// what they need with `StepSave { history: &[..], ..step(..) }`.
 pub fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> StepSave<'a> {
     StepSave {
         run_id,
@@ -88,7 +134,7 @@ pub fn step<'a>(run_id: &'a str, status: RunStatus, state: &'a State) -> StepSav
         state,
         next_check_ms: None,
         last_error: None,
-        history: None,
+        history: &[],
         lease: None,
     }
 }

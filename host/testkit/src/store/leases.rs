@@ -7,7 +7,7 @@ use serde_json::json;
 use stepflow_model::State;
 use stepflow_store::{Claim, Lease, LeaseInfo, RunRecord, RunStatus, StepSave, Store, StoreError};
 
-use super::fixtures::{assert_store_terms, entry, record, state, step};
+use super::fixtures::{assert_store_terms, calls, entry, numbered, record, state, step};
 use super::{CaseResult, Opener};
 
 /// A claim of `run_id` by `owner` at `now_ms` for 100 ms, without take-over.
@@ -19,7 +19,7 @@ fn claim<'a>(run_id: &'a str, owner: &'a str, now_ms: u64) -> Claim<'a> {
 fn save_with(store: &mut dyn Store, lease: &Lease, state: &State) -> Result<(), StoreError> {
     let e = entry("r", "a");
     store.save_step(&StepSave {
-        history: Some(&e),
+        history: std::slice::from_ref(&e),
         lease: Some(lease),
         ..step("r", RunStatus::Running, state)
     })
@@ -200,6 +200,83 @@ pub fn a_save_with_a_stale_fence_changes_nothing(open: &Opener) -> CaseResult {
 
     save_with(b_store.as_mut(), &b, &state("c", json!({ "n": 2 })))?;
     assert_eq!(b_store.history("r")?.len(), 2, "host-b saves");
+    Ok(())
+}
+
+/// A save of several calls refused for a lost lease ([`StoreError::LeaseLost`]) or a
+/// cancelled run ([`StoreError::Cancelled`]) writes none of its entries, nor its state, and
+/// leaves the run's entry count as it was: the new holder's own save of several calls is
+/// numbered from 2, right after the one entry saved before.
+pub fn a_refused_save_of_several_calls_writes_none_of_them(open: &Opener) -> CaseResult {
+    let mut a_store = store_with_run(open)?;
+    let mut b_store = open();
+    a_store.create_run(&record("cancelled", 2, RunStatus::Running))?;
+    let a = a_store.claim(&claim("r", "host-a", 1_000))?;
+    let a_cancelled = a_store.claim(&claim("cancelled", "host-a", 1_000))?;
+    save_with(a_store.as_mut(), &a, &state("b", json!({ "n": 1 })))?;
+    let before = a_store.run("r")?;
+    b_store.set_status("cancelled", RunStatus::Cancelled)?;
+    let cancelled_before = b_store.run("cancelled")?;
+
+    // host-a stalls past its expiry; host-b claims the run; then both of host-a's saves of
+    // three calls are refused.
+    let b = b_store.claim(&claim("r", "host-b", 2_000))?;
+    let lost = calls("r", &["x", "y", "z"]);
+    let err = a_store
+        .save_step(&StepSave {
+            history: &lost,
+            lease: Some(&a),
+            ..step("r", RunStatus::Completed, &state("z", json!({ "n": 9 })))
+        })
+        .expect_err("host-a lost the run");
+    assert!(
+        matches!(&err, StoreError::LeaseLost { run, current_fence: 2, .. } if run == "r"),
+        "{err:?}"
+    );
+    let of_cancelled = calls("cancelled", &["x", "y", "z"]);
+    let err = a_store
+        .save_step(&StepSave {
+            history: &of_cancelled,
+            lease: Some(&a_cancelled),
+            ..step("cancelled", RunStatus::Completed, &state("z", json!({})))
+        })
+        .expect_err("the run was cancelled");
+    assert!(
+        matches!(&err, StoreError::Cancelled { id } if id == "cancelled"),
+        "{err:?}"
+    );
+
+    let after = b_store.run("r")?;
+    assert_eq!(
+        (&after.state, after.status),
+        (&before.state, before.status),
+        "r's state is unchanged"
+    );
+    assert_eq!(
+        b_store.history_page("r", 0, 10)?.1,
+        1,
+        "r still has one entry"
+    );
+    assert_eq!(b_store.history("r")?.len(), 1, "none of the three");
+    assert_eq!(
+        b_store.run("cancelled")?,
+        cancelled_before,
+        "the cancelled run is unchanged"
+    );
+    assert_eq!(
+        b_store.history_page("cancelled", 0, 10)?,
+        (Vec::new(), 0),
+        "the cancelled run has no entry"
+    );
+
+    let saved = calls("r", &["p", "q", "s"]);
+    b_store.save_step(&StepSave {
+        history: &saved,
+        lease: Some(&b),
+        ..step("r", RunStatus::Running, &state("s", json!({})))
+    })?;
+    let history = b_store.history("r")?;
+    assert_eq!(&history[1..], numbered(&saved, 1), "host-b's three, from 2");
     Ok(())
 }
 

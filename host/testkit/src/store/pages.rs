@@ -233,7 +233,7 @@ pub fn counts_by_status_and_history_pages_with_their_total(open: &Opener) -> Cas
     for name in ["s1", "s2", "s3"] {
         let entry = entry("a", name);
         store.save_step(&StepSave {
-            history: Some(&entry),
+            history: std::slice::from_ref(&entry),
             ..step("a", RunStatus::Running, &state)
         })?;
     }

@@ -7,7 +7,9 @@ use stepflow_store::{
     HistoryEntry, RunRecord, RunStatus, StepOutcome, StepSave, Store, StoreError,
 };
 
-use super::fixtures::{assert_store_terms, entry, failed_call, record, run_ids, state, step};
+use super::fixtures::{
+    assert_store_terms, calls, entry, failed_call, numbered, record, run_ids, state, step,
+};
 use super::{CaseResult, Opener};
 
 /// A run reads back as created; two saves replace its state and append two history entries
@@ -37,13 +39,13 @@ pub fn a_run_and_its_history_round_trip(open: &Opener) -> CaseResult {
         json!({ "n": 1, "nested": { "list": [1, "two", null] } }),
     );
     store.save_step(&StepSave {
-        history: Some(&first),
+        history: std::slice::from_ref(&first),
         ..step("run-1", RunStatus::Running, &next)
     })?;
     store.save_step(&StepSave {
         next_check_ms: Some(1_700_000_005_000),
         last_error: Some("not ready"),
-        history: Some(&second),
+        history: std::slice::from_ref(&second),
         ..step("run-1", RunStatus::Waiting, &next)
     })?;
 
@@ -96,7 +98,7 @@ pub fn history_entries_are_numbered_per_run(open: &Opener) -> CaseResult {
             ..entry(id, "a")
         };
         store.save_step(&StepSave {
-            history: Some(&e),
+            history: std::slice::from_ref(&e),
             ..step(id, RunStatus::Running, &s)
         })?;
     }
@@ -105,6 +107,85 @@ pub fn history_entries_are_numbered_per_run(open: &Opener) -> CaseResult {
     };
     assert_eq!(seqs("x")?, vec![1, 2, 3], "run x");
     assert_eq!(seqs("y")?, vec![1, 2], "run y");
+    Ok(())
+}
+
+/// A save of three calls (an apply of parallel branches) appends all three after the run's
+/// last entry, numbered one after another in the order given, whatever `seq` they carried;
+/// the next save numbers on after them. The history, its pages (with the run's total), a
+/// listing and a new connection all see them (SQLite checks each row's checksum on read).
+pub fn a_save_of_several_calls_appends_every_entry_in_order(open: &Opener) -> CaseResult {
+    let mut store = open();
+    store.create_run(&record("r", 1, RunStatus::Running))?;
+    let first = entry("r", "start");
+    let parallel = calls("r", &["left", "middle", "right"]);
+    let last = entry("r", "join");
+    let joined = state("join", json!({ "branches": 3 }));
+    store.save_step(&StepSave {
+        history: std::slice::from_ref(&first),
+        ..step("r", RunStatus::Running, &state("fork", json!({})))
+    })?;
+    store.save_step(&StepSave {
+        history: &parallel,
+        ..step("r", RunStatus::Running, &joined)
+    })?;
+    let expected: Vec<HistoryEntry> = [
+        vec![HistoryEntry { seq: 1, ..first }],
+        numbered(&parallel, 1),
+    ]
+    .concat();
+    assert_eq!(
+        store.history("r")?,
+        expected,
+        "one, then the three in order"
+    );
+    assert_eq!(store.run("r")?.state, joined, "with the state they led to");
+
+    store.save_step(&StepSave {
+        history: std::slice::from_ref(&last),
+        ..step("r", RunStatus::Completed, &joined)
+    })?;
+    let expected: Vec<HistoryEntry> = [expected, numbered(std::slice::from_ref(&last), 4)].concat();
+    let seqs: Vec<u64> = store.history("r")?.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "the next save numbers on after them");
+
+    let (page, total) = store.history_page("r", 0, 2)?;
+    assert_eq!(
+        (page.as_slice(), total),
+        (&expected[..2], 5),
+        "the first page"
+    );
+    let (page, total) = store.history_page("r", 2, 2)?;
+    assert_eq!(
+        (page.as_slice(), total),
+        (&expected[2..4], 5),
+        "a page inside the three"
+    );
+    let (page, total) = store.history_page("r", 4, 10)?;
+    assert_eq!(
+        (page.as_slice(), total),
+        (&expected[4..], 5),
+        "the last page"
+    );
+
+    let listed = store.runs(None, 10)?;
+    assert_eq!(run_ids(&listed), ["r"], "the listing");
+    assert_eq!(
+        (listed[0].status, &listed[0].state),
+        (RunStatus::Completed, &joined),
+        "the listing shows the last save"
+    );
+    let fresh = open();
+    assert_eq!(
+        fresh.history("r")?,
+        expected,
+        "a new connection reads them all"
+    );
+    assert_eq!(
+        fresh.history_page("r", 0, 10)?,
+        (expected, 5),
+        "and pages them"
+    );
     Ok(())
 }
 
@@ -136,7 +217,7 @@ pub fn entries_made_from_calls_are_saved_and_read_back(open: &Opener) -> CaseRes
         };
         let e = HistoryEntry::from_call("r", &call, 10, 2);
         store.save_step(&StepSave {
-            history: Some(&e),
+            history: std::slice::from_ref(&e),
             ..step("r", RunStatus::Running, &State::default())
         })?;
     }
@@ -178,7 +259,7 @@ pub fn every_kind_and_outcome_is_saved_and_read_back(open: &Opener) -> CaseResul
                 ..entry("r", "a")
             };
             store.save_step(&StepSave {
-                history: Some(&e),
+                history: std::slice::from_ref(&e),
                 ..step("r", RunStatus::Running, &State::default())
             })?;
             saved.push((kind, outcome));
@@ -204,7 +285,7 @@ pub fn handler_calls_are_saved_and_read_back(open: &Opener) -> CaseResult {
     let plain = entry("r", "a");
     for e in [&failed, &plain] {
         store.save_step(&StepSave {
-            history: Some(e),
+            history: std::slice::from_ref(e),
             ..step("r", RunStatus::Running, &State::default())
         })?;
     }
@@ -233,7 +314,7 @@ pub fn values_that_do_not_fit_are_refused_before_writing(open: &Opener) -> CaseR
     };
     let err = store
         .save_step(&StepSave {
-            history: Some(&huge),
+            history: std::slice::from_ref(&huge),
             ..step("r", RunStatus::Running, &State::default())
         })
         .expect_err("u64::MAX does not fit a 64-bit signed column");
@@ -248,7 +329,7 @@ pub fn values_that_do_not_fit_are_refused_before_writing(open: &Opener) -> CaseR
     let other = entry("someone-else", "a");
     let err = store
         .save_step(&StepSave {
-            history: Some(&other),
+            history: std::slice::from_ref(&other),
             ..step("r", RunStatus::Running, &State::default())
         })
         .expect_err("an entry of another run is refused");
@@ -339,7 +420,7 @@ pub fn a_cancel_from_another_connection_is_not_overwritten_by_a_runner(
 
     let err = runner
         .save_step(&StepSave {
-            history: Some(&entry("r", "a")),
+            history: &[entry("r", "a")],
             ..step("r", RunStatus::Running, &State::default())
         })
         .expect_err("a cancelled run is not overwritten");
@@ -389,7 +470,7 @@ pub fn unknown_runs_are_not_found(open: &Opener) -> CaseResult {
         store.set_status("nope", RunStatus::Cancelled),
         store.save_step(&step("nope", RunStatus::Running, &State::default())),
         store.save_step(&StepSave {
-            history: Some(&entry("nope", "a")),
+            history: &[entry("nope", "a")],
             ..step("nope", RunStatus::Running, &State::default())
         }),
     ];
@@ -432,7 +513,7 @@ pub fn a_new_connection_sees_everything_saved(open: &Opener) -> CaseResult {
         let next = state("b", json!({ "kept": true }));
         store.save_step(&StepSave {
             next_check_ms: Some(42),
-            history: Some(&entry("r", "a")),
+            history: &[entry("r", "a")],
             ..step("r", RunStatus::Waiting, &next)
         })?;
         (store.run("r")?, store.history("r")?)
@@ -461,7 +542,7 @@ pub fn the_start_state_is_the_state_a_run_was_created_with(open: &Opener) -> Cas
     for n in 1..=3 {
         let next = state("b", json!({ "n": n }));
         store.save_step(&StepSave {
-            history: Some(&entry("r", "b")),
+            history: &[entry("r", "b")],
             ..step("r", RunStatus::Running, &next)
         })?;
     }

@@ -176,7 +176,7 @@ pub fn a_waiting_save_whose_state_missed_a_signal_leaves_the_run_due(open: &Open
             state,
             next_check_ms: Some(NEVER_DUE_MS),
             last_error: None,
-            history: None,
+            history: &[],
             lease: Some(lease),
         }
     }
