@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stepflow_model::{
-    Applied, Clock, ErrorKind, Failure, Outcome, RunContext, State, Status, StepError, StepFlow,
-    SystemClock,
+    Applied, CallRecord, Clock, ErrorKind, Failure, Outcome, RunContext, State, Status, StepError,
+    StepFlow, SystemClock,
 };
 use stepflow_store::{HistoryEntry, Lease, RunStatus, StepSave, Store, StoreError};
 
@@ -201,7 +201,7 @@ impl Drive<'_, '_> {
             self.renew()?;
             let d = &mut self.driver;
             if let Some((path, kind)) = d.flow.next_call(&state) {
-                d.observer.step_started(self.calls + 1, path, kind);
+                d.observer.step_started(self.calls + 1, &path, kind);
             }
             let started_ms = d.clock.now_ms();
             let started = Instant::now();
@@ -219,7 +219,7 @@ impl Drive<'_, '_> {
                 Err(StoreError::Cancelled { .. }) => return Ok(Finish::Cancelled(state)),
                 Err(e) => return Err(e.into()),
             }
-            if let Some(call) = &applied.call {
+            for call in &applied.calls {
                 self.calls += 1;
                 self.driver
                     .observer
@@ -271,9 +271,13 @@ impl Drive<'_, '_> {
                 _ = d.stop.reached(1) => return Ok(false),
             }
             self.renew()?;
-            if let Some(signal) = signal
+            // Any signal a strand waits for moves the run on, not only the one reported.
+            if signal.is_some()
                 && self.deliver_signals(state)?
-                && state.inbox.iter().any(|s| s.name == signal)
+                && !matches!(
+                    self.driver.flow.status(state, self.driver.clock.now_ms()),
+                    Status::AwaitingSignal { .. }
+                )
             {
                 return Ok(true);
             }
@@ -332,12 +336,11 @@ impl Drive<'_, '_> {
     ) -> Result<(), StoreError> {
         let d = &mut self.driver;
         let (status, next_check_ms) = stored_status(d.flow, &applied.state, d.clock.now_ms());
-        let history = applied
-            .call
-            .as_ref()
+        let history: Vec<HistoryEntry> = applied
+            .calls
+            .iter()
             .map(|call| HistoryEntry::from_call(self.run_id, call, started_ms, duration_ms))
-            .into_iter()
-            .collect::<Vec<_>>();
+            .collect();
         let last_error = applied.state.error.as_ref().map(|f| f.to_string());
         let saving = d.store.begin_save_step(&StepSave {
             run_id: self.run_id,
@@ -345,7 +348,7 @@ impl Drive<'_, '_> {
             state: &applied.state,
             next_check_ms,
             last_error: last_error.as_deref(),
-            history: history.as_slice(),
+            history: &history,
             lease: d.lease.as_ref().map(|(lease, _)| lease),
         });
         saving.await
@@ -375,17 +378,16 @@ impl Drive<'_, '_> {
     }
 }
 
-/// An apply whose patch made the data document larger than `max_bytes` becomes a failure of
-/// that step: the run keeps the state from before the call, with the error recorded, so the
-/// data document never exceeds the limit and a resume (with a larger limit, or a fixed plugin)
-/// runs the step again. Only a patch can grow the document, so other applies are not measured.
+/// An apply whose patches made the data document larger than `max_bytes` becomes a failure of
+/// the steps that patched it: the run keeps the state from before the apply, with the error
+/// recorded, so the data document never exceeds the limit and a resume (with a larger limit, or
+/// a fixed plugin) runs those steps again. Only a patch can grow the document, so other applies
+/// are not measured.
 fn bound_data(mut applied: Applied, before: &State, max_bytes: u64) -> Applied {
-    let Some(call) = applied.call.as_mut() else {
+    let patched = |call: &CallRecord| matches!(call.outcome, Outcome::Done(Some(_)));
+    let Some(first) = applied.calls.iter().position(patched) else {
         return applied;
     };
-    if !matches!(call.outcome, Outcome::Done(Some(_))) {
-        return applied;
-    }
     let size = json_size(&applied.state.data);
     if size <= max_bytes {
         return applied;
@@ -396,14 +398,16 @@ fn bound_data(mut applied: Applied, before: &State, max_bytes: u64) -> Applied {
     ));
     let mut state = before.clone();
     state.error = Some(Failure {
-        step: call.step.to_string(),
+        step: applied.calls[first].step.to_string(),
         kind: ErrorKind::Fatal,
         message: error.to_string(),
     });
-    call.outcome = Outcome::Failed(error);
+    for call in applied.calls.iter_mut().filter(|c| patched(c)) {
+        call.outcome = Outcome::Failed(error.clone());
+    }
     Applied {
         state,
-        call: applied.call,
+        calls: applied.calls,
     }
 }
 

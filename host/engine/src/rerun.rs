@@ -114,7 +114,7 @@ async fn replay(
         if let Some(why) = script.lock().ok().and_then(|s| s.diverged.clone()) {
             return Err(why);
         }
-        match applied.call {
+        match applied.calls.first() {
             Some(_) => idle = 0,
             None => {
                 idle += 1;
@@ -148,7 +148,7 @@ fn deliver_recorded_signal(
     };
     if next.kind != CallKind::WaitFor
         || next.outcome != StepOutcome::Done
-        || flow.next_call(state).map(|(step, _)| step) != Some(next.step.as_str())
+        || flow.next_call(state).map(|(step, _)| step).as_deref() != Some(next.step.as_str())
     {
         return;
     }

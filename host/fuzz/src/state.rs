@@ -203,10 +203,10 @@ fn exercise(flow: &StepFlow, state: State, script: &Script, redelivered: bool, a
     for _ in 0..applies {
         clock.advance(clock_step(script.next()));
         let applied = crate::block_on(flow.apply_with_record(&ctx, state));
-        state = applied.state;
-        if let Some(call) = &applied.call {
+        for call in &applied.calls {
             let _ = format!("{call:?}");
         }
+        state = applied.state;
         // What an apply leaves must be savable, loadable, and still fit the flow.
         let saved = serde_json::to_vec(&state).expect("a state serialises");
         let loaded: State = serde_json::from_slice(&saved).expect("a saved state loads again");

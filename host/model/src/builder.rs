@@ -1,4 +1,5 @@
-//! The fluent API that describes a flow: a tree of items, each of the six kinds of the seed.
+//! The fluent API that describes a flow: a tree of items, of the six kinds of the seed and the
+//! two that fan out ([`Steps::parallel`], [`Steps::for_each`]).
 //!
 //! Nothing here runs or checks anything; [`crate::StepFlow::new`] compiles and validates the tree.
 
@@ -57,6 +58,15 @@ pub(crate) enum Item {
         policy: RetryPolicy,
         body: Steps,
     },
+    Parallel {
+        name: String,
+        branches: Vec<Steps>,
+    },
+    ForEach {
+        name: String,
+        each: ForEach,
+        body: Steps,
+    },
 }
 
 impl Item {
@@ -67,7 +77,9 @@ impl Item {
             | Item::WaitForSignal { name, .. }
             | Item::Case { name, .. }
             | Item::LoopUntil { name, .. }
-            | Item::Retry { name, .. } => name,
+            | Item::Retry { name, .. }
+            | Item::Parallel { name, .. }
+            | Item::ForEach { name, .. } => name,
             Item::Steps(steps) => &steps.name,
         }
     }
@@ -245,6 +257,93 @@ impl Steps {
             body,
         });
         self
+    }
+}
+
+impl Steps {
+    /// Runs every branch side by side (each a named group: `Steps::named("eu")`); the item
+    /// completes when all of them have. When a branch fails with an error that no `retry`
+    /// inside it takes, the other branches stop (a call in flight finishes and its result is
+    /// kept, but nothing after it starts) and the error goes to the retry groups around the
+    /// `parallel`, as any step's error does.
+    pub fn parallel(
+        mut self,
+        name: impl Into<String>,
+        branches: impl IntoIterator<Item = Steps>,
+    ) -> Self {
+        self.items.push(Item::Parallel {
+            name: name.into(),
+            branches: branches.into_iter().collect(),
+        });
+        self
+    }
+
+    /// Runs `body` once for every element of an array in the data document, at most
+    /// `each.concurrency` at a time: see [`ForEach`] for what each instance sees and where its
+    /// results go. The item completes when every element's instance has.
+    pub fn for_each(mut self, name: impl Into<String>, each: ForEach, body: Steps) -> Self {
+        self.items.push(Item::ForEach {
+            name: name.into(),
+            each,
+            body,
+        });
+        self
+    }
+}
+
+/// What a `for_each` runs over, where its results go and how many instances run at once.
+///
+/// When the `for_each` starts it reads the array at `over` (a JSON pointer into the data its
+/// steps would see) and fixes the number of instances: one per element, numbered from 0. The
+/// steps of instance `i` see the run's data document with two fields set: `item`, the
+/// element, and `index`, `i`. Their merge patches land in element `i` of the array at
+/// `results` (created with one `null` per element when the `for_each` starts), never in the
+/// document itself, so instances cannot overwrite each other and the results are in the
+/// order of the elements. Inside a `for_each`, a nested one's `over` is read from what its
+/// steps see (so `/item/parts` works) and its `results` lie inside the outer instance's place.
+///
+/// ```
+/// use stepflow_model::ForEach;
+/// let each = ForEach::new("/files", "/processed").concurrency(8);
+/// assert_eq!(each.over(), "/files");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForEach {
+    pub(crate) over: String,
+    pub(crate) results: String,
+    pub(crate) concurrency: u32,
+}
+
+impl ForEach {
+    /// One instance per element of the array at `over`, results into the array at `results`
+    /// (both JSON pointers, like `/files`), one instance at a time.
+    pub fn new(over: impl Into<String>, results: impl Into<String>) -> Self {
+        ForEach {
+            over: over.into(),
+            results: results.into(),
+            concurrency: 1,
+        }
+    }
+
+    /// Lets up to `limit` instances run at once (at least 1; the flow refuses 0).
+    pub fn concurrency(mut self, limit: u32) -> Self {
+        self.concurrency = limit;
+        self
+    }
+
+    /// The pointer to the array the instances run over.
+    pub fn over(&self) -> &str {
+        &self.over
+    }
+
+    /// The pointer to the array that collects the instances' results.
+    pub fn results(&self) -> &str {
+        &self.results
+    }
+
+    /// How many instances may run at once.
+    pub fn limit(&self) -> u32 {
+        self.concurrency
     }
 }
 

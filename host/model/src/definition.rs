@@ -121,6 +121,21 @@ fn write_item(out: &mut String, item: &Item) {
         Item::Retry { name, policy, body } => {
             group(out, "retry", name, &policy_fields(policy), &body.items);
         }
+        Item::Parallel { name, branches } => {
+            line(out, "parallel", name, &[]);
+            let _ = writeln!(out, " branches={}", branches.len());
+            for branch in branches {
+                group(out, "branch", &branch.name, &[], &branch.items);
+            }
+        }
+        Item::ForEach { name, each, body } => {
+            let fields = [
+                format!("over={}", text(&each.over)),
+                format!("results={}", text(&each.results)),
+                format!("concurrency={}", each.concurrency),
+            ];
+            group(out, "for-each", name, &fields, &body.items);
+        }
     }
 }
 

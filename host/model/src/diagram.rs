@@ -47,6 +47,42 @@ impl StepFlow {
                     call: None,
                     destinations: vec![to(dest, "next")],
                 }),
+                Next::Fork(p) => out.push(TransitionInfo {
+                    source,
+                    call: None,
+                    destinations: g.scopes[p as usize]
+                        .branches
+                        .iter()
+                        .map(|&b| to(b * 2, "fork"))
+                        .collect(),
+                }),
+                Next::Join(p) => out.push(TransitionInfo {
+                    source,
+                    call: None,
+                    destinations: vec![to(p * 2 + 1, "join")],
+                }),
+                Next::Each(f) => {
+                    let entry = g.scopes[f as usize]
+                        .each
+                        .as_ref()
+                        .map_or(f * 2 + 1, |e| e.entry);
+                    out.push(TransitionInfo {
+                        source,
+                        call: None,
+                        destinations: vec![to(entry, "for each"), to(f * 2 + 1, "no elements")],
+                    });
+                }
+                Next::EachDone(f) => {
+                    let entry = g.scopes[f as usize]
+                        .each
+                        .as_ref()
+                        .map_or(f * 2 + 1, |e| e.entry);
+                    out.push(TransitionInfo {
+                        source,
+                        call: None,
+                        destinations: vec![to(entry, "next element"), to(f * 2 + 1, "all done")],
+                    });
+                }
                 Next::Dynamic(d) => {
                     let dynamic = &g.dynamics[d as usize];
                     let (call, mut destinations) = match &dynamic.call {
@@ -87,55 +123,107 @@ impl StepFlow {
         out
     }
 
-    /// The flow as a Mermaid `stateDiagram-v2` (renders on GitHub).
+    /// The flow as a Mermaid `stateDiagram-v2` (renders on GitHub). A `parallel` shows as a
+    /// `<<fork>>` bar into its branches and a `<<join>>` bar out of them.
     pub fn to_mermaid(&self) -> String {
         let mut out = String::from("stateDiagram-v2\n");
         let id = |event: &str| self.event_index(event);
         for (i, name) in self.graph().names.iter().enumerate() {
             let _ = writeln!(out, "    state \"{}\" as e{i}", name.replace('"', "'"));
         }
+        for (bar, kind) in self.bars() {
+            let _ = writeln!(out, "    state {bar} <<{kind}>>");
+        }
         let _ = writeln!(out, "    [*] --> e0");
         for t in self.transitions() {
-            for d in &t.destinations {
-                let label = match &t.call {
-                    Some((kind, _)) => format!("{} {}", kind_word(*kind), d.reason),
-                    None => d.reason.clone(),
-                };
-                let _ = writeln!(
-                    out,
-                    "    e{} --> e{} : {label}",
-                    id(&t.source),
-                    id(&d.event)
-                );
+            let from = format!("e{}", id(&t.source));
+            for (from, to, label) in self.edges(&t, from, |e| format!("e{}", id(e))) {
+                let _ = writeln!(out, "    {from} --> {to} : {label}");
             }
         }
         let _ = writeln!(out, "    e1 --> [*]");
         out
     }
 
-    /// The flow as a Graphviz DOT digraph.
+    /// The flow as a Graphviz DOT digraph; a `parallel`'s fork and join are black bars.
     pub fn to_dot(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "digraph \"{}\" {{", escape(self.name()));
         let _ = writeln!(out, "    rankdir=TB;\n    node [shape=box, style=rounded];");
+        for (bar, kind) in self.bars() {
+            let _ = writeln!(
+                out,
+                "    \"{bar}\" [label=\"{kind}\", shape=box, style=filled, fillcolor=black, fontcolor=white, height=0.1, fontsize=8];"
+            );
+        }
         for t in self.transitions() {
-            for d in &t.destinations {
-                let label = match &t.call {
-                    Some((kind, _)) => format!("{} {}", kind_word(*kind), d.reason),
-                    None => d.reason.clone(),
-                };
-                let style = if t.call.is_some() { "solid" } else { "dashed" };
+            let style = if t.call.is_some() { "solid" } else { "dashed" };
+            let from = t.source.clone();
+            for (from, to, label) in self.edges(&t, from, |e| e.to_string()) {
                 let _ = writeln!(
                     out,
                     "    \"{}\" -> \"{}\" [label=\"{}\", style={style}];",
-                    escape(&t.source),
-                    escape(&d.event),
+                    escape(&from),
+                    escape(&to),
                     escape(&label)
                 );
             }
         }
         out.push_str("}\n");
         out
+    }
+
+    /// The fork and join bar of every `parallel`: (node name, `fork` or `join`).
+    fn bars(&self) -> Vec<(String, &'static str)> {
+        let g = self.graph();
+        (0..g.scopes.len())
+            .filter(|&s| !g.scopes[s].branches.is_empty())
+            .flat_map(|s| [(format!("fork{s}"), "fork"), (format!("join{s}"), "join")])
+            .collect()
+    }
+
+    /// The edges that draw transition `t` (leaving node `from`): one per destination, except
+    /// that a fork goes through its bar, and so does a join.
+    fn edges(
+        &self,
+        t: &TransitionInfo,
+        from: String,
+        node: impl Fn(&str) -> String,
+    ) -> Vec<(String, String, String)> {
+        let g = self.graph();
+        let source = g.by_name.get(t.source.as_str()).copied();
+        match source.map(|e| g.next[e as usize]) {
+            Some(Next::Fork(p)) => {
+                let bar = format!("fork{p}");
+                let mut edges = vec![(from, bar.clone(), "fork".to_string())];
+                for d in &t.destinations {
+                    edges.push((bar.clone(), node(&d.event), "branch".to_string()));
+                }
+                edges
+            }
+            Some(Next::Join(p)) => {
+                let bar = format!("join{p}");
+                let mut edges = vec![(from, bar.clone(), "branch done".to_string())];
+                // The bar's way out is drawn once, from the first branch's transition.
+                if g.scopes[p as usize].branches.first().map(|&b| b * 2 + 1) == source {
+                    for d in &t.destinations {
+                        edges.push((bar.clone(), node(&d.event), "all done".to_string()));
+                    }
+                }
+                edges
+            }
+            _ => t
+                .destinations
+                .iter()
+                .map(|d| {
+                    let label = match &t.call {
+                        Some((kind, _)) => format!("{} {}", kind_word(*kind), d.reason),
+                        None => d.reason.clone(),
+                    };
+                    (from.clone(), node(&d.event), label)
+                })
+                .collect(),
+        }
     }
 
     fn event_index(&self, event: &str) -> usize {

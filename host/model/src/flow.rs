@@ -12,6 +12,31 @@ use crate::graph::{
     self, BuildError, Call, CallKind, Graph, ItemKind, Next, completed, scope_of, start,
 };
 use crate::state::{Event, Failure, State, Status};
+use crate::strands::{Strand, Work};
+
+/// What a strand does next, seen without moving it.
+enum Peek<'a> {
+    /// It calls a function (or takes a signal).
+    Call(&'a graph::Dynamic),
+    /// It fans out or in, which an apply does without a call.
+    Moves,
+    /// It waits for its sibling branches, or the run is complete.
+    Parked,
+}
+
+/// A call an apply started: the strand's slot, the event and dynamic transition it left from,
+/// and what the call saw.
+struct Started {
+    k: usize,
+    at: u32,
+    d: u32,
+    path: Arc<str>,
+    attempt: u32,
+    sequence: u64,
+}
+
+/// A call's result, to come.
+type Pending<'a> = crate::function::BoxFuture<'a, Result<Outcome, StepError>>;
 
 /// A compiled, validated flow, ready to apply to run states.
 ///
@@ -68,8 +93,16 @@ impl RunContext {
 pub struct Applied {
     /// The new state, to be saved.
     pub state: State,
-    /// The function call made, if any.
-    pub call: Option<CallRecord>,
+    /// The function calls made, in strand order: none, one, or with several strands up to one
+    /// per strand.
+    pub calls: Vec<CallRecord>,
+}
+
+impl Applied {
+    /// The first call the apply made: the only one, for a run with one strand.
+    pub fn call(&self) -> Option<&CallRecord> {
+        self.calls.first()
+    }
 }
 
 /// One function call made by an apply (and the error handlers it caused).
@@ -215,17 +248,52 @@ impl StepFlow {
         state.cursor.len() == 1 && self.id_of(&state.cursor[0]) == Some(completed(0))
     }
 
-    /// Where the run stands at `now_ms`.
+    /// Where the run stands at `now_ms`. With several strands: `Ready` when any strand can move,
+    /// else waiting for the earliest strand's time or for a signal.
     pub fn status(&self, state: &State, now_ms: u64) -> Status {
         if self.is_completed(state) {
-            Status::Completed
-        } else if let Some(error) = &state.error {
-            Status::Failed(error.clone())
-        } else {
-            match state.not_before {
+            return Status::Completed;
+        }
+        if let Some(error) = &state.error {
+            return Status::Failed(error.clone());
+        }
+        if state.cursor.len() <= 1 {
+            return match state.not_before {
                 Some(t) if t > now_ms => Status::Waiting(t),
-                _ => self.signal_status(state, now_ms),
+                _ => self.signal_status(state, &self.first_strand(state), now_ms),
+            };
+        }
+        let mut earliest: Option<u64> = None;
+        let mut awaited: Option<String> = None;
+        for event in &state.cursor {
+            let Some(strand) = self.resolve(event) else {
+                // The next apply records the problem.
+                return Status::Ready;
+            };
+            if let Some(&t) = state.due.get(&event.name)
+                && t > now_ms
+            {
+                earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                continue;
             }
+            match self.peek(&strand, state) {
+                Peek::Parked => {}
+                Peek::Moves => return Status::Ready,
+                Peek::Call(_) => match self.signal_status(state, &Some(strand), now_ms) {
+                    Status::AwaitingSignal { signal, until } => {
+                        if let Some(t) = until {
+                            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+                        }
+                        awaited.get_or_insert(signal);
+                    }
+                    _ => return Status::Ready,
+                },
+            }
+        }
+        match (awaited, earliest) {
+            (Some(signal), until) => Status::AwaitingSignal { signal, until },
+            (None, Some(t)) => Status::Waiting(t),
+            (None, None) => Status::Ready,
         }
     }
 
@@ -243,33 +311,43 @@ impl StepFlow {
         names
     }
 
-    /// The name of the signal the run stands waiting for, whether or not its inbox holds one:
-    /// a runner reads its store's new signals into the state ([`State::deliver`]) while this is
-    /// `Some`, and only then, so a run that waits for no signal costs no read.
+    /// The name of a signal the run stands waiting for (with several strands, the first
+    /// strand's that waits for one), whether or not its inbox holds one: a runner reads its
+    /// store's new signals into the state ([`State::deliver`]) while this is `Some`, and only
+    /// then, so a run that waits for no signal costs no read.
     pub fn awaited_signal(&self, state: &State) -> Option<&str> {
-        self.signal_wait(state).map(|(_, signal)| signal)
+        self.strands_of(state)
+            .into_iter()
+            .find_map(|strand| match self.peek(&strand, state) {
+                Peek::Call(dynamic) => match &dynamic.call {
+                    Call::Signal(signal) => Some(&**signal),
+                    _ => None,
+                },
+                _ => None,
+            })
     }
 
-    /// The dynamic transition and signal name of the wait for a signal the run stands at.
-    fn signal_wait(&self, state: &State) -> Option<(&graph::Dynamic, &str)> {
-        let dynamic = self.next_dynamic(state)?;
-        match &dynamic.call {
-            Call::Signal(signal) => Some((dynamic, signal)),
-            _ => None,
-        }
-    }
-
-    /// `Ready`, unless the run stands at a wait for a signal that its inbox lacks and whose
-    /// deadline (if any) is recorded and not yet reached: an apply would do nothing.
-    fn signal_status(&self, state: &State, now_ms: u64) -> Status {
-        let Some((dynamic, signal)) = self.signal_wait(state) else {
+    /// `Ready`, unless the strand stands at a wait for a signal that its inbox lacks and whose
+    /// deadline (if any) is recorded and not yet reached: an apply would do nothing there.
+    fn signal_status(&self, state: &State, strand: &Option<Strand>, now_ms: u64) -> Status {
+        let Some(strand) = strand else {
             return Status::Ready;
         };
-        if state.inbox.iter().any(|s| s.name == signal) {
+        let Peek::Call(dynamic) = self.peek(strand, state) else {
+            return Status::Ready;
+        };
+        let Call::Signal(signal) = &dynamic.call else {
+            return Status::Ready;
+        };
+        if state.inbox.iter().any(|s| s.name == **signal) {
             return Status::Ready;
         }
-        let path = &*self.graph.scopes[dynamic.scope as usize].path;
-        let until = state.deadlines.get(path).copied();
+        let until = if state.deadlines.is_empty() {
+            None
+        } else {
+            let path = self.path(dynamic.scope, &strand.instance);
+            state.deadlines.get(&path).copied()
+        };
         match (dynamic.wait.timeout, until) {
             // The next apply records the deadline; one that has passed fails the wait.
             (Some(_), None) => Status::Ready,
@@ -292,7 +370,7 @@ impl StepFlow {
         let missing: Vec<String> = state
             .cursor
             .iter()
-            .filter(|e| self.id_of(e).is_none())
+            .filter(|e| self.resolve(e).is_none())
             .map(|e| e.name.to_string())
             .collect();
         if !missing.is_empty() {
@@ -314,10 +392,10 @@ impl StepFlow {
             if matches!(event.slot, Some((tag, _)) if tag == self.graph.tag) {
                 continue;
             }
-            let Some(id) = self.id_of(event) else {
+            let Some(strand) = self.resolve(event) else {
                 continue;
             };
-            let scope = self.decider(id);
+            let scope = self.decider(strand.id);
             match state.kinds.get(&*scope.path) {
                 Some(&was) if was != scope.kind => {
                     return Err(StateError::ChangedKind {
@@ -335,97 +413,205 @@ impl StepFlow {
     }
 
     /// Moves the run forward: follows static transitions and makes at most one function call
-    /// (plus the error handlers a failure calls). It never loses the state: on an error the
-    /// cursor stays at the failing step and [`State::error`] says what happened.
+    /// per strand (plus the error handlers a failure calls); the calls of several strands run
+    /// concurrently. It never loses the state: on an error the cursor stays at the failing
+    /// step and [`State::error`] says what happened.
     pub async fn apply(&self, ctx: &RunContext, mut state: State) -> State {
         self.advance(ctx, &mut state).await;
         state
     }
 
-    /// [`StepFlow::apply`], also reporting the call it made.
+    /// [`StepFlow::apply`], also reporting the calls it made.
     pub async fn apply_with_record(&self, ctx: &RunContext, mut state: State) -> Applied {
-        let call = self.advance(ctx, &mut state).await;
-        Applied { state, call }
+        let calls = self.advance(ctx, &mut state).await;
+        Applied { state, calls }
     }
 
-    /// The static part of an apply: the event and dynamic transition to call, if any.
-    fn walk(&self, ctx: &RunContext, state: &mut State) -> Option<(u32, u32)> {
-        if state.cursor.is_empty() {
-            self.set_cursor(state, start(0));
+    /// The strands of a saved state, with when each may go on; `Ok(None)` when the run is
+    /// complete.
+    fn load(&self, state: &State) -> Result<Option<Work>, StateError> {
+        self.check_kinds(state)?;
+        if state.cursor.len() <= 1 || !self.graph.fans_out {
+            return Ok(self
+                .resume_point(state)?
+                .map(|strand| Work::new(vec![strand], vec![state.not_before])));
         }
-        if let Some(due) = state.not_before {
-            if ctx.clock.now_ms() < due {
-                return None;
-            }
-            state.not_before = None;
-        }
-        let mut at = match self.resume_point(state) {
-            Ok(Some(at)) => at,
-            Ok(None) => return None,
-            Err(error) => {
-                state.error = Some(Failure {
-                    step: self.flow.to_string(),
-                    kind: ErrorKind::Fatal,
-                    message: error.to_string(),
-                });
-                return None;
-            }
-        };
-        loop {
-            match self.graph.next[at as usize] {
-                Next::Static(to) => {
-                    if self.graph.completes_retry[to as usize] {
-                        state
-                            .attempts
-                            .remove(&*self.graph.scopes[scope_of(to) as usize].path);
-                    }
-                    at = to;
+        let mut strands = Vec::with_capacity(state.cursor.len());
+        let mut unknown = Vec::new();
+        for event in &state.cursor {
+            match self.resolve(event) {
+                // Several strands and one at the flow's end: only a hand-edited state.
+                Some(strand) if strand.id != completed(0) && !strands.contains(&strand) => {
+                    strands.push(strand);
                 }
-                Next::Dynamic(d) => return Some((at, d)),
-                Next::End => {
-                    self.set_cursor(state, at);
-                    state.error = None;
-                    return None;
-                }
+                _ => unknown.push(event.name.to_string()),
             }
+        }
+        if !unknown.is_empty() {
+            return Err(StateError::UnknownEvents {
+                flow: self.flow.to_string(),
+                missing: unknown,
+            });
+        }
+        let due = state
+            .cursor
+            .iter()
+            .map(|e| state.due.get(&e.name).copied())
+            .collect();
+        Ok(Some(Work::new(strands, due)))
+    }
+
+    /// The strands of a state as they stand, for looking ahead (no checks).
+    fn strands_of(&self, state: &State) -> Vec<Strand> {
+        if state.cursor.len() <= 1 || !self.graph.fans_out {
+            return self.first_strand(state).into_iter().collect();
+        }
+        state
+            .cursor
+            .iter()
+            .filter_map(|e| self.resolve(e))
+            .collect()
+    }
+
+    /// The one strand of a run that has one (`start:<root>` before it starts).
+    fn first_strand(&self, state: &State) -> Option<Strand> {
+        match state.cursor.is_empty() {
+            true => Some(Strand::at(start(0))),
+            false => self.resume_point(state).ok()?,
         }
     }
 
-    /// The step whose function the next apply will call, and what kind of call it is; `None`
-    /// when the run is complete or its state does not fit the flow. For progress displays.
-    pub fn next_call(&self, state: &State) -> Option<(&str, CallKind)> {
-        let dynamic = self.next_dynamic(state)?;
-        let kind = match &dynamic.call {
-            Call::Action(_) => CallKind::Step,
-            Call::Condition(_, kind) => *kind,
-            Call::Signal(_) => CallKind::WaitFor,
-        };
-        Some((&self.graph.scopes[dynamic.scope as usize].path, kind))
-    }
-
-    /// The dynamic transition the next apply reaches, past the static ones.
-    fn next_dynamic(&self, state: &State) -> Option<&graph::Dynamic> {
-        let mut at = match state.cursor.is_empty() {
-            true => start(0),
-            false => self.resume_point(state).ok()??,
-        };
+    /// What the strand does next, past the static transitions, without moving it.
+    fn peek(&self, strand: &Strand, state: &State) -> Peek<'_> {
+        let mut at = strand.id;
         loop {
             match self.graph.next[at as usize] {
                 Next::Static(to) => at = to,
-                Next::Dynamic(d) => return Some(&self.graph.dynamics[d as usize]),
-                Next::End => return None,
+                Next::Dynamic(d) => return Peek::Call(&self.graph.dynamics[d as usize]),
+                Next::End => return Peek::Parked,
+                Next::Join(p) => {
+                    let all = self.graph.scopes[p as usize].branches.iter().all(|&b| {
+                        b == scope_of(at)
+                            || state.cursor.iter().any(|e| {
+                                self.resolve(e).is_some_and(|s| {
+                                    s.id == completed(b) && s.instance == strand.instance
+                                })
+                            })
+                    });
+                    return if all { Peek::Moves } else { Peek::Parked };
+                }
+                Next::Fork(_) | Next::Each(_) | Next::EachDone(_) => return Peek::Moves,
             }
         }
     }
 
-    /// The event to continue from: the first cursor event with a transition; `None` when done.
-    fn resume_point(&self, state: &State) -> Result<Option<u32>, StateError> {
-        self.check_kinds(state)?;
+    /// Walks the strand in slot `k` through the transitions that call nothing; returns the
+    /// event and dynamic transition it stops at, if it stops at a call.
+    fn walk(&self, state: &mut State, work: &mut Work, k: usize) -> Option<(u32, u32)> {
+        loop {
+            let strand = work.strands[k].as_mut()?;
+            let at = strand.id;
+            match self.graph.next[at as usize] {
+                Next::Static(to) => {
+                    if self.graph.completes_retry[to as usize] && !state.attempts.is_empty() {
+                        let path = self.path(scope_of(to), &strand.instance);
+                        state.attempts.remove(&path);
+                    }
+                    strand.id = to;
+                }
+                Next::Dynamic(d) => return Some((at, d)),
+                Next::End => {
+                    state.error = None;
+                    return None;
+                }
+                Next::Fork(_) | Next::Join(_) | Next::Each(_) | Next::EachDone(_) => {
+                    match self.fan_out(state, work, k) {
+                        Ok(true) => {}
+                        Ok(false) => return None,
+                        Err(error) => {
+                            if !work.failed {
+                                work.failed = true;
+                                state.error = Some(Failure {
+                                    step: error.step.to_string(),
+                                    kind: ErrorKind::Fatal,
+                                    message: error.message,
+                                });
+                            }
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the strands back into the state: the cursor, the kinds of their deciding items,
+    /// and when each may go on.
+    fn store(&self, state: &mut State, work: Work) {
+        let mut strands = Vec::with_capacity(work.strands.len());
+        let mut due = Vec::with_capacity(work.strands.len());
+        for (strand, t) in work.strands.into_iter().zip(work.due) {
+            if let Some(strand) = strand {
+                strands.push(strand);
+                due.push(t);
+            }
+        }
+        if let [one] = strands.as_slice()
+            && one.instance.is_empty()
+        {
+            self.set_cursor(state, one.id);
+            state.not_before = due[0];
+            state.due.clear();
+            return;
+        }
+        state.not_before = None;
+        state.due.clear();
+        state.kinds.clear();
+        state.cursor.clear();
+        let single = strands.len() == 1;
+        for (strand, t) in strands.iter().zip(due) {
+            let event = self.strand_event(strand);
+            match t {
+                Some(t) if single => state.not_before = Some(t),
+                Some(t) => {
+                    state.due.insert(event.name.clone(), t);
+                }
+                None => {}
+            }
+            let scope = self.decider(strand.id);
+            state.kinds.insert(scope.path.clone(), scope.kind);
+            state.cursor.push(event);
+        }
+    }
+
+    /// The step whose function the next apply will call (with several strands, the first
+    /// strand's that stands at a call), and what kind of call it is; `None` when the run is
+    /// complete or its state does not fit the flow. For progress displays.
+    pub fn next_call(&self, state: &State) -> Option<(Arc<str>, CallKind)> {
+        self.strands_of(state).into_iter().find_map(|strand| {
+            let Peek::Call(dynamic) = self.peek(&strand, state) else {
+                return None;
+            };
+            let kind = match &dynamic.call {
+                Call::Action(_) => CallKind::Step,
+                Call::Condition(_, kind) => *kind,
+                Call::Signal(_) => CallKind::WaitFor,
+            };
+            Some((self.path(dynamic.scope, &strand.instance), kind))
+        })
+    }
+
+    /// The strand to continue from: the first cursor event with a transition; `None` when
+    /// done.
+    fn resume_point(&self, state: &State) -> Result<Option<Strand>, StateError> {
+        if state.cursor.is_empty() {
+            return Ok(Some(Strand::at(start(0))));
+        }
         let mut unknown = Vec::new();
         for event in &state.cursor {
-            match self.id_of(event) {
-                Some(id) if id == completed(0) && state.cursor.len() == 1 => return Ok(None),
-                Some(id) if self.graph.next[id as usize] != Next::End => return Ok(Some(id)),
+            match self.resolve(event) {
+                Some(s) if s.id == completed(0) && state.cursor.len() == 1 => return Ok(None),
+                Some(s) if self.graph.next[s.id as usize] != Next::End => return Ok(Some(s)),
                 Some(_) => {}
                 None => unknown.push(event.name.to_string()),
             }
@@ -440,62 +626,190 @@ impl StepFlow {
         })
     }
 
-    async fn advance(&self, ctx: &RunContext, state: &mut State) -> Option<CallRecord> {
-        let (at, d) = self.walk(ctx, state)?;
-        let dynamic = &self.graph.dynamics[d as usize];
-        let path = &self.graph.scopes[dynamic.scope as usize].path;
-        let step_ctx = self.step_context(ctx, state, path.clone(), dynamic.retry);
-        let (attempt, sequence) = (step_ctx.attempt, step_ctx.sequence);
-        let (kind, result) = match &dynamic.call {
-            Call::Action(action) => (
-                CallKind::Step,
-                action.run(step_ctx).await.map(Outcome::Done),
-            ),
-            Call::Condition(condition, kind) => {
-                if let (CallKind::WaitFor, Some(timeout)) = (kind, dynamic.wait.timeout) {
-                    let t = ctx.clock.now_ms().saturating_add(millis(timeout));
-                    state.deadlines.entry(path.clone()).or_insert(t);
-                }
-                (
-                    *kind,
-                    condition.check(step_ctx).await.map(Outcome::Answered),
-                )
-            }
-            Call::Signal(signal) => match self.take_signal(ctx, state, at, dynamic, signal) {
-                Some(result) => (CallKind::WaitFor, result),
-                // Nothing arrived and the wait goes on: no call, nothing for the history.
-                None => return None,
-            },
-        };
-        let (outcome, handlers) = match self.settle(ctx, state, d, kind, result) {
-            Ok(outcome) => (outcome, Vec::new()),
+    async fn advance(&self, ctx: &RunContext, state: &mut State) -> Vec<CallRecord> {
+        if state.cursor.is_empty() {
+            self.set_cursor(state, start(0));
+        }
+        let now = ctx.clock.now_ms();
+        if state.cursor.len() == 1
+            && let Some(due) = state.not_before
+            && now < due
+        {
+            return Vec::new();
+        }
+        let mut work = match self.load(state) {
+            Ok(Some(work)) => work,
+            Ok(None) => return Vec::new(),
             Err(error) => {
-                Box::pin(self.fail(ctx, state, at, dynamic.scope, dynamic.retry, error)).await
+                state.error = Some(Failure {
+                    step: self.flow.to_string(),
+                    kind: ErrorKind::Fatal,
+                    message: error.to_string(),
+                });
+                return Vec::new();
             }
         };
-        Some(CallRecord {
-            step: path.clone(),
+        // Every strand that may go on walks to its call.
+        let mut stops = Vec::new();
+        let mut k = 0;
+        while k < work.strands.len() {
+            match work.due[k] {
+                Some(t) if now < t => {}
+                _ => {
+                    work.due[k] = None;
+                    if let Some((at, d)) = self.walk(state, &mut work, k) {
+                        stops.push((k, at, d));
+                    }
+                }
+            }
+            k += 1;
+        }
+        // The calls, side by side.
+        let mut calls = Vec::with_capacity(stops.len());
+        let mut pending = Vec::with_capacity(stops.len());
+        for (k, at, d) in stops {
+            let Some(strand) = work.strands[k].clone() else {
+                continue;
+            };
+            let dynamic = &self.graph.dynamics[d as usize];
+            let path = self.path(dynamic.scope, &strand.instance);
+            let offset = calls.len() as u64;
+            let step_ctx =
+                self.step_context(ctx, state, &strand, dynamic.scope, dynamic.retry, offset);
+            let (attempt, sequence) = (step_ctx.attempt, step_ctx.sequence);
+            let started = Started {
+                k,
+                at,
+                d,
+                path,
+                attempt,
+                sequence,
+            };
+            match &dynamic.call {
+                Call::Action(action) => {
+                    let run = action.run(step_ctx);
+                    pending
+                        .push(Box::pin(async move { run.await.map(Outcome::Done) }) as Pending<'_>);
+                    calls.push((started, CallKind::Step));
+                }
+                Call::Condition(condition, kind) => {
+                    if let (CallKind::WaitFor, Some(timeout)) = (kind, dynamic.wait.timeout) {
+                        let t = now.saturating_add(millis(timeout));
+                        state.deadlines.entry(started.path.clone()).or_insert(t);
+                    }
+                    let check = condition.check(step_ctx);
+                    pending.push(Box::pin(async move { check.await.map(Outcome::Answered) }));
+                    calls.push((started, *kind));
+                }
+                Call::Signal(signal) => {
+                    // Nothing arrived and the wait goes on: no call, nothing for the history.
+                    if let Some(result) =
+                        self.take_signal(ctx, state, &started.path, dynamic, signal)
+                    {
+                        pending.push(Box::pin(std::future::ready(result)));
+                        calls.push((started, CallKind::WaitFor));
+                    }
+                }
+            }
+        }
+        let results = match pending.len() {
+            0 => Vec::new(),
+            1 => match pending.pop() {
+                Some(one) => vec![one.await],
+                None => Vec::new(),
+            },
+            _ => futures_util::future::join_all(pending).await,
+        };
+        // Settled in strand order: first every success (its result is kept even when another
+        // strand's failure ends its strand), then the failures.
+        let mut records: Vec<Option<CallRecord>> = vec![None; calls.len()];
+        let mut failures = Vec::new();
+        for (i, ((started, kind), result)) in calls.iter().zip(results).enumerate() {
+            match result {
+                Ok(outcome) => match self.settle(ctx, state, &mut work, started, *kind, outcome) {
+                    Ok(outcome) => {
+                        records[i] = Some(self.record(ctx, started, *kind, outcome, Vec::new()))
+                    }
+                    Err(error) => failures.push((i, error)),
+                },
+                Err(error) => failures.push((i, error)),
+            }
+        }
+        for (i, error) in failures {
+            let (started, kind) = &calls[i];
+            let dynamic = &self.graph.dynamics[started.d as usize];
+            let (outcome, handlers) = match work.ended_by[started.k].clone() {
+                Some((group, attempt)) if work.strands[started.k].is_none() => {
+                    state.calls += 1;
+                    (
+                        Outcome::Retrying {
+                            error,
+                            group,
+                            attempt,
+                        },
+                        Vec::new(),
+                    )
+                }
+                _ => {
+                    Box::pin(self.fail(
+                        ctx,
+                        state,
+                        &mut work,
+                        started,
+                        dynamic.scope,
+                        dynamic.retry,
+                        error,
+                    ))
+                    .await
+                }
+            };
+            records[i] = Some(self.record(ctx, started, *kind, outcome, handlers));
+        }
+        if self.graph.fans_out {
+            // In a flow that fans out, every strand moves on to its next call (or its join) now,
+            // so the state shows where each one is and a finished run is complete at once.
+            let mut k = 0;
+            while k < work.strands.len() {
+                if work.due[k].is_none_or(|t| now >= t) {
+                    self.walk(state, &mut work, k);
+                }
+                k += 1;
+            }
+        }
+        self.store(state, work);
+        records.into_iter().flatten().collect()
+    }
+
+    fn record(
+        &self,
+        ctx: &RunContext,
+        started: &Started,
+        kind: CallKind,
+        outcome: Outcome,
+        handlers: Vec<HandlerCall>,
+    ) -> CallRecord {
+        CallRecord {
+            step: started.path.clone(),
             kind,
-            attempt,
-            sequence,
+            attempt: started.attempt,
+            sequence: started.sequence,
             redelivered: ctx.redelivered,
             outcome,
             handlers,
-        })
+        }
     }
 
-    /// A wait for `signal` at event `at`: the inbox's first signal of that name as the patch
-    /// that stores its payload under `signals.<name>`; the timeout's error once the deadline
-    /// has passed without one; `None` (the run stays at the wait) otherwise.
+    /// A wait for `signal` at `path`: the inbox's first signal of that name as the patch that
+    /// stores its payload under `signals.<name>`; the timeout's error once the deadline has
+    /// passed without one; `None` (the strand stays at the wait) otherwise.
     fn take_signal(
         &self,
         ctx: &RunContext,
         state: &mut State,
-        at: u32,
+        path: &Arc<str>,
         dynamic: &graph::Dynamic,
         signal: &str,
     ) -> Option<Result<Outcome, StepError>> {
-        let path = &self.graph.scopes[dynamic.scope as usize].path;
         let now = ctx.clock.now_ms();
         if let Some(timeout) = dynamic.wait.timeout {
             let t = now.saturating_add(millis(timeout));
@@ -513,7 +827,6 @@ impl StepFlow {
                 "gave up waiting: no signal `{signal}` arrived within {waited:?}"
             ))));
         }
-        self.set_cursor(state, at);
         None
     }
 
@@ -521,32 +834,37 @@ impl StepFlow {
         &self,
         ctx: &RunContext,
         state: &mut State,
-        d: u32,
+        work: &mut Work,
+        started: &Started,
         kind: CallKind,
-        result: Result<Outcome, StepError>,
+        outcome: Outcome,
     ) -> Result<Outcome, StepError> {
-        let dynamic = &self.graph.dynamics[d as usize];
-        let path = &self.graph.scopes[dynamic.scope as usize].path;
+        let dynamic = &self.graph.dynamics[started.d as usize];
+        let path = &started.path;
+        let k = started.k;
+        let Some(instance) = work.strands[k].as_ref().map(|s| s.instance.clone()) else {
+            return Ok(outcome);
+        };
         let now = || ctx.clock.now_ms();
-        let outcome = match result {
-            Ok(Outcome::Done(patch)) => {
+        let outcome = match outcome {
+            Outcome::Done(patch) => {
                 if kind == CallKind::WaitFor {
                     state.deadlines.remove(&**path);
                 }
                 if let Some(patch) = &patch {
-                    json_patch::merge(Arc::make_mut(&mut state.data), patch);
+                    self.merge_patch(state, dynamic.scope, &instance, patch);
                 }
-                self.land(state, dynamic.yes);
+                self.land(state, work, k, dynamic.yes);
                 Ok(Outcome::Done(patch))
             }
-            Ok(Outcome::Answered(true)) => {
+            Outcome::Answered(true) => {
                 if kind == CallKind::WaitFor && !state.deadlines.is_empty() {
                     state.deadlines.remove(&**path);
                 }
-                self.land(state, dynamic.yes);
+                self.land(state, work, k, dynamic.yes);
                 Ok(Outcome::Answered(true))
             }
-            Ok(Outcome::Answered(false)) => {
+            Outcome::Answered(false) => {
                 let timed_out = kind == CallKind::WaitFor
                     && state.deadlines.get(&**path).is_some_and(|&t| now() >= t);
                 if timed_out {
@@ -561,17 +879,20 @@ impl StepFlow {
                         // so a timeout shorter than `every` fires on time.
                         let next = now().saturating_add(millis(every));
                         let deadline = state.deadlines.get(&**path).copied();
-                        state.not_before = Some(deadline.map_or(next, |t| next.min(t)));
+                        work.due[k] = Some(deadline.map_or(next, |t| next.min(t)));
                     }
-                    self.set_cursor(state, dynamic.no);
+                    if let Some(strand) = work.strands[k].as_mut() {
+                        strand.id = dynamic.no;
+                    }
                     Ok(Outcome::Answered(false))
                 }
             }
-            Ok(other) => Ok(other),
-            Err(error) => Err(error),
+            other => Ok(other),
         };
         if outcome.is_ok() {
-            state.error = None;
+            if !work.failed {
+                state.error = None;
+            }
             state.calls += 1;
         }
         outcome
@@ -580,26 +901,37 @@ impl StepFlow {
     /// Offers `own` (the call's error) to the enclosing retry groups, innermost first, as the
     /// seed does: a group that declines (or whose handler fails) passes the error on to the
     /// next one out, and a handler's own error replaces the one the next group is given. The
-    /// outcome keeps the call's own error; every handler asked is returned, in order.
+    /// outcome keeps the call's own error; every handler asked is returned, in order. A group
+    /// that restarts ends every other strand inside it.
     ///
-    /// When nothing takes the error, [`State::error`] is the call's own error, and the message
-    /// says which handlers failed after it (e.g. "boom; the error handler of `x/r` failed: ...").
+    /// When nothing takes the error, [`State::error`] is the call's own error (the first such
+    /// error of the apply, with several strands), and the message says which handlers failed
+    /// after it (e.g. "boom; the error handler of `x/r` failed: ...").
+    #[allow(clippy::too_many_arguments)]
     async fn fail(
         &self,
         ctx: &RunContext,
         state: &mut State,
-        at: u32,
+        work: &mut Work,
+        started: &Started,
         owner: u32,
         mut retry: Option<u32>,
         own: StepError,
     ) -> (Outcome, Vec<HandlerCall>) {
+        let k = started.k;
+        let instance = work.strands[k]
+            .as_ref()
+            .map(|s| s.instance.clone())
+            .unwrap_or_default();
         let mut handlers = Vec::new();
         // What the next group is offered: the call's error, or the last failed handler's.
         let mut offered: Option<StepError> = None;
         while let Some(group) = retry {
             let scope = &self.graph.scopes[group as usize];
             let policy = scope.policy.as_ref();
-            let attempt = state.attempts.get(&*scope.path).copied().unwrap_or(1);
+            let group_instance = &instance[..scope.instanced.len().min(instance.len())];
+            let group_path = self.path(group, group_instance);
+            let attempt = state.attempts.get(&*group_path).copied().unwrap_or(1);
             retry = scope.outer_retry;
             let Some(policy) = policy else { continue };
             let error = offered.as_ref().unwrap_or(&own);
@@ -612,12 +944,20 @@ impl StepFlow {
                 continue;
             }
             if let Some(handler) = &policy.handler {
-                let handler_ctx = self.step_context(ctx, state, scope.path.clone(), Some(group));
+                let strand = Strand {
+                    id: start(group),
+                    instance: group_instance.to_vec(),
+                };
+                let handler_ctx = self.step_context(ctx, state, &strand, group, Some(group), 0);
+                let handler_ctx = StepContext {
+                    step: group_path.clone(),
+                    ..handler_ctx
+                };
                 let answer = handler.handle(handler_ctx, error.clone()).await;
                 let given = error.to_string();
                 let restart = matches!(answer, Ok(true));
                 handlers.push(HandlerCall {
-                    group: scope.path.clone(),
+                    group: group_path.clone(),
                     error: given,
                     answer: match answer {
                         Ok(yes) => Ok(yes),
@@ -632,84 +972,115 @@ impl StepFlow {
                     continue;
                 }
             }
-            // Restart the group: a fresh count for everything nested inside it.
-            let prefix = format!("{}/", scope.path);
+            // Restart the group: a fresh count for everything nested inside it, and no other
+            // strand left inside it.
+            let prefix = format!("{group_path}/");
             state.attempts.retain(|k, _| !k.starts_with(&prefix));
             state.deadlines.retain(|k, _| !k.starts_with(&prefix));
-            state.attempts.insert(scope.path.clone(), attempt + 1);
-            if let Some(backoff) = policy.backoff {
-                let delay = backoff_delay(&backoff, attempt, &ctx.run_id, &scope.path);
-                state.not_before = Some(ctx.clock.now_ms().saturating_add(delay));
+            state.each.retain(|k, _| !k.starts_with(&prefix));
+            state.attempts.insert(group_path.clone(), attempt + 1);
+            for j in 0..work.strands.len() {
+                let inside = work.strands[j].as_ref().is_some_and(|s| {
+                    let path = self.path(scope_of(s.id), &s.instance);
+                    path.starts_with(&prefix)
+                });
+                if j != k && inside {
+                    work.end(j);
+                    work.ended_by[j] = Some((group_path.clone(), attempt + 1));
+                }
             }
-            state.error = None;
+            work.strands[k] = Some(Strand {
+                id: start(group),
+                instance: group_instance.to_vec(),
+            });
+            work.due[k] = policy.backoff.map(|backoff| {
+                let delay = backoff_delay(&backoff, attempt, &ctx.run_id, &group_path);
+                ctx.clock.now_ms().saturating_add(delay)
+            });
+            if !work.failed {
+                state.error = None;
+            }
             state.calls += 1;
-            self.set_cursor(state, start(group));
             let outcome = Outcome::Retrying {
                 error: own,
-                group: scope.path.clone(),
+                group: group_path,
                 attempt: attempt + 1,
             };
             return (outcome, handlers);
         }
-        // Nobody took it: the cursor stays at the failing step.
-        self.set_cursor(state, at);
-        let mut message = own.message.clone();
-        for call in &handlers {
-            if let Err(handler_error) = &call.answer {
-                message.push_str(&format!(
-                    "; the error handler of `{}` failed: {handler_error}",
-                    call.group
-                ));
-            }
+        // Nobody took it: the strand stays at the failing step.
+        if let Some(strand) = work.strands[k].as_mut() {
+            strand.id = started.at;
         }
-        state.error = Some(Failure {
-            step: self.graph.scopes[owner as usize].path.to_string(),
-            kind: own.kind,
-            message,
-        });
+        if !work.failed {
+            work.failed = true;
+            let mut message = own.message.clone();
+            for call in &handlers {
+                if let Err(handler_error) = &call.answer {
+                    message.push_str(&format!(
+                        "; the error handler of `{}` failed: {handler_error}",
+                        call.group
+                    ));
+                }
+            }
+            state.error = Some(Failure {
+                step: self.path(owner, &instance).to_string(),
+                kind: own.kind,
+                message,
+            });
+        }
         (Outcome::Failed(own), handlers)
     }
 
+    /// The context of a call of `scope` by `strand`: the data it sees, its attempt (that of
+    /// the innermost retry group `retry`) and its sequence number (`offset` after the run's
+    /// count, for the calls of several strands in one apply).
     fn step_context(
         &self,
         ctx: &RunContext,
         state: &State,
-        step: Arc<str>,
+        strand: &Strand,
+        scope: u32,
         retry: Option<u32>,
+        offset: u64,
     ) -> StepContext {
         let attempt = match retry {
-            Some(r) if !state.attempts.is_empty() => state
-                .attempts
-                .get(&*self.graph.scopes[r as usize].path)
-                .copied()
-                .unwrap_or(1),
+            Some(r) if !state.attempts.is_empty() => {
+                let levels = self.graph.scopes[r as usize].instanced.len();
+                let path = self.path(r, &strand.instance[..levels.min(strand.instance.len())]);
+                state.attempts.get(&*path).copied().unwrap_or(1)
+            }
             _ => 1,
         };
         StepContext {
             run_id: ctx.run_id.clone(),
             flow: self.flow.clone(),
-            step,
+            step: self.path(scope, &strand.instance),
             attempt,
-            sequence: state.calls,
+            sequence: state.calls + offset,
             redelivered: ctx.redelivered,
-            data: state.data.clone(),
+            data: self.view(&state.data, scope, &strand.instance),
         }
     }
 
-    /// Sets the cursor after a call; when only static transitions remain before the flow's end,
-    /// goes straight to `completed:<root>`, so the caller sees completion without another apply.
-    fn land(&self, state: &mut State, dest: u32) {
+    /// Moves the strand in slot `k` after a call; when only static transitions remain before
+    /// the flow's end, goes straight to `completed:<root>`, so the caller sees completion
+    /// without another apply.
+    fn land(&self, state: &mut State, work: &mut Work, k: usize, dest: u32) {
+        let Some(strand) = work.strands[k].as_mut() else {
+            return;
+        };
         let mut at = dest;
-        loop {
+        strand.id = loop {
             match self.graph.next[at as usize] {
                 Next::Static(to) => at = to,
-                Next::Dynamic(_) => break self.set_cursor(state, dest),
                 Next::End => {
                     state.attempts.clear();
-                    break self.set_cursor(state, at);
+                    break at;
                 }
+                _ => break dest,
             }
-        }
+        };
     }
 
     /// Moves the cursor to `at` alone, and records the kind of the item that decides what happens
@@ -751,6 +1122,7 @@ impl StepFlow {
         Event {
             name: self.graph.names[id as usize].clone(),
             slot: Some((self.graph.tag, id)),
+            instance: Vec::new(),
         }
     }
 

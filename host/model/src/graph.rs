@@ -81,6 +81,39 @@ pub enum BuildError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A `parallel` without branches, or a branch without items: there is nothing to run side
+    /// by side.
+    #[error("in `{parent}`: {problem}")]
+    EmptyFanOut {
+        /// The scope that holds the `parallel` or `for_each`.
+        parent: String,
+        /// What is empty, and what to write instead.
+        problem: String,
+    },
+    /// A `for_each` whose settings cannot work: a pointer that is not a JSON pointer, a
+    /// concurrency of 0, results that overlap the array they collect.
+    #[error("in `{parent}`: the for-each `{name}` {problem}")]
+    BadForEach {
+        /// The scope that holds the `for_each`.
+        parent: String,
+        /// The `for_each`'s name.
+        name: String,
+        /// What is wrong, and what to write instead.
+        problem: String,
+    },
+    /// A name that a for-each instance's path would also spell: `files#3` next to a for-each
+    /// named `files`, whose instance 3 is `files#3`.
+    #[error(
+        "in `{parent}`: the name `{name}` is how the paths of the for-each `{for_each}` spell one of its instances; rename one of them"
+    )]
+    InstanceName {
+        /// The scope that holds both items.
+        parent: String,
+        /// The offending name.
+        name: String,
+        /// The sibling `for_each`.
+        for_each: String,
+    },
     /// Static transitions form a loop that no function call could ever break.
     #[error("static transitions loop through `{event}` without calling any function")]
     StaticCycle {
@@ -98,6 +131,16 @@ pub(crate) enum Next {
     Static(u32),
     /// A function call decides (index into `Graph::dynamics`).
     Dynamic(u32),
+    /// The start of the `parallel` scope: its branches start, each a strand of its own.
+    Fork(u32),
+    /// The completion of a branch of the `parallel` scope: the strand waits here until every
+    /// branch has completed, then they become one strand at the `parallel`'s completion.
+    Join(u32),
+    /// The start of the `for_each` scope: its instances start, up to its concurrency.
+    Each(u32),
+    /// The end of one instance's body of the `for_each` scope: the next instance starts, or,
+    /// after the last, the `for_each` completes.
+    EachDone(u32),
 }
 
 /// The function a dynamic transition calls.
@@ -198,17 +241,23 @@ pub enum ItemKind {
     LoopUntil,
     /// A `retry` group.
     Retry,
+    /// A `parallel`.
+    Parallel,
+    /// A `for_each`.
+    ForEach,
 }
 
 impl ItemKind {
     /// Every kind, for listings and for checks that each spelling round-trips.
-    pub const ALL: [ItemKind; 6] = [
+    pub const ALL: [ItemKind; 8] = [
         ItemKind::Step,
         ItemKind::WaitFor,
         ItemKind::Steps,
         ItemKind::Case,
         ItemKind::LoopUntil,
         ItemKind::Retry,
+        ItemKind::Parallel,
+        ItemKind::ForEach,
     ];
 
     /// The kind as saved states and messages spell it (`wait-for`): the one spelling.
@@ -220,6 +269,8 @@ impl ItemKind {
             ItemKind::Case => "case",
             ItemKind::LoopUntil => "loop-until",
             ItemKind::Retry => "retry",
+            ItemKind::Parallel => "parallel",
+            ItemKind::ForEach => "for-each",
         }
     }
 
@@ -232,6 +283,8 @@ impl ItemKind {
             ItemKind::Case => "a `case`",
             ItemKind::LoopUntil => "a `loop-until`",
             ItemKind::Retry => "a `retry`",
+            ItemKind::Parallel => "a `parallel`",
+            ItemKind::ForEach => "a `for-each`",
         }
     }
 }
@@ -252,6 +305,26 @@ pub(crate) struct Scope {
     pub outer_retry: Option<u32>,
     /// For a retry scope: its policy.
     pub policy: Option<RetryPolicy>,
+    /// For a `parallel` scope: its branches' scopes, in order.
+    pub branches: Vec<u32>,
+    /// For a `for_each` scope: what it runs over and where its body starts.
+    pub each: Option<Arc<EachSpec>>,
+    /// The `for_each` scopes this one is inside, outermost first, with the length of each one's
+    /// path: an instance's path puts `#<index>` there (`flow/files#3/process`).
+    pub instanced: Vec<(u32, usize)>,
+}
+
+/// A compiled `for_each`: its pointers taken apart into tokens.
+#[derive(Clone, Debug)]
+pub(crate) struct EachSpec {
+    /// Where the array is, in the data its start sees.
+    pub over: Vec<String>,
+    /// Where the results array goes, inside the place its own patches would land.
+    pub results: Vec<String>,
+    /// How many instances may run at once.
+    pub concurrency: u32,
+    /// The event an instance starts at.
+    pub entry: u32,
 }
 
 /// The compiled flow.
@@ -266,6 +339,11 @@ pub(crate) struct Graph {
     pub dynamics: Vec<Dynamic>,
     /// Event ids that complete a `retry` scope (its attempt count is cleared there).
     pub completes_retry: Vec<bool>,
+    /// Scope paths (without instance numbers) to scopes, for reading saved instance events.
+    pub by_path: HashMap<Arc<str>, u32>,
+    /// Whether any item fans out (`parallel`, `for_each`): only then can a run have several
+    /// strands.
+    pub fans_out: bool,
     /// The definition hash (see `definition.rs`).
     pub hash: String,
 }
@@ -292,9 +370,16 @@ struct Builder {
 
 impl Builder {
     fn scope(&mut self, parent: Option<u32>, name: &str, kind: ItemKind) -> u32 {
-        let path: Arc<str> = match parent {
-            Some(p) => format!("{}/{}", self.scopes[p as usize].path, name).into(),
-            None => name.into(),
+        let (path, instanced): (Arc<str>, _) = match parent {
+            Some(p) => {
+                let parent = &self.scopes[p as usize];
+                let mut instanced = parent.instanced.clone();
+                if parent.kind == ItemKind::ForEach {
+                    instanced.push((p, parent.path.len()));
+                }
+                (format!("{}/{}", parent.path, name).into(), instanced)
+            }
+            None => (name.into(), Vec::new()),
         };
         let id = self.scopes.len() as u32;
         self.scopes.push(Scope {
@@ -303,6 +388,9 @@ impl Builder {
             parent,
             outer_retry: None,
             policy: None,
+            branches: Vec::new(),
+            each: None,
+            instanced,
         });
         self.next.push(None);
         self.next.push(None);
@@ -344,7 +432,11 @@ impl Builder {
         items: &[Item],
         retry: Option<u32>,
     ) -> Result<Option<(u32, u32)>, BuildError> {
-        check_names(&self.scopes[parent as usize].path, items)?;
+        check_names(
+            &self.scopes[parent as usize].path,
+            items.iter().map(Item::name),
+        )?;
+        check_instance_names(&self.scopes[parent as usize].path, items)?;
         let mut ends: Option<(u32, u32)> = None;
         for item in items {
             let child = item.compile(Some(parent), retry, self)?;
@@ -421,8 +513,7 @@ impl Item {
             } => {
                 if let Err(problem) = check_signal_name(signal) {
                     return Err(BuildError::BadSignalName {
-                        parent: parent
-                            .map_or_else(String::new, |p| b.scopes[p as usize].path.to_string()),
+                        parent: parent_path(b, parent),
                         step: name.clone(),
                         signal: signal.to_string(),
                         problem,
@@ -513,8 +604,135 @@ impl Item {
                 b.body(s, &body.items, Some(s))?;
                 Ok(s)
             }
+            Item::Parallel { name, branches } => {
+                let s = b.scope(parent, name, ItemKind::Parallel);
+                let path = b.scopes[s as usize].path.clone();
+                if branches.is_empty() {
+                    return Err(BuildError::EmptyFanOut {
+                        parent: parent_path(b, parent),
+                        problem: format!(
+                            "the parallel `{name}` has no branches; give it at least one"
+                        ),
+                    });
+                }
+                check_names(&path, branches.iter().map(Steps::name))?;
+                let mut scopes = Vec::with_capacity(branches.len());
+                for branch in branches {
+                    if branch.items.is_empty() {
+                        return Err(BuildError::EmptyFanOut {
+                            parent: path.to_string(),
+                            problem: format!(
+                                "the branch `{}` has no items; give it a step or leave it out",
+                                branch.name
+                            ),
+                        });
+                    }
+                    let bs = b.scope(Some(s), &branch.name, ItemKind::Steps);
+                    b.body(bs, &branch.items, retry)?;
+                    b.set(completed(bs), Next::Join(s))?;
+                    scopes.push(bs);
+                }
+                b.scopes[s as usize].branches = scopes;
+                b.set(start(s), Next::Fork(s))?;
+                Ok(s)
+            }
+            Item::ForEach { name, each, body } => {
+                let bad = |b: &Builder, problem: String| BuildError::BadForEach {
+                    parent: parent_path(b, parent),
+                    name: name.clone(),
+                    problem,
+                };
+                if each.concurrency == 0 {
+                    return Err(bad(
+                        b,
+                        "has a concurrency of 0, so no instance could ever run; give it at least 1"
+                            .into(),
+                    ));
+                }
+                let over = pointer_tokens(&each.over).map_err(|problem| {
+                    bad(b, format!("runs over {:?}, which {problem}", each.over))
+                })?;
+                let results = pointer_tokens(&each.results).map_err(|problem| {
+                    bad(
+                        b,
+                        format!("collects into {:?}, which {problem}", each.results),
+                    )
+                })?;
+                if results.is_empty() {
+                    return Err(bad(
+                        b,
+                        "collects its results into the whole data document (`\"\"`); name a place in it, e.g. `/results`".into(),
+                    ));
+                }
+                let overlaps = over.starts_with(&results) || results.starts_with(&over);
+                if overlaps && !over.is_empty() {
+                    return Err(bad(
+                        b,
+                        format!(
+                            "collects into {:?}, which overlaps the array it runs over ({:?}), so results would overwrite elements; collect them elsewhere",
+                            each.results, each.over
+                        ),
+                    ));
+                }
+                if body.items.is_empty() {
+                    return Err(BuildError::EmptyFanOut {
+                        parent: parent_path(b, parent),
+                        problem: format!(
+                            "the for-each `{name}` has no items to run for each element; give it a step"
+                        ),
+                    });
+                }
+                let s = b.scope(parent, name, ItemKind::ForEach);
+                let Some((first, last)) = b.chain(s, &body.items, retry)? else {
+                    unreachable!("the body was checked to be non-empty");
+                };
+                b.set(last, Next::EachDone(s))?;
+                b.set(start(s), Next::Each(s))?;
+                b.scopes[s as usize].each = Some(Arc::new(EachSpec {
+                    over,
+                    results,
+                    concurrency: each.concurrency,
+                    entry: first,
+                }));
+                Ok(s)
+            }
         }
     }
+}
+
+fn parent_path(b: &Builder, parent: Option<u32>) -> String {
+    parent.map_or_else(String::new, |p| b.scopes[p as usize].path.to_string())
+}
+
+/// The tokens of a JSON pointer (RFC 6901), or what is wrong with it.
+pub(crate) fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err("is not a JSON pointer: one starts with `/`, e.g. `/files`".into());
+    };
+    rest.split('/')
+        .map(|token| {
+            let mut out = String::with_capacity(token.len());
+            let mut chars = token.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '~' => match chars.next() {
+                        Some('0') => out.push('~'),
+                        Some('1') => out.push('/'),
+                        _ => {
+                            return Err(
+                                "is not a JSON pointer: `~` must be followed by `0` (for `~`) or `1` (for `/`)".into(),
+                            );
+                        }
+                    },
+                    c => out.push(c),
+                }
+            }
+            Ok(out)
+        })
+        .collect()
 }
 
 /// The longest signal name: it travels in URLs, command lines and the data document.
@@ -544,10 +762,12 @@ pub fn check_signal_name(name: &str) -> Result<(), String> {
     }
 }
 
-fn check_names(parent: &str, items: &[Item]) -> Result<(), BuildError> {
+fn check_names<'a>(
+    parent: &str,
+    names: impl IntoIterator<Item = &'a str>,
+) -> Result<(), BuildError> {
     let mut seen = HashSet::new();
-    for (i, item) in items.iter().enumerate() {
-        let name = item.name();
+    for (i, name) in names.into_iter().enumerate() {
         check_name(parent, i + 1, name)?;
         if !seen.insert(name) {
             return Err(BuildError::DuplicateName {
@@ -557,6 +777,35 @@ fn check_names(parent: &str, items: &[Item]) -> Result<(), BuildError> {
         }
     }
     Ok(())
+}
+
+/// Refuses `files#3` beside a for-each named `files`: both would have the path `…/files#3`.
+fn check_instance_names(parent: &str, items: &[Item]) -> Result<(), BuildError> {
+    for item in items {
+        let Some((base, _)) = split_instance(item.name()) else {
+            continue;
+        };
+        if let Some(each) = items
+            .iter()
+            .find(|other| matches!(other, Item::ForEach { name, .. } if name == base))
+        {
+            return Err(BuildError::InstanceName {
+                parent: parent.to_string(),
+                name: item.name().to_string(),
+                for_each: each.name().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `files#3` as (`files`, 3): how an instance's path segment is spelled.
+pub(crate) fn split_instance(segment: &str) -> Option<(&str, u32)> {
+    let (base, number) = segment.rsplit_once('#')?;
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((base, number.parse().ok()?))
 }
 
 fn check_name(parent: &str, position: usize, name: &str) -> Result<(), BuildError> {
@@ -632,6 +881,16 @@ pub(crate) fn compile(root: &Steps) -> Result<Graph, BuildError> {
         }
     }
     let next: Vec<Next> = b.next.iter().map(|n| n.unwrap_or(Next::End)).collect();
+    let by_path = b
+        .scopes
+        .iter()
+        .enumerate()
+        .map(|(i, scope)| (scope.path.clone(), i as u32))
+        .collect();
+    let fans_out = b
+        .scopes
+        .iter()
+        .any(|s| matches!(s.kind, ItemKind::Parallel | ItemKind::ForEach));
     check_static_cycles(&next, &names)?;
     let completes_retry = (0..next.len())
         .map(|e| !e.is_multiple_of(2) && b.scopes[e / 2].kind == ItemKind::Retry)
@@ -645,6 +904,8 @@ pub(crate) fn compile(root: &Steps) -> Result<Graph, BuildError> {
         next,
         dynamics: b.dynamics,
         completes_retry,
+        by_path,
+        fans_out,
     })
 }
 

@@ -41,8 +41,9 @@ mod flow;
 mod function;
 mod graph;
 mod state;
+mod strands;
 
-pub use builder::{Backoff, RetryPolicy, Steps, Wait};
+pub use builder::{Backoff, ForEach, RetryPolicy, Steps, Wait};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use diagram::{Destination, TransitionInfo};
 pub use flow::{Applied, CallRecord, HandlerCall, Outcome, RunContext, StateError, StepFlow};
@@ -51,4 +52,4 @@ pub use function::{
     StepError, StepResult,
 };
 pub use graph::{BuildError, CallKind, ItemKind, MAX_SIGNAL_NAME, check_signal_name};
-pub use state::{Event, Failure, Signal, State, Status};
+pub use state::{EachProgress, Event, Failure, Signal, State, Status};

@@ -17,7 +17,8 @@ use crate::graph::ItemKind;
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct State {
-    /// The current events; empty means "not started yet".
+    /// The current events, one per strand (a run that is inside a `parallel` or a `for_each`
+    /// has one strand per branch or instance in progress); empty means "not started yet".
     pub cursor: Vec<Event>,
     /// The run's data document; actions patch it.
     pub data: Arc<Value>,
@@ -28,8 +29,18 @@ pub struct State {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deadlines: BTreeMap<Arc<str>, u64>,
     /// Applying before this time (Unix milliseconds) does nothing: a wait or a back-off is due.
+    /// Only for a run with one strand; with several, each has its own time in [`State::due`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before: Option<u64>,
+    /// With several strands: when each strand that waits may go on (Unix milliseconds), by its
+    /// cursor event. An apply before then leaves that strand alone and moves the others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub due: BTreeMap<Arc<str>, u64>,
+    /// The `for_each` items in progress, by path (with instance numbers when nested in another
+    /// one's instance): how many instances they run, how many have started and how many are
+    /// done, so a resumed run starts each element's instance exactly once.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub each: BTreeMap<Arc<str>, EachProgress>,
     /// The error that stopped the run, when no retry took it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<Failure>,
@@ -78,6 +89,19 @@ impl State {
     }
 }
 
+/// Where a `for_each` stands: its instance count, fixed when it started (the length of its
+/// array then), how many instances have started (the next one's number) and how many are done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EachProgress {
+    /// How many instances there are, one per element.
+    pub count: u64,
+    /// How many have started: the next instance's number.
+    pub started: u64,
+    /// How many have completed.
+    pub done: u64,
+}
+
 /// A signal sent to a run: a name that a wait can be for, and a JSON payload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,7 +118,8 @@ pub struct Signal {
     pub received_ms: u64,
 }
 
-/// An event of the cursor: `start:<scope>` or `completed:<scope>`.
+/// An event of the cursor: `start:<scope>` or `completed:<scope>`, where a scope inside a
+/// `for_each` names its instance after the for-each's name (`start:flow/files#3/process`).
 ///
 /// It remembers the id it has in the compiled flow that produced it, so applying does not look
 /// names up; a deserialised event is looked up by name once.
@@ -102,6 +127,8 @@ pub struct Signal {
 pub struct Event {
     pub(crate) name: Arc<str>,
     pub(crate) slot: Option<(u64, u32)>,
+    /// The instance numbers, outermost `for_each` first (only meaningful with `slot`).
+    pub(crate) instance: Vec<u32>,
 }
 
 impl Event {
@@ -110,6 +137,7 @@ impl Event {
         Event {
             name: name.into(),
             slot: None,
+            instance: Vec::new(),
         }
     }
 

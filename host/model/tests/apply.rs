@@ -68,7 +68,7 @@ async fn a_failed_apply_keeps_the_state_and_continues_once_fixed() {
     let before = state.clone();
     let failed = flow.apply_with_record(&ctx, state).await;
     assert_eq!(
-        failed.call.unwrap().outcome,
+        failed.call().cloned().unwrap().outcome,
         Outcome::Failed(StepError::retryable("disk full"))
     );
     let state = failed.state;
@@ -121,7 +121,7 @@ async fn actions_merge_patches_into_the_data_document() {
     let state = flow.new_state(json!({ "keep": "x", "input": [1, 2] }));
     let first = flow.apply_with_record(&ctx, state).await;
     assert_eq!(
-        first.call.unwrap().outcome,
+        first.call().cloned().unwrap().outcome,
         Outcome::Done(Some(json!({ "a": 1, "b": { "c": 2 }, "drop": true })))
     );
     let (state, _) = drive(&flow, &ctx, first.state, &p).await;
@@ -172,7 +172,7 @@ async fn a_reexecuted_call_keeps_its_idempotency_key() {
         ..ctx.clone()
     };
     let applied = flow.apply_with_record(&resumed, saved).await;
-    assert!(applied.call.unwrap().redelivered);
+    assert!(applied.call().cloned().unwrap().redelivered);
 
     let calls = p.contexts_of("t.v1/b");
     assert_eq!(calls.len(), 2);

@@ -24,7 +24,10 @@ async fn run_case(answer: bool) -> Vec<String> {
     let first = flow
         .apply_with_record(&ctx, flow.new_state(json!({})))
         .await;
-    assert_eq!(first.call.unwrap().outcome, Outcome::Answered(answer));
+    assert_eq!(
+        first.call().cloned().unwrap().outcome,
+        Outcome::Answered(answer)
+    );
     let (state, _) = drive(&flow, &ctx, first.state, &p).await;
     assert!(flow.is_completed(&state));
     p.log()

@@ -62,7 +62,7 @@ async fn a_failing_loop_condition_is_blamed_on_the_loop() {
     let ctx = run_context(&manual_clock());
     let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
     let failed = flow.apply_with_record(&ctx, state).await;
-    assert_eq!(&*failed.call.unwrap().step, "t.v1/l");
+    assert_eq!(&*failed.call().cloned().unwrap().step, "t.v1/l");
     assert_eq!(cursor(&failed.state), ["completed:t.v1/l/x"]);
     assert_eq!(p.log(), ["do t.v1/l/x"]);
     assert_eq!(failed.state.error.unwrap().step, "t.v1/l");

@@ -27,7 +27,7 @@ async fn retry_handler_true_restarts_the_whole_group_from_its_start() {
     let state = flow.apply(&ctx, flow.new_state(json!({}))).await;
     let failed = flow.apply_with_record(&ctx, state).await;
     assert_eq!(
-        failed.call.unwrap().outcome,
+        failed.call().cloned().unwrap().outcome,
         Outcome::Retrying {
             error: StepError::retryable("boom"),
             group: "t.v1/r".into(),
@@ -131,7 +131,8 @@ async fn a_handler_that_says_yes_is_recorded_with_the_error_it_was_given() {
     let record = flow
         .apply_with_record(&ctx, flow.new_state(json!({})))
         .await
-        .call
+        .call()
+        .cloned()
         .unwrap();
     assert_eq!(
         record.outcome,
@@ -185,7 +186,7 @@ async fn nested_retry_records_the_steps_error_and_every_handler_asked() {
         ],
         "the outer handler is offered the inner handler's error, as in the seed"
     );
-    let record = applied.call.unwrap();
+    let record = applied.call().cloned().unwrap();
     assert_eq!(record.step.as_ref(), "t.v1/o/i/s");
     assert_eq!(
         record.outcome,
@@ -229,11 +230,11 @@ async fn a_retry_without_handler_records_no_handler_calls() {
     let first = flow
         .apply_with_record(&ctx, flow.new_state(json!({})))
         .await;
-    let record = first.call.unwrap();
+    let record = first.call().cloned().unwrap();
     assert!(matches!(record.outcome, Outcome::Retrying { .. }));
     assert_eq!(record.handlers, []);
     let second = flow.apply_with_record(&ctx, first.state).await;
-    let record = second.call.unwrap();
+    let record = second.call().cloned().unwrap();
     assert_eq!(
         record.outcome,
         Outcome::Failed(StepError::retryable("boom"))
@@ -285,7 +286,7 @@ async fn attempts_retries_a_retryable_error_until_the_limit_then_it_stands() {
     let mut outcomes = Vec::new();
     while state.error.is_none() && outcomes.len() < 10 {
         let applied = flow.apply_with_record(&ctx, state).await;
-        outcomes.extend(applied.call.map(|c| c.outcome));
+        outcomes.extend(applied.call().cloned().map(|c| c.outcome));
         state = applied.state;
     }
     let boom = StepError::retryable("boom");
@@ -377,7 +378,7 @@ async fn a_fatal_error_is_never_retried_and_no_handler_is_asked() {
         .apply_with_record(&ctx, flow.new_state(json!({})))
         .await;
     assert_eq!(p.log(), ["do t.v1/o/i/s"]);
-    let record = applied.call.unwrap();
+    let record = applied.call().cloned().unwrap();
     assert_eq!(record.outcome, Outcome::Failed(StepError::fatal("odd")));
     assert!(record.handlers.is_empty(), "{:?}", record.handlers);
     let failure = applied.state.error.unwrap();
@@ -410,7 +411,7 @@ async fn a_handlers_fatal_error_is_not_offered_to_the_next_group_out() {
         .apply_with_record(&ctx, flow.new_state(json!({})))
         .await;
     assert_eq!(p.log(), ["do t.v1/o/i/s"], "the outer handler is not asked");
-    let record = applied.call.unwrap();
+    let record = applied.call().cloned().unwrap();
     assert_eq!(record.handlers.len(), 1);
     assert_eq!(
         applied.state.error.unwrap().message,
@@ -527,7 +528,7 @@ async fn backoff_holds_the_run_until_its_time() {
 
     clock.advance(99);
     let held = flow.apply_with_record(&ctx, state.clone()).await;
-    assert!(held.call.is_none());
+    assert!(held.calls.is_empty());
     assert_eq!(held.state, state, "an early apply changes nothing");
     assert_eq!(p.len(), 1);
 

@@ -25,7 +25,10 @@ async fn wait_for_rechecks_while_false_and_moves_on_when_true() {
     for _ in 0..2 {
         let applied = flow.apply_with_record(&ctx, state).await;
         assert_eq!(cursor(&applied.state), ["start:t.v1/w"]);
-        assert_eq!(applied.call.unwrap().outcome, Outcome::Answered(false));
+        assert_eq!(
+            applied.call().cloned().unwrap().outcome,
+            Outcome::Answered(false)
+        );
         assert_eq!(
             applied.state.not_before, None,
             "no pacing without Wait::every"
@@ -34,7 +37,10 @@ async fn wait_for_rechecks_while_false_and_moves_on_when_true() {
         state = applied.state;
     }
     let applied = flow.apply_with_record(&ctx, state).await;
-    assert_eq!(applied.call.unwrap().outcome, Outcome::Answered(true));
+    assert_eq!(
+        applied.call().cloned().unwrap().outcome,
+        Outcome::Answered(true)
+    );
     assert_eq!(cursor(&applied.state), ["completed:t.v1/w"]);
     let (state, _) = drive(&flow, &ctx, applied.state, &p).await;
     assert!(flow.is_completed(&state));
@@ -70,7 +76,7 @@ async fn wait_every_paces_the_checks() {
 
     clock.advance(9_999);
     let held = flow.apply_with_record(&ctx, state.clone()).await;
-    assert!(held.call.is_none());
+    assert!(held.calls.is_empty());
     assert_eq!(held.state, state);
     assert_eq!(p.len(), 1);
 
@@ -112,7 +118,10 @@ async fn wait_timeout_fails_the_wait_once_it_has_lasted_too_long() {
 
     clock.advance(1);
     let applied = flow.apply_with_record(&ctx, state).await;
-    assert!(matches!(applied.call.unwrap().outcome, Outcome::Failed(_)));
+    assert!(matches!(
+        applied.call().cloned().unwrap().outcome,
+        Outcome::Failed(_)
+    ));
     let state = applied.state;
     let error = state.error.clone().unwrap();
     assert_eq!(
@@ -152,7 +161,7 @@ async fn a_wait_timeout_can_be_taken_by_an_enclosing_retry() {
     clock.advance(5_000);
     let applied = flow.apply_with_record(&ctx, state).await;
     assert!(matches!(
-        applied.call.unwrap().outcome,
+        applied.call().cloned().unwrap().outcome,
         Outcome::Retrying { attempt: 2, .. }
     ));
     assert_eq!(cursor(&applied.state), ["start:t.v1/r"]);
@@ -186,11 +195,14 @@ async fn a_timeout_shorter_than_every_fires_at_the_deadline() {
 
     clock.advance(2_999);
     let held = flow.apply_with_record(&ctx, state.clone()).await;
-    assert!(held.call.is_none(), "nothing is due before the deadline");
+    assert!(held.calls.is_empty(), "nothing is due before the deadline");
 
     clock.advance(1);
     let applied = flow.apply_with_record(&ctx, state).await;
-    assert!(matches!(applied.call.unwrap().outcome, Outcome::Failed(_)));
+    assert!(matches!(
+        applied.call().cloned().unwrap().outcome,
+        Outcome::Failed(_)
+    ));
     let error = applied.state.error.clone().unwrap();
     assert!(error.message.contains("gave up waiting"), "{error}");
     assert_eq!(p.len(), 2, "one check at the start, one at the deadline");

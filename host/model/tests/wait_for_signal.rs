@@ -47,7 +47,7 @@ async fn a_signal_wait_makes_no_call_until_its_signal_is_delivered_then_stores_t
         }
     );
     let applied = flow.apply_with_record(&ctx, state).await;
-    assert!(applied.call.is_none(), "no signal, no call");
+    assert!(applied.calls.is_empty(), "no signal, no call");
     assert_eq!(cursor(&applied.state), ["start:t.v1/approval"]);
     let mut state = applied.state;
 
@@ -58,7 +58,10 @@ async fn a_signal_wait_makes_no_call_until_its_signal_is_delivered_then_stores_t
     ]));
     assert_eq!(flow.status(&state, T0), Status::Ready);
     let applied = flow.apply_with_record(&ctx, state).await;
-    let call = applied.call.expect("taking the signal is recorded");
+    let call = applied
+        .call()
+        .cloned()
+        .expect("taking the signal is recorded");
     assert_eq!(call.kind, CallKind::WaitFor);
     assert_eq!(call.step.as_ref(), "t.v1/approval");
     assert_eq!(
@@ -88,7 +91,7 @@ async fn a_signal_that_arrived_early_is_kept_for_the_wait() {
     assert_eq!(state.inbox.len(), 1, "step `a` does not touch the inbox");
     let applied = flow.apply_with_record(&ctx, state).await;
     assert!(matches!(
-        applied.call.map(|c| c.outcome),
+        applied.call().cloned().map(|c| c.outcome),
         Some(Outcome::Done(_))
     ));
     assert!(applied.state.inbox.is_empty());
@@ -120,7 +123,7 @@ async fn each_signal_moves_one_wait() {
     assert_eq!(cursor(&state), ["completed:t.v1/first"]);
     let applied = flow.apply_with_record(&ctx, state).await;
     assert!(
-        applied.call.is_none(),
+        applied.calls.is_empty(),
         "the one signal was taken by the first wait"
     );
     let mut state = applied.state;
@@ -147,7 +150,7 @@ async fn a_signal_timeout_is_an_error_an_enclosing_retry_takes() {
         "the deadline is not set yet"
     );
     let applied = flow.apply_with_record(&ctx, state).await;
-    assert!(applied.call.is_none());
+    assert!(applied.calls.is_empty());
     let state = applied.state;
     assert_eq!(
         flow.status(&state, T0),
@@ -159,7 +162,7 @@ async fn a_signal_timeout_is_an_error_an_enclosing_retry_takes() {
     clock.advance(60_000);
     assert_eq!(flow.status(&state, clock.now_ms()), Status::Ready);
     let applied = flow.apply_with_record(&ctx, state).await;
-    let call = applied.call.expect("the timeout is recorded");
+    let call = applied.call().cloned().expect("the timeout is recorded");
     let Outcome::Retrying { error, attempt, .. } = &call.outcome else {
         panic!("expected a retry, got {:?}", call.outcome);
     };
@@ -183,7 +186,7 @@ async fn a_signal_timeout_is_an_error_an_enclosing_retry_takes() {
     clock.advance(60_000);
     let applied = flow.apply_with_record(&ctx, state).await;
     assert!(matches!(
-        applied.call.map(|c| c.outcome),
+        applied.call().cloned().map(|c| c.outcome),
         Some(Outcome::Failed(_))
     ));
     assert!(matches!(

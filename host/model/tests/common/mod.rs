@@ -183,18 +183,18 @@ pub fn check_one_call(calls: &[String], applied: &Applied) {
     assert!(others.len() <= 1, "one apply made several calls: {calls:?}");
     assert_eq!(
         others.len(),
-        usize::from(applied.call.is_some()),
+        usize::from(!applied.calls.is_empty()),
         "calls {calls:?} but record {:?}",
-        applied.call
+        applied.calls
     );
-    let recorded = applied.call.as_ref().map_or(0, |c| c.handlers.len());
+    let recorded = applied.call().map_or(0, |c| c.handlers.len());
     assert!(
         handlers.len() <= recorded,
         "handlers {handlers:?} called but {recorded} recorded: {:?}",
-        applied.call
+        applied.calls
     );
     if !handlers.is_empty() {
-        let outcome = applied.call.as_ref().map(|c| &c.outcome);
+        let outcome = applied.call().map(|c| &c.outcome);
         assert!(
             matches!(outcome, Some(Outcome::Retrying { .. } | Outcome::Failed(_))),
             "handlers {handlers:?} called without a failure: {outcome:?}"
