@@ -6,7 +6,7 @@ use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
 
-use stepflow_model::{Action, Condition, ErrorHandler, RetryPolicy, Steps, Wait};
+use stepflow_model::{Action, Condition, ErrorHandler, ForEach, RetryPolicy, Steps, Wait};
 
 use crate::diagnostic::{Diagnostic, Position};
 use crate::types::{FlowFile, FunctionRef, Item, ItemKind};
@@ -174,7 +174,13 @@ fn collect(parent: &str, items: &[Item], out: &mut Vec<Reference>) {
                     add(handler, FunctionKind::ErrorHandler, "handler");
                 }
             }
-            ItemKind::WaitForSignal { .. } | ItemKind::Group { .. } => {}
+            ItemKind::WaitForSignal { .. }
+            | ItemKind::Parallel { .. }
+            | ItemKind::ForEach { .. }
+            | ItemKind::Group { .. } => {}
+        }
+        for branch in item.kind.branches() {
+            collect(&format!("{step}/{}", branch.name), &branch.steps, out);
         }
         collect(&step, item.kind.steps(), out);
     }
@@ -226,6 +232,18 @@ impl Resolver<'_> {
                         policy = policy.backoff(backoff);
                     }
                     group.retry(name, policy, self.items(Steps::new(), steps)?)
+                }
+                ItemKind::Parallel { branches } => {
+                    let branches = branches
+                        .iter()
+                        .map(|branch| self.items(Steps::named(branch.name.clone()), &branch.steps))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    group.parallel(name, branches)
+                }
+                ItemKind::ForEach { each, steps } => {
+                    let each = ForEach::new(each.over.clone(), each.results.clone())
+                        .concurrency(each.concurrency);
+                    group.for_each(name, each, self.items(Steps::new(), steps)?)
                 }
                 ItemKind::Group { steps } => group.steps(self.items(Steps::named(name), steps)?),
             };

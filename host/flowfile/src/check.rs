@@ -8,8 +8,8 @@ use stepflow_model::Backoff;
 
 use crate::diagnostic::{Diagnostic, Position, suggest};
 use crate::document::{
-    DirDoc, FlowDoc, ItemDoc, KINDS, KindRule, Located, PluginDoc, ReferenceText, RetryDoc,
-    SecretDoc, WaitTarget,
+    DirDoc, FlowDoc, ItemDoc, KIND_KEYS, KINDS, KindRule, Located, PluginDoc, ReferenceText,
+    RetryDoc, SecretDoc, WaitTarget,
 };
 use crate::parse::{MINIMAL, base_dir};
 use crate::types::{
@@ -17,6 +17,7 @@ use crate::types::{
 };
 use crate::yaml::missing_hint;
 
+mod fan_out;
 mod http;
 
 /// Checks a document read from `path` and resolves its relative paths.
@@ -352,6 +353,7 @@ impl Checker<'_> {
             seen.insert(item.name.clone(), item.name_at);
             items.push(item);
         }
+        self.instance_names(&items)?;
         Ok(items)
     }
 
@@ -372,12 +374,40 @@ impl Checker<'_> {
                 ));
             }
         }
+        for (key, at) in item.each_options() {
+            if let Some(at) = at
+                && !rule.each_options
+            {
+                return Err(self.error(
+                    at,
+                    format!(
+                        "`{key}` applies only to `for-each`, and this is {}",
+                        rule.what
+                    ),
+                    "remove it, or make the item a `for-each: <pointer>` with `results:` and `steps:`",
+                ));
+            }
+        }
         let body = match (&item.steps, rule.body) {
+            (Some(steps), false) if rule.key == "parallel" => {
+                return Err(self.error(
+                    steps.at,
+                    "a `parallel` has no `steps` of its own: its branches hold them",
+                    "move the items into a branch under `parallel:`, e.g. `- { name: eu, steps: [...] }`, or list them after the `parallel` as its siblings",
+                ));
+            }
             (Some(steps), false) => {
                 return Err(self.error(
                     steps.at,
                     format!("{} has no `steps`", rule.what),
                     "list the steps that follow it as its siblings, or group steps in an item with only `name:` and `steps:`",
+                ));
+            }
+            (Some(steps), true) if rule.body_not_empty && steps.value.is_empty() => {
+                return Err(self.error(
+                    steps.at,
+                    format!("{} needs at least one item in `steps`, to run for each element", rule.what),
+                    "list the steps that process one element; they see it as `/item` and its index as `/index`",
                 ));
             }
             (None, true) => {
@@ -443,8 +473,17 @@ impl Checker<'_> {
             }
         };
         let path = format!("{parent}/{name}");
+        // A for-each's own keys are written before its `steps`: check them first.
+        let each = match &item.for_each {
+            Some(over) => Some(self.for_each(doc, over)?),
+            None => None,
+        };
         let steps = match body {
             Some(steps) => self.items(&steps.value, &path)?,
+            None => Vec::new(),
+        };
+        let branches = match &item.parallel {
+            Some(branches) => self.branches(branches, &name, &path)?,
             None => Vec::new(),
         };
         let kind = match (rule.key, function) {
@@ -470,6 +509,11 @@ impl Checker<'_> {
                 },
                 None => ItemKind::Group { steps },
             },
+            ("parallel", _) => ItemKind::Parallel { branches },
+            ("for-each", _) => match each {
+                Some(each) => ItemKind::ForEach { each, steps },
+                None => ItemKind::Group { steps },
+            },
             _ => ItemKind::Group { steps },
         };
         Ok(Item {
@@ -493,9 +537,13 @@ impl Checker<'_> {
         let key = match present.as_slice() {
             [] if item.steps.is_some() => "steps",
             [] => {
+                let keys: Vec<String> = KIND_KEYS.iter().map(|k| format!("`{k}`")).collect();
                 return Err(self.error(
                     doc.at,
-                    "this item does nothing: it has none of `do`, `wait-for`, `case`, `loop-until`, `retry`, or `steps`",
+                    format!(
+                        "this item does nothing: it has none of {}, or `steps`",
+                        keys.join(", ")
+                    ),
                     "make it a step with `do: <plugin>.<function>`, or a group with `name:` and `steps:`",
                 ));
             }

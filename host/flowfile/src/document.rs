@@ -13,7 +13,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value, json};
 
-use crate::diagnostic::Position;
+use crate::diagnostic::{Position, with_hint};
 use crate::units::{Period, Size};
 
 /// A value with the place in the file where it was written (where it was used, for an alias).
@@ -174,6 +174,148 @@ impl JsonSchema for ReferenceText {
             "description": "A function of a plugin: `<plugin>.<function>`, e.g. `deploy.prepare`, or `deploy.checks/ready` for `ready` in the exported interface `checks`.",
             "type": "string",
             "pattern": REFERENCE_PATTERN
+        })
+    }
+}
+
+/// What a JSON pointer (RFC 6901) must look like: `""` (the whole document) or `/`-separated
+/// keys and indexes, where `~` is written `~0` and a `/` inside a key `~1`.
+pub(crate) const POINTER_PATTERN: &str = r"^(/([^~/]|~[01])*)*$";
+
+/// A JSON pointer into the data document, e.g. `/files`: the parser checks it (`check.rs`),
+/// the schema's pattern says the same.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct PointerText(pub(crate) String);
+
+impl JsonSchema for PointerText {
+    fn schema_name() -> Cow<'static, str> {
+        "JsonPointer".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "description": "A JSON pointer into the data document: `\"\"` for the whole document, or `/`-separated keys and array indexes such as `/files` or `/batch/0/parts`; write `~0` for `~` and `~1` for `/` inside a key.",
+            "type": "string",
+            "pattern": POINTER_PATTERN
+        })
+    }
+}
+
+/// What a `for-each`'s `concurrency` is, for the hints of its errors.
+const CONCURRENCY_HINT: &str = "`concurrency` is how many elements are processed at once: a whole number of at least 1, e.g. `concurrency: 8`";
+
+/// A `for-each`'s `concurrency`: a whole number, read with messages that say what it is (the
+/// parser refuses 0 at its place, `check.rs`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Concurrency(pub(crate) u32);
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> serde::de::Visitor<'de> for Count {
+            type Value = Concurrency;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number like 8")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Concurrency, E> {
+                u32::try_from(v).map(Concurrency).map_err(|_| {
+                    E::custom(with_hint(
+                        &format!(
+                            "a `concurrency` of {v} is more than stepflow can count (at most {})",
+                            u32::MAX
+                        ),
+                        CONCURRENCY_HINT,
+                    ))
+                })
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Concurrency, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::custom(with_hint(
+                        &format!("expected a whole number like 8, found `{v}`"),
+                        CONCURRENCY_HINT,
+                    ))),
+                }
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Concurrency, E> {
+                Err(E::custom(with_hint(
+                    &format!("expected a whole number like 8, found `{v}`"),
+                    CONCURRENCY_HINT,
+                )))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Concurrency, E> {
+                Err(E::custom(with_hint(
+                    &format!("expected a whole number like 8, found `{v}`"),
+                    CONCURRENCY_HINT,
+                )))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Concurrency, E> {
+                let hint = if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("write the number without quotes: `concurrency: {v}`")
+                } else {
+                    CONCURRENCY_HINT.to_string()
+                };
+                Err(E::custom(with_hint(
+                    &format!(
+                        "expected a whole number like 8, found `{}`",
+                        v.escape_debug()
+                    ),
+                    &hint,
+                )))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Concurrency, E> {
+                Err(E::custom(with_hint(
+                    "expected a whole number like 8, found nothing",
+                    "write a value after the `:`, or remove the key for the default of 1",
+                )))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                _: A,
+            ) -> Result<Concurrency, A::Error> {
+                Err(serde::de::Error::custom(with_hint(
+                    "expected a whole number like 8, found a list",
+                    CONCURRENCY_HINT,
+                )))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                _: A,
+            ) -> Result<Concurrency, A::Error> {
+                Err(serde::de::Error::custom(with_hint(
+                    "expected a whole number like 8, found a mapping",
+                    CONCURRENCY_HINT,
+                )))
+            }
+        }
+        deserializer.deserialize_any(Count)
+    }
+}
+
+impl JsonSchema for Concurrency {
+    fn schema_name() -> Cow<'static, str> {
+        "Concurrency".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "type": "integer",
+            "minimum": 1,
+            "maximum": u32::MAX
         })
     }
 }
@@ -351,14 +493,14 @@ pub(crate) struct DirDoc {
 }
 
 /// One item of a flow: exactly one of `do` (a step), `wait-for`, `case`, `loop-until`, `retry`,
-/// or a group that has only `name` and `steps`.
+/// `parallel`, `for-each`, or a group that has only `name` and `steps`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[schemars(transform = one_kind_per_item)]
 pub(crate) struct ItemDoc {
     /// The item's name, unique among its siblings, without `/` or `:`. For `do`, `wait-for`,
     /// `case` and `loop-until` it defaults to the function's name (the part after the last `.`
-    /// or `/`); `retry` and groups must have one.
+    /// or `/`); `retry`, `parallel`, `for-each` and groups must have one.
     #[serde(default, deserialize_with = "present")]
     pub(crate) name: Option<Located<NameText>>,
     /// A step: the action `<plugin>.<function>` to call.
@@ -383,21 +525,69 @@ pub(crate) struct ItemDoc {
     /// Runs `steps` again, from the start, when something inside fails and this policy allows.
     #[serde(default, deserialize_with = "present")]
     pub(crate) retry: Option<Located<RetryDoc>>,
-    /// The nested items of a `case`, `loop-until`, `retry` or group, run in order.
+    /// Runs these branches side by side, each a `name` and its `steps`; the item completes
+    /// when every branch has. A `parallel` has no `steps` of its own.
     #[serde(default, deserialize_with = "present")]
+    #[schemars(length(min = 1))]
+    pub(crate) parallel: Option<Located<Vec<Located<BranchDoc>>>>,
+    /// Runs `steps` once for every element of the array at this JSON pointer into the data the
+    /// steps see, e.g. `/files` (`""` when the data document itself is the array). The steps
+    /// of element `i` see it as `item` and `i` as `index`.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) for_each: Option<Located<PointerText>>,
+    /// For `for-each` (required): the JSON pointer of the array that collects the results,
+    /// e.g. `/processed`. The engine creates it when the for-each starts, one entry per element;
+    /// what the steps of element `i` return goes into entry `i`. It must not overlap the array
+    /// iterated over.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(extend("minLength" = 1))]
+    pub(crate) results: Option<Located<PointerText>>,
+    /// For `for-each`: how many elements are processed at once, at least 1 (default 1: one
+    /// after the other).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) concurrency: Option<Located<Concurrency>>,
+    /// The nested items of a `case`, `loop-until`, `retry`, `for-each` or group, run in order.
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) steps: Option<Located<Vec<Located<ItemDoc>>>>,
+}
+
+/// One branch of a `parallel`: a named list of items, run side by side with the other
+/// branches.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(extend("required" = ["name", "steps"]))]
+pub(crate) struct BranchDoc {
+    /// The branch's name, unique among the `parallel`'s branches, without `/` or `:`; it is
+    /// part of the path of every step inside (`<flow>/<parallel>/<branch>/<step>`).
+    #[serde(default, deserialize_with = "present")]
+    pub(crate) name: Option<Located<NameText>>,
+    /// The branch's items, run in order (at least one).
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(length(min = 1))]
     pub(crate) steps: Option<Located<Vec<Located<ItemDoc>>>>,
 }
 
 impl ItemDoc {
     /// Where each kind key of [`KIND_KEYS`] is written, if it is.
-    pub(crate) fn kind_keys(&self) -> [(&'static str, Option<Position>); 5] {
-        let [do_, wait_for, case, loop_until, retry] = KIND_KEYS;
+    pub(crate) fn kind_keys(&self) -> [(&'static str, Option<Position>); 7] {
+        let [do_, wait_for, case, loop_until, retry, parallel, for_each] = KIND_KEYS;
         [
             (do_, self.do_.as_ref().map(|v| v.at)),
             (wait_for, self.wait_for.as_ref().map(|v| v.at)),
             (case, self.case.as_ref().map(|v| v.at)),
             (loop_until, self.loop_until.as_ref().map(|v| v.at)),
             (retry, self.retry.as_ref().map(|v| v.at)),
+            (parallel, self.parallel.as_ref().map(|v| v.at)),
+            (for_each, self.for_each.as_ref().map(|v| v.at)),
+        ]
+    }
+
+    /// Where each key of [`EACH_OPTIONS`] is written, if it is.
+    pub(crate) fn each_options(&self) -> [(&'static str, Option<Position>); 2] {
+        let [results, concurrency] = EACH_OPTIONS;
+        [
+            (results, self.results.as_ref().map(|v| v.at)),
+            (concurrency, self.concurrency.as_ref().map(|v| v.at)),
         ]
     }
 
@@ -459,6 +649,11 @@ pub(crate) struct KindRule {
     pub(crate) body: bool,
     /// Whether `every` and `timeout` are allowed.
     pub(crate) wait_options: bool,
+    /// Whether `results` (then required) and `concurrency` (optional) are allowed.
+    pub(crate) each_options: bool,
+    /// Whether nested `steps` must hold at least one item (a `for-each` with nothing to run for
+    /// each element is a mistake, as the model says).
+    pub(crate) body_not_empty: bool,
     /// Whether `name` must be written (there is no function to take it from).
     pub(crate) name_required: bool,
     /// The kind in words, for messages and the schema's titles.
@@ -466,14 +661,24 @@ pub(crate) struct KindRule {
 }
 
 /// The keys that give an item its kind, apart from a plain group's `steps`.
-pub(crate) const KIND_KEYS: [&str; 5] = ["do", "wait-for", "case", "loop-until", "retry"];
+pub(crate) const KIND_KEYS: [&str; 7] = [
+    "do",
+    "wait-for",
+    "case",
+    "loop-until",
+    "retry",
+    "parallel",
+    "for-each",
+];
 
 /// Every kind of item, the plain group last.
-pub(crate) const KINDS: [KindRule; 6] = [
+pub(crate) const KINDS: [KindRule; 8] = [
     KindRule {
         key: "do",
         body: false,
         wait_options: false,
+        each_options: false,
+        body_not_empty: false,
         name_required: false,
         what: "a `do` step",
     },
@@ -481,6 +686,8 @@ pub(crate) const KINDS: [KindRule; 6] = [
         key: "wait-for",
         body: false,
         wait_options: true,
+        each_options: false,
+        body_not_empty: false,
         name_required: false,
         what: "a `wait-for`",
     },
@@ -488,6 +695,8 @@ pub(crate) const KINDS: [KindRule; 6] = [
         key: "case",
         body: true,
         wait_options: false,
+        each_options: false,
+        body_not_empty: false,
         name_required: false,
         what: "a `case`",
     },
@@ -495,6 +704,8 @@ pub(crate) const KINDS: [KindRule; 6] = [
         key: "loop-until",
         body: true,
         wait_options: false,
+        each_options: false,
+        body_not_empty: false,
         name_required: false,
         what: "a `loop-until`",
     },
@@ -502,13 +713,35 @@ pub(crate) const KINDS: [KindRule; 6] = [
         key: "retry",
         body: true,
         wait_options: false,
+        each_options: false,
+        body_not_empty: false,
         name_required: true,
         what: "a `retry`",
+    },
+    KindRule {
+        key: "parallel",
+        body: false,
+        wait_options: false,
+        each_options: false,
+        body_not_empty: false,
+        name_required: true,
+        what: "a `parallel`",
+    },
+    KindRule {
+        key: "for-each",
+        body: true,
+        wait_options: false,
+        each_options: true,
+        body_not_empty: true,
+        name_required: true,
+        what: "a `for-each`",
     },
     KindRule {
         key: "steps",
         body: true,
         wait_options: false,
+        each_options: false,
+        body_not_empty: false,
         name_required: true,
         what: "a group",
     },
@@ -516,6 +749,9 @@ pub(crate) const KINDS: [KindRule; 6] = [
 
 /// The keys only `wait-for` takes.
 pub(crate) const WAIT_OPTIONS: [&str; 2] = ["every", "timeout"];
+
+/// The keys only `for-each` takes.
+pub(crate) const EACH_OPTIONS: [&str; 2] = ["results", "concurrency"];
 
 /// Adds to the item schema a `oneOf` with one branch per kind, from [`KINDS`].
 fn one_kind_per_item(schema: &mut Schema) {
@@ -529,6 +765,9 @@ fn one_kind_per_item(schema: &mut Schema) {
             if rule.name_required {
                 required.push("name");
             }
+            if rule.each_options {
+                required.push("results");
+            }
             let mut forbidden: Vec<&str> = KIND_KEYS
                 .iter()
                 .copied()
@@ -540,10 +779,16 @@ fn one_kind_per_item(schema: &mut Schema) {
             if !rule.wait_options {
                 forbidden.extend(WAIT_OPTIONS);
             }
-            let properties: Map<String, Value> = forbidden
+            if !rule.each_options {
+                forbidden.extend(EACH_OPTIONS);
+            }
+            let mut properties: Map<String, Value> = forbidden
                 .into_iter()
                 .map(|k| (k.to_string(), Value::Bool(false)))
                 .collect();
+            if rule.body_not_empty {
+                properties.insert("steps".to_string(), json!({ "minItems": 1 }));
+            }
             json!({
                 "title": rule.what,
                 "required": required,

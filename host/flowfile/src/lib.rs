@@ -33,7 +33,7 @@
 //!     http:                            # what it may call over HTTP (default nothing)
 //!       - { url: "https://api.example.com/v1/*", methods: [GET, POST] }   # http:// only if written
 //!     http-limits: { connect-timeout: 5s, timeout: 30s, max-response: 16MiB, max-requests: 100 }   # the defaults
-//! data: { version: "2.0" }             # the data document a run starts with (any JSON value; default {})
+//! data: { version: "2.0", files: [a.csv, b.csv] }   # the data a run starts with (any JSON value; default {})
 //! steps:                               # the root's items, in order
 //!   - do: deploy.prepare               # a step; `name` defaults to the function's name: `prepare`
 //!   - name: ready
@@ -55,6 +55,20 @@
 //!       backoff: { initial: 1s, max: 30s, multiplier: 2, jitter: true }   # multiplier 2 and jitter true by default
 //!     steps:
 //!       - do: deploy.validate
+//!   - name: regions                    # runs its branches side by side; done when all are
+//!     parallel:                        # at least one branch, each a `name` and its `steps`
+//!       - name: eu
+//!         steps:
+//!           - do: deploy.region
+//!       - name: us
+//!         steps:
+//!           - do: deploy.region
+//!   - name: files
+//!     for-each: /files                 # a JSON pointer to an array in the data the steps see
+//!     results: /processed              # required: element i's results go to element i of this array
+//!     concurrency: 8                   # how many elements at once; default 1
+//!     steps:                           # run once per element, which they see as /item (and /index)
+//!       - do: deploy.process-file
 //!   - name: finish                     # a plain group: `name` and `steps` only
 //!     steps:
 //!       - do: deploy.cleanup
@@ -64,22 +78,32 @@
 //! - A function reference is `<plugin>.<function>`, split at the first `.`; the function may
 //!   contain `/` (`deploy.checks/ready` is `ready` in the plugin's exported interface `checks`).
 //!   The plugin must be declared under `plugins`. Plugin names have no `.`, `/`, `:` or spaces.
-//! - Each item has exactly one kind key (`do`, `wait-for`, `case`, `loop-until`, `retry`) or is
-//!   a group (`name` and `steps` only). `every` and `timeout` belong to `wait-for` alone;
-//!   `steps` is required on `case`, `loop-until`, `retry` and groups and refused on `do` and
-//!   `wait-for`. A `retry` has `handler`, `max-attempts` (at least 1), or both.
+//! - Each item has exactly one kind key (`do`, `wait-for`, `case`, `loop-until`, `retry`,
+//!   `parallel`, `for-each`) or is a group (`name` and `steps` only). `every` and `timeout`
+//!   belong to `wait-for` alone, `results` and `concurrency` to `for-each` alone; `steps` is
+//!   required on `case`, `loop-until`, `retry`, `for-each` and groups and refused on `do`,
+//!   `wait-for` and `parallel`. A `retry` has `handler`, `max-attempts` (at least 1), or both.
+//! - A `parallel` has at least one branch; each branch has a `name` (checked like an item's,
+//!   unique among the branches) and at least one item in `steps`.
+//! - A `for-each` has `results` and at least one item in `steps`; `concurrency` is at least 1.
+//!   `for-each` and `results` are JSON pointers (`""` or starting with `/`, `~` only as `~0`
+//!   or `~1`); `results` is not `""`, and it is neither the same as `for-each` nor inside it
+//!   nor around it, key by key (unless `for-each` is `""`): the results would overwrite what
+//!   is iterated over. No sibling of a `for-each` named `files` is named like one of its
+//!   instances, `files#3`.
 //! - `name` defaults to the function's name (the part after the last `.` or `/`) on `do`,
-//!   `wait-for`, `case` and `loop-until`; `retry` and groups need one. Names are not empty, have
-//!   no `/` or `:`, no bidirectional-override (U+202A–U+202E, U+2066–U+2069) or zero-width
-//!   (U+200B–U+200D, U+2060, U+FEFF) characters, are not only white space, and are unique
-//!   among siblings.
+//!   `wait-for`, `case` and `loop-until`; `retry`, `parallel`, `for-each` and groups need one.
+//!   Names are not empty, have no `/` or `:`, no bidirectional-override (U+202A–U+202E,
+//!   U+2066–U+2069) or zero-width (U+200B–U+200D, U+2060, U+FEFF) characters, are not only
+//!   white space, and are unique among siblings.
 //! - A key that is present has a value: `timeout: ~` is an error, not a missing timeout.
 //! - Sizes are more than 0; a plugin's `timeout` is more than 0; a back-off's `max` is at least
 //!   its `initial`, its `multiplier` at least 1; `guest` paths are absolute and distinct.
 //!
 //! The schema says all of these except those that need the whole document or compare two values:
-//! that a referenced plugin is declared, that sibling names are unique, `max` against `initial`,
-//! a zero `timeout`, and the `guest` and `env` checks.
+//! that a referenced plugin is declared, that sibling (and branch) names are unique, `max`
+//! against `initial`, `results` against `for-each`, names like a for-each's instances, a zero
+//! `timeout`, and the `guest` and `env` checks.
 //!
 //! The JSON Schema ([`schema()`], shipped as `schema/flow.schema.json`) is derived from the same
 //! types serde fills, so editors that know it (the `yaml-language-server` comment above) check
@@ -111,7 +135,7 @@ pub use diagnostic::{Diagnostic, Position};
 pub use parse::{MAX_FLOW_FILE_BYTES, load, load_with_limit, parse};
 pub use schema::schema;
 pub use types::{
-    DirDecl, FlowFile, FunctionRef, HttpDecl, HttpLimitsDecl, Item, ItemKind, PluginDecl,
-    RetryDecl, SecretDecl, SecretSource,
+    Branch, DirDecl, FlowFile, ForEachDecl, FunctionRef, HttpDecl, HttpLimitsDecl, Item, ItemKind,
+    PluginDecl, RetryDecl, SecretDecl, SecretSource,
 };
 pub use units::{parse_duration, parse_size};

@@ -143,7 +143,7 @@ pub struct Item {
     pub kind: ItemKind,
 }
 
-/// The six kinds of item, as in the model.
+/// The kinds of item, as in the model.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ItemKind {
     /// `do`: calls an action.
@@ -188,6 +188,18 @@ pub enum ItemKind {
         /// The body.
         steps: Vec<Item>,
     },
+    /// `parallel`: runs its branches side by side; completes when all of them have.
+    Parallel {
+        /// The branches, in the order written.
+        branches: Vec<Branch>,
+    },
+    /// `for-each`: runs `steps` once for every element of an array in the data.
+    ForEach {
+        /// What it runs over, where the results go, how many at once.
+        each: ForEachDecl,
+        /// The body, run once per element.
+        steps: Vec<Item>,
+    },
     /// A plain named group of steps.
     Group {
         /// The body.
@@ -196,16 +208,60 @@ pub enum ItemKind {
 }
 
 impl ItemKind {
-    /// The nested items, if the kind has any.
+    /// The nested items, if the kind has any; a `parallel` has none of its own (its items are
+    /// in its branches: see [`ItemKind::branches`]).
     pub fn steps(&self) -> &[Item] {
         match self {
-            ItemKind::Do { .. } | ItemKind::WaitFor { .. } | ItemKind::WaitForSignal { .. } => &[],
+            ItemKind::Do { .. }
+            | ItemKind::WaitFor { .. }
+            | ItemKind::WaitForSignal { .. }
+            | ItemKind::Parallel { .. } => &[],
             ItemKind::Case { steps, .. }
             | ItemKind::LoopUntil { steps, .. }
             | ItemKind::Retry { steps, .. }
+            | ItemKind::ForEach { steps, .. }
             | ItemKind::Group { steps } => steps,
         }
     }
+
+    /// A `parallel`'s branches (none for every other kind), so walkers of the tree reach the
+    /// items inside them.
+    pub fn branches(&self) -> &[Branch] {
+        match self {
+            ItemKind::Parallel { branches } => branches,
+            _ => &[],
+        }
+    }
+}
+
+/// One branch of a `parallel`: a named list of items that runs beside the other branches.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Branch {
+    /// The name, unique among the branches; part of the path of every step inside.
+    pub name: String,
+    /// Where the branch starts (its first key).
+    pub at: Position,
+    /// Where the name is written.
+    pub name_at: Position,
+    /// The items, run in order (at least one).
+    pub steps: Vec<Item>,
+}
+
+/// A `for-each` item's settings, checked: both pointers valid and apart, so the model accepts
+/// them; positions kept for errors found when a run reads the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForEachDecl {
+    /// The JSON pointer of the array it runs over, in the data its steps see (`""`: the whole
+    /// document).
+    pub over: String,
+    /// Where `for-each`'s value is written.
+    pub over_at: Position,
+    /// The JSON pointer of the array that collects the results (never `""`).
+    pub results: String,
+    /// Where `results`'s value is written.
+    pub results_at: Position,
+    /// How many elements are processed at once (at least 1; 1 when not written).
+    pub concurrency: u32,
 }
 
 /// A `retry` item's policy, declarative parts already checked.

@@ -366,7 +366,7 @@ fn an_item_without_a_kind() {
         &d,
         5,
         5,
-        "this item does nothing: it has none of `do`, `wait-for`, `case`, `loop-until`, `retry`, or `steps`",
+        "this item does nothing: it has none of `do`, `wait-for`, `case`, `loop-until`, `retry`, `parallel`, `for-each`, or `steps`",
         "`do: <plugin>.<function>`",
     );
 }
@@ -1032,5 +1032,465 @@ fn signal_waits_check_their_name_and_options_at_their_place() {
         d.message
             .contains("a condition `<plugin>.<function>` or `{signal: <name>}`"),
         "{d}"
+    );
+}
+
+// ---- parallel and for-each ----
+
+/// A `parallel` named `regions` at line 5 whose `parallel:` key is on line 6 and whose
+/// branches (`branches`, indented as list items under it) start on line 7, column 9.
+fn parallel(branches: &str) -> String {
+    format!("{HEAD}steps:\n  - name: regions\n    parallel:\n{branches}")
+}
+
+#[test]
+fn a_parallel_needs_branches_each_with_a_name_and_steps() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: regions\n    parallel: []\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        15,
+        "the parallel `regions` has no branches",
+        "list the branches under `parallel:`, each with a `name:` and its `steps:`",
+    );
+
+    let d = error(&parallel(
+        "      - name: eu\n        steps:\n          - do: deploy.a\n      - steps:\n          - do: deploy.a\n",
+    ));
+    assert_error(
+        &d,
+        10,
+        9,
+        "branch 2 of the parallel `regions` needs a `name`",
+        "add e.g. `name: eu`; it is part of the path of every step inside the branch (`f.v1/regions/eu/...`)",
+    );
+
+    let d = error(&parallel("      - name: eu\n"));
+    assert_error(
+        &d,
+        7,
+        9,
+        "the branch `eu` needs `steps:`, the items it runs",
+        "add `steps:` with a list of items below it",
+    );
+
+    let d = error(&parallel("      - name: eu\n        steps: []\n"));
+    assert_error(
+        &d,
+        8,
+        16,
+        "the branch `eu` has no steps",
+        "give it at least one item, e.g. `- do: deploy.deploy`, or leave the branch out",
+    );
+
+    let d = error(&parallel("      - name: eu\n        do: deploy.a\n"));
+    assert_error(
+        &d,
+        8,
+        9,
+        "unknown key `do`",
+        "valid keys here: `name`, `steps`",
+    );
+}
+
+#[test]
+fn branch_names_are_checked_like_item_names() {
+    let branch = |name: &str| {
+        parallel(&format!(
+            "      - name: {name}\n        steps: [{{ do: deploy.a }}]\n"
+        ))
+    };
+    let d = error(&branch("''"));
+    assert_error(&d, 7, 15, "the branch name is empty", "write a name");
+    let d = error(&branch("e/u"));
+    assert_error(
+        &d,
+        7,
+        15,
+        "the branch name `e/u` contains `/`",
+        "choose a name without them",
+    );
+    let d = error(&branch("'e:u'"));
+    assert_error(
+        &d,
+        7,
+        15,
+        "the branch name `e:u` contains `:`",
+        "choose a name without them",
+    );
+    let d = error(&branch("\"e\\tu\""));
+    assert_error(
+        &d,
+        7,
+        15,
+        "the branch name `e\\tu` contains a control character",
+        "choose a name without them",
+    );
+    let d = error(&branch("\"e\\u202Eu\""));
+    assert_error(
+        &d,
+        7,
+        15,
+        "the branch name \"e\\u{202e}u\" contains the bidirectional-override character U+202E",
+        "retype the name without it",
+    );
+
+    let d = error(&parallel(
+        "      - name: eu\n        steps: [{ do: deploy.a }]\n      - name: us\n        steps: [{ do: deploy.a }]\n      - name: eu\n        steps: [{ do: deploy.b }]\n",
+    ));
+    assert_error(
+        &d,
+        11,
+        15,
+        "two branches of the parallel `regions` are named `eu` (the first at line 7)",
+        "rename one of them: each branch's path (`f.v1/regions/eu`) must be unique",
+    );
+
+    // The same name in two branches, or a branch named like its parallel, is fine.
+    let text = parallel(
+        "      - name: regions\n        steps: [{ do: deploy.a }]\n      - name: us\n        steps: [{ do: deploy.a }]\n",
+    );
+    assert!(parse(&text, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn a_parallel_has_a_name_and_no_steps_of_its_own() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - parallel:\n      - {{ name: eu, steps: [{{ do: deploy.a }}] }}\n"
+    ));
+    assert_error(&d, 5, 5, "a `parallel` needs a `name`", "add e.g. `name:");
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: regions\n    parallel:\n      - {{ name: eu, steps: [{{ do: deploy.a }}] }}\n    steps: [{{ do: deploy.b }}]\n"
+    ));
+    assert_error(
+        &d,
+        8,
+        12,
+        "a `parallel` has no `steps` of its own: its branches hold them",
+        "move the items into a branch under `parallel:`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: regions\n    do: deploy.a\n    parallel:\n      - {{ name: eu, steps: [{{ do: deploy.a }}] }}\n"
+    ));
+    assert_error(
+        &d,
+        8,
+        7,
+        "this item has both `do` (line 6) and `parallel`, but an item has exactly one kind",
+        "split it into two items",
+    );
+}
+
+/// A `for-each` named `files` on line 5 with the keys `keys` (one per line, indented under
+/// it) and one step.
+fn for_each(keys: &str) -> String {
+    format!("{HEAD}steps:\n  - name: files\n{keys}    steps:\n      - do: deploy.process\n")
+}
+
+#[test]
+fn for_each_pointers_must_be_json_pointers() {
+    let d = error(&for_each("    for-each: files\n    results: /processed\n"));
+    assert_error(
+        &d,
+        6,
+        15,
+        "`for-each: files` is not a JSON pointer: it does not start with `/`",
+        "a `/` before each key or index, e.g. `for-each: /files`",
+    );
+
+    let d = error(&for_each("    for-each: /files\n    results: processed\n"));
+    assert_error(
+        &d,
+        7,
+        14,
+        "`results: processed` is not a JSON pointer: it does not start with `/`",
+        "e.g. `results: /processed`",
+    );
+
+    let d = error(&for_each(
+        "    for-each: $.files\n    results: /processed\n",
+    ));
+    assert_error(
+        &d,
+        6,
+        15,
+        "`for-each: $.files` is not a JSON pointer: it does not start with `/`",
+        "e.g. `for-each: /files`",
+    );
+
+    let d = error(&for_each("    for-each: /a~2b\n    results: /processed\n"));
+    assert_error(
+        &d,
+        6,
+        15,
+        "`for-each: /a~2b` is not a JSON pointer: `~` must be followed by `0` or `1`",
+        "write `~0` for `~` and `~1` for `/`, e.g. `/a~1b` for the key `a/b`",
+    );
+
+    let d = error(&for_each("    for-each: /files\n    results: /out~\n"));
+    assert_error(
+        &d,
+        7,
+        14,
+        "`results: /out~` is not a JSON pointer: `~` must be followed by `0` or `1`",
+        "`~1` for `/`",
+    );
+
+    let d = error(&for_each("    for-each: /files\n    results: ''\n"));
+    assert_error(
+        &d,
+        7,
+        14,
+        "`results` is `\"\"`, the whole data document, which cannot become the results array",
+        "name a place in the data for the results array, e.g. `results: /processed`",
+    );
+
+    // `~0`, `~1`, keys with spaces, and `""` (the data document is the array) are fine.
+    for keys in [
+        "    for-each: /a~0b/~1c/0\n    results: /processed\n",
+        "    for-each: /my files\n    results: /processed\n",
+        "    for-each: ''\n    results: /processed\n",
+    ] {
+        let text = for_each(keys);
+        if let Err(e) = parse(&text, Path::new(FILE)) {
+            panic!("{e}\n{text}");
+        }
+    }
+}
+
+#[test]
+fn results_may_not_overlap_what_the_for_each_runs_over() {
+    let d = error(&for_each("    for-each: /files\n    results: /files\n"));
+    assert_error(
+        &d,
+        7,
+        14,
+        "`results` is `/files`, the array the for-each runs over: the results would overwrite its elements",
+        "collect the results outside `/files`, e.g. `results: /files-results`",
+    );
+
+    let d = error(&for_each(
+        "    for-each: /files\n    results: /files/0/out\n",
+    ));
+    assert_error(
+        &d,
+        7,
+        14,
+        "`results` (`/files/0/out`) lies inside the array the for-each runs over (`/files`): the results would overwrite its elements",
+        "e.g. `results: /files-results`",
+    );
+
+    let d = error(&for_each(
+        "    for-each: /batch/files\n    results: /batch\n",
+    ));
+    assert_error(
+        &d,
+        7,
+        14,
+        "`results` (`/batch`) contains the array the for-each runs over (`/batch/files`): the results array would replace it",
+        "collect the results outside `/batch/files`, e.g. `results: /batch/files-results`",
+    );
+
+    // Pointers are compared token by token, after decoding: `~1` is a `/` inside one key.
+    let d = error(&for_each("    for-each: /a~1b\n    results: /a~1b/x\n"));
+    assert_eq!((d.line, d.column), (7, 14), "{d}");
+    assert!(d.message.contains("lies inside"), "{d}");
+
+    // A common prefix that is not a whole key is no overlap, nor is a different key.
+    for keys in [
+        "    for-each: /files\n    results: /files-out\n",
+        "    for-each: /files\n    results: /filesx\n",
+        "    for-each: /a~1b\n    results: /a/b\n",
+        "    for-each: /batch/files\n    results: /batch/out\n",
+    ] {
+        let text = for_each(keys);
+        if let Err(e) = parse(&text, Path::new(FILE)) {
+            panic!("{e}\n{text}");
+        }
+    }
+}
+
+#[test]
+fn for_each_needs_results_steps_and_a_concurrency_of_at_least_1() {
+    let d = error(&for_each("    for-each: /files\n"));
+    assert_error(
+        &d,
+        5,
+        5,
+        "a `for-each` needs `results:`, the array that collects what its steps return for each element",
+        "add e.g. `results: /processed`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: files\n    for-each: /files\n    results: /processed\n    steps: []\n"
+    ));
+    assert_error(
+        &d,
+        8,
+        12,
+        "a `for-each` needs at least one item in `steps`, to run for each element",
+        "they see it as `/item` and its index as `/index`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: files\n    for-each: /files\n    results: /processed\n"
+    ));
+    assert_error(
+        &d,
+        5,
+        5,
+        "a `for-each` needs `steps:`, the items it runs",
+        "add `steps:`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - for-each: /files\n    results: /processed\n    steps: [{{ do: deploy.a }}]\n"
+    ));
+    assert_error(&d, 5, 5, "a `for-each` needs a `name`", "add e.g. `name:");
+
+    let d = error(&for_each(
+        "    for-each: /files\n    results: /processed\n    concurrency: 0\n",
+    ));
+    assert_error(
+        &d,
+        8,
+        18,
+        "`concurrency` must be at least 1",
+        "leave it out to process them one after the other",
+    );
+
+    let what = "`concurrency` is how many elements are processed at once";
+    for (value, message, hint) in [
+        (
+            "eight",
+            "expected a whole number like 8, found `eight`",
+            what,
+        ),
+        ("1.5", "expected a whole number like 8, found `1.5`", what),
+        ("-1", "expected a whole number like 8, found `-1`", what),
+        ("true", "expected a whole number like 8, found `true`", what),
+        ("[8]", "expected a whole number like 8, found a list", what),
+        (
+            "'8'",
+            "expected a whole number like 8, found `8`",
+            "write the number without quotes: `concurrency: 8`",
+        ),
+        (
+            "~",
+            "expected a whole number like 8, found nothing",
+            "remove the key for the default of 1",
+        ),
+        (
+            "99999999999",
+            "a `concurrency` of 99999999999 is more than stepflow can count (at most 4294967295)",
+            what,
+        ),
+    ] {
+        let d = error(&for_each(&format!(
+            "    for-each: /files\n    results: /processed\n    concurrency: {value}\n"
+        )));
+        assert_error(&d, 8, 18, message, hint);
+    }
+    let text =
+        for_each("    for-each: /files\n    results: /processed\n    concurrency: 4294967295\n");
+    assert!(parse(&text, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn results_and_concurrency_apply_only_to_for_each() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - do: deploy.a\n    results: /out\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        14,
+        "`results` applies only to `for-each`, and this is a `do` step",
+        "make the item a `for-each: <pointer>` with `results:` and `steps:`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: g\n    concurrency: 2\n    steps: [{{ do: deploy.a }}]\n"
+    ));
+    assert_error(
+        &d,
+        6,
+        18,
+        "`concurrency` applies only to `for-each`, and this is a group",
+        "remove it",
+    );
+
+    let d = error(&parallel(
+        "      - { name: eu, steps: [{ do: deploy.a }] }\n    concurrency: 2\n",
+    ));
+    assert_error(
+        &d,
+        8,
+        18,
+        "`concurrency` applies only to `for-each`, and this is a `parallel`",
+        "remove it",
+    );
+}
+
+#[test]
+fn a_sibling_named_like_a_for_each_instance_is_refused() {
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: files\n    for-each: /files\n    results: /processed\n    steps: [{{ do: deploy.a }}]\n  - name: files#3\n    do: deploy.b\n"
+    ));
+    assert_error(
+        &d,
+        9,
+        11,
+        "the name `files#3` is how step paths spell element 3 of the for-each `files` (line 5)",
+        "rename one of them",
+    );
+    // Before the for-each too, and only beside it: in another group the name is free.
+    let d = error(&format!(
+        "{HEAD}steps:\n  - do: deploy.files#0\n  - name: files\n    for-each: /files\n    results: /processed\n    steps: [{{ do: deploy.a }}]\n"
+    ));
+    assert_eq!((d.line, d.column), (5, 9), "{d}");
+    let text = format!(
+        "{HEAD}steps:\n  - name: files\n    for-each: /files\n    results: /processed\n    steps: [{{ do: deploy.a }}]\n  - name: g\n    steps: [{{ name: files#3, do: deploy.b }}]\n  - name: files#x\n    do: deploy.c\n"
+    );
+    assert!(parse(&text, Path::new(FILE)).is_ok());
+}
+
+#[test]
+fn mistakes_inside_branches_and_bodies_are_located_there() {
+    let d = error(&parallel(
+        "      - name: eu\n        steps:\n          - name: hosts\n            for-each: /hosts\n            results: /hosts\n            steps: [{ do: deploy.a }]\n",
+    ));
+    assert_error(
+        &d,
+        11,
+        22,
+        "`results` is `/hosts`, the array the for-each runs over: the results would overwrite its elements",
+        "e.g. `results: /hosts-results`",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: files\n    for-each: /files\n    results: /processed\n    steps:\n      - name: sides\n        parallel:\n          - {{ name: a, steps: [{{ do: deploy.a }}] }}\n          - {{ name: a, steps: [{{ do: deploy.b }}] }}\n"
+    ));
+    assert_error(
+        &d,
+        12,
+        21,
+        "two branches of the parallel `sides` are named `a` (the first at line 11)",
+        "(`f.v1/files/sides/a`)",
+    );
+
+    let d = error(&format!(
+        "{HEAD}steps:\n  - name: files\n    for-each: /files\n    results: /processed\n    steps:\n      - do: other.process\n"
+    ));
+    assert_error(
+        &d,
+        9,
+        13,
+        "no plugin named `other`",
+        "declared plugins here: `deploy`",
     );
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use stepflow_flowfile::{
-    FlowFile, Function, FunctionKind, Functions, ItemKind, Position, Reference, load,
+    FlowFile, ForEachDecl, Function, FunctionKind, Functions, ItemKind, Position, Reference, load,
 };
 use stepflow_model::{
-    Action, Backoff, BoxFuture, Condition, ErrorHandler, ManualClock, RetryPolicy, RunContext,
-    StepContext, StepError, StepFlow, StepResult, Steps, Wait,
+    Action, Backoff, BoxFuture, Condition, ErrorHandler, ForEach, ManualClock, RetryPolicy,
+    RunContext, StepContext, StepError, StepFlow, StepResult, Steps, Wait,
 };
 
 fn examples() -> PathBuf {
@@ -30,7 +30,8 @@ fn example(name: &str) -> FlowFile {
 
 /// A native stand-in for a plugin function: its reference is its identity, as a plugin
 /// function's is; it logs the reference when called; `transform` fails on every other call,
-/// `last-page` is true on its third call, everything else succeeds.
+/// `last-page` is true on its third call, `fanout.check` returns `{checked: true}`, everything
+/// else succeeds.
 struct Fake {
     reference: String,
     calls: AtomicU32,
@@ -50,10 +51,12 @@ impl Action for Fake {
     fn run(&self, _: StepContext) -> BoxFuture<'static, StepResult<Option<Value>>> {
         let n = self.call();
         let flaky = self.reference == "dataproc.transform" && n % 2 == 1;
+        let checked = self.reference == "fanout.check";
         Box::pin(async move {
-            match flaky {
-                true => Err(StepError::retryable("flaky")),
-                false => Ok(None),
+            match (flaky, checked) {
+                (true, _) => Err(StepError::retryable("flaky")),
+                (false, true) => Ok(Some(json!({ "checked": true }))),
+                (false, false) => Ok(None),
             }
         })
     }
@@ -347,13 +350,14 @@ fn to_steps_builds_what_the_fluent_api_builds() {
     }
 }
 
-/// Applies until the run completes, moving the clock past every wait and back-off.
+/// Applies until the run completes or fails, moving the clock past every wait and back-off.
 async fn run(flow: &StepFlow, data: Value) -> stepflow_model::State {
     let clock = Arc::new(ManualClock::new(0));
     let ctx = RunContext::new("run-1").with_clock(clock.clone());
     let mut state = flow.new_state(data);
     for _ in 0..500 {
-        if flow.is_completed(&state) {
+        // A failed run does not move again: return it for the caller's assertion to show.
+        if flow.is_completed(&state) || state.error.is_some() {
             return state;
         }
         state = flow.apply(&ctx, state).await;
@@ -464,7 +468,27 @@ fn the_format_example_in_the_crate_docs_parses() {
         }
         other => panic!("expected a retry, got {other:?}"),
     }
-    assert!(matches!(file.steps[5].kind, ItemKind::Group { .. }));
+    match &file.steps[5].kind {
+        ItemKind::Parallel { branches } => {
+            assert_eq!(
+                branches.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+                ["eu", "us"]
+            );
+        }
+        other => panic!("expected a parallel, got {other:?}"),
+    }
+    match &file.steps[6].kind {
+        ItemKind::ForEach { each, steps } => {
+            assert_eq!(
+                (each.over.as_str(), each.results.as_str()),
+                ("/files", "/processed")
+            );
+            assert_eq!(each.concurrency, 8);
+            assert_eq!(names(steps), ["process-file"]);
+        }
+        other => panic!("expected a for-each, got {other:?}"),
+    }
+    assert!(matches!(file.steps[7].kind, ItemKind::Group { .. }));
 }
 
 #[test]
@@ -490,4 +514,183 @@ fn a_signal_wait_builds_what_the_fluent_api_builds_and_is_named_after_its_signal
     .expect("fluent flow");
     assert_eq!(flow.definition_hash(), fluent.definition_hash());
     assert_eq!(flow.signal_names(), ["approve"]);
+}
+
+fn fan_out_file() -> FlowFile {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/fan-out.yaml");
+    match load(&path) {
+        Ok(file) => file,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn parallel_and_for_each_parse_into_their_items_nested_in_each_other() {
+    let file = fan_out_file();
+    assert_eq!(
+        names(&file.steps),
+        ["prepare", "regions", "batches", "finish"]
+    );
+    let regions = &file.steps[1];
+    assert!(!regions.name_defaulted);
+    assert!(regions.kind.steps().is_empty());
+    let branches = regions.kind.branches();
+    assert_eq!(
+        branches.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+        ["eu", "us"]
+    );
+    assert_eq!(branches[0].at, Position::new(16, 9));
+    assert_eq!(branches[0].name_at, Position::new(16, 15));
+    assert_eq!(names(&branches[0].steps), ["region", "hosts"]);
+    match &branches[0].steps[1].kind {
+        ItemKind::ForEach { each, steps } => {
+            assert_eq!(
+                *each,
+                ForEachDecl {
+                    over: "/hosts".into(),
+                    over_at: Position::new(20, 23),
+                    results: "/eu-checks".into(),
+                    results_at: Position::new(21, 22),
+                    concurrency: 2,
+                }
+            );
+            assert_eq!(names(steps), ["check"]);
+        }
+        other => panic!("expected a for-each, got {other:?}"),
+    }
+    let batches = &file.steps[2];
+    match &batches.kind {
+        ItemKind::ForEach { each, steps } => {
+            assert_eq!(each.over, "/batches");
+            assert_eq!(each.results, "/batch-results");
+            assert_eq!(each.concurrency, 1, "the default");
+            assert_eq!(names(steps), ["sides", "parts"]);
+            let sides = steps[0].kind.branches();
+            assert_eq!(
+                sides.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+                ["left", "right"]
+            );
+            assert!(
+                matches!(&steps[1].kind, ItemKind::ForEach { each, .. } if each.over == "/item/parts")
+            );
+        }
+        other => panic!("expected a for-each, got {other:?}"),
+    }
+}
+
+#[test]
+fn references_inside_branches_and_for_each_bodies_have_their_paths() {
+    let file = fan_out_file();
+    let refs = file.references();
+    let steps: Vec<(String, &str)> = refs
+        .iter()
+        .map(|r| (format!("{}.{}", r.plugin, r.function), r.step.as_str()))
+        .collect();
+    let expected = [
+        ("fanout.prepare", "fanout.v1/prepare"),
+        ("fanout.region", "fanout.v1/regions/eu/region"),
+        ("fanout.check", "fanout.v1/regions/eu/hosts/check"),
+        ("fanout.region", "fanout.v1/regions/us/region"),
+        ("fanout.left", "fanout.v1/batches/sides/left/left"),
+        ("fanout.right", "fanout.v1/batches/sides/right/right"),
+        ("fanout.check", "fanout.v1/batches/parts/check"),
+        ("fanout.finish", "fanout.v1/finish"),
+    ];
+    let expected: Vec<(String, &str)> = expected.iter().map(|(f, s)| (f.to_string(), *s)).collect();
+    assert_eq!(steps, expected);
+}
+
+#[test]
+fn parallel_and_for_each_build_what_the_fluent_api_builds() {
+    let fakes = Fakes::default();
+    let file = fan_out_file();
+    let from_file = built(&file, &fakes);
+    let a = |r: &str| -> Arc<dyn Action> { fakes.fake(r) };
+    let by_hand = StepFlow::new(
+        Steps::named("fanout.v1")
+            .step_shared("prepare", a("fanout.prepare"))
+            .parallel(
+                "regions",
+                [
+                    Steps::named("eu")
+                        .step_shared("region", a("fanout.region"))
+                        .for_each(
+                            "hosts",
+                            ForEach::new("/hosts", "/eu-checks").concurrency(2),
+                            Steps::new().step_shared("check", a("fanout.check")),
+                        ),
+                    Steps::named("us").step_shared("region", a("fanout.region")),
+                ],
+            )
+            .for_each(
+                "batches",
+                ForEach::new("/batches", "/batch-results"),
+                Steps::new()
+                    .parallel(
+                        "sides",
+                        [
+                            Steps::named("left").step_shared("left", a("fanout.left")),
+                            Steps::named("right").step_shared("right", a("fanout.right")),
+                        ],
+                    )
+                    .for_each(
+                        "parts",
+                        ForEach::new("/item/parts", "/parts"),
+                        Steps::new().step_shared("check", a("fanout.check")),
+                    ),
+            )
+            .step_shared("finish", a("fanout.finish")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(from_file.definition_hash(), by_hand.definition_hash());
+
+    // Every setting of the new kinds reaches the definition.
+    let path = file.path.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    for (from, to) in [
+        ("concurrency: 2", "concurrency: 3"),
+        ("for-each: /hosts", "for-each: /servers"),
+        ("results: /eu-checks", "results: /checks"),
+        ("- name: us", "- name: ap"),
+        (
+            "results: /batch-results",
+            "results: /batch-results\n    concurrency: 2",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let changed = match stepflow_flowfile::parse(&text.replacen(from, to, 1), &path) {
+            Ok(changed) => changed,
+            Err(e) => panic!("{e}"),
+        };
+        let other = built(&changed, &fakes);
+        assert_ne!(from_file.definition_hash(), other.definition_hash(), "{to}");
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_fan_out_flow_runs_every_branch_and_element() {
+    let file = fan_out_file();
+    let fakes = Fakes::default();
+    let flow = built(&file, &fakes);
+    let state = run(&flow, file.data.clone()).await;
+    assert!(state.error.is_none(), "{state:?}");
+    let mut log = fakes.log();
+    assert_eq!(log.first().map(String::as_str), Some("fanout.prepare"));
+    assert_eq!(log.last().map(String::as_str), Some("fanout.finish"));
+    log.sort();
+    let count = |r: &str| log.iter().filter(|l| *l == r).count();
+    // Three hosts, then one check per part of the two batches (2 + 1).
+    assert_eq!(count("fanout.check"), 6, "{log:?}");
+    assert_eq!(count("fanout.region"), 2, "{log:?}");
+    assert_eq!(
+        (count("fanout.left"), count("fanout.right")),
+        (2, 2),
+        "{log:?}"
+    );
+    let checked = json!({ "checked": true });
+    assert_eq!(state.data["eu-checks"], json!([checked, checked, checked]));
+    assert_eq!(
+        state.data["batch-results"],
+        json!([{ "parts": [checked, checked] }, { "parts": [checked] }])
+    );
 }

@@ -23,6 +23,17 @@ fn seeds() -> Vec<String> {
         "flow: f\nplugins:\n  p: { wasm: x, env: [A], dirs: [{ host: ., guest: /w, writable: true }], memory: 1MiB, timeout: 1s, fuel: 9, max-output: 1KB, reuse-instances: true }\ndata: &d { a: [1, 2], b: *d }\nsteps:\n  - { name: g, steps: [{ name: r, retry: { handler: p.h, max-attempts: 2, backoff: { initial: 1s, max: 2s, multiplier: 3, jitter: false } }, steps: [{ do: p.a }] }] }\n"
             .to_string(),
     );
+    // The items that fan out, nested in each other, and their neighbours' names.
+    seeds.push(
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/fan-out.yaml"),
+        )
+        .unwrap(),
+    );
+    seeds.push(
+        "flow: f\nplugins:\n  p: { wasm: x }\ndata: { a: [1, 2], b: { c: [[3]] } }\nsteps:\n  - { name: e, for-each: /a, results: /r, concurrency: 2, steps: [{ name: q, parallel: [{ name: x, steps: [{ do: p.a }] }, { name: y, steps: [{ name: i, for-each: '/b/c~10', results: /s, steps: [{ do: p.b }] }] }] }] }\n  - { name: e#x, do: p.c }\n  - { name: w, for-each: '', results: /t, steps: [{ do: p.d }] }\n"
+            .to_string(),
+    );
     seeds
 }
 
@@ -163,7 +174,7 @@ proptest! {
 
     #[test]
     fn mutated_examples_never_panic(
-        seed in 0usize..4,
+        seed in 0usize..6,
         mutations in proptest::collection::vec(mutation(), 1..6),
     ) {
         let mut text = seeds()[seed].clone();
@@ -292,6 +303,10 @@ fn huge_numbers_are_errors() {
         ),
         (
             "flow: f\nplugins:\n  p: { wasm: x }\nsteps:\n  - { name: r, retry: { max-attempts: 99999999999 }, steps: [] }\n",
+            5,
+        ),
+        (
+            "flow: f\nplugins:\n  p: { wasm: x }\nsteps:\n  - { name: e, for-each: /a, results: /r, concurrency: 99999999999999999999999, steps: [{ do: p.a }] }\n",
             5,
         ),
     ] {

@@ -103,6 +103,12 @@ const VALID: &[&str] = &[
     "steps:\n  - { name: g, steps: [{ name: h, steps: [] }] }",
     "data: [1, 'two', { three: null }]\nsteps: []",
     "plugins:\n  other: { wasm: o.wasm, memory: 1024, max-output: 2 KB, fuel: 1, timeout: 500ms, env: [A], dirs: [{ host: ., guest: /, writable: true }], reuse-instances: true, build: make }\nsteps: []",
+    "steps:\n  - { name: p, parallel: [{ name: a, steps: [{ do: deploy.a }] }, { name: b, steps: [{ do: deploy.a }] }] }",
+    "steps:\n  - { name: p, parallel: [{ name: a, steps: [{ name: e, for-each: /x, results: /y, steps: [{ do: deploy.a }] }] }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /processed, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: '', results: /processed, concurrency: 8, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /a~0b/~1c/0, results: /files-out, concurrency: 4294967295, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /filesx, steps: [{ name: p, parallel: [{ name: a, steps: [{ do: deploy.a }] }] }] }",
 ];
 
 /// Documents both refuse: structure the schema can express.
@@ -151,6 +157,32 @@ const INVALID: &[&str] = &[
     "plugins:\n  p.q: { wasm: x }\nsteps: []",
     "plugins:\n  'p q': { wasm: x }\nsteps: []",
     "plugins:\n  p: { wasm: x, timeout: 30 }\nsteps: []",
+    "steps:\n  - { name: p, parallel: [] }",
+    "steps:\n  - { parallel: [{ name: a, steps: [{ do: deploy.a }] }] }",
+    "steps:\n  - { name: p, parallel: [{ steps: [{ do: deploy.a }] }] }",
+    "steps:\n  - { name: p, parallel: [{ name: a }] }",
+    "steps:\n  - { name: p, parallel: [{ name: a, steps: [] }] }",
+    "steps:\n  - { name: p, parallel: [{ name: a/b, steps: [{ do: deploy.a }] }] }",
+    "steps:\n  - { name: p, parallel: [{ name: '', steps: [{ do: deploy.a }] }] }",
+    "steps:\n  - { name: p, parallel: [{ name: a, do: deploy.a }] }",
+    "steps:\n  - { name: p, parallel: [{ name: a, steps: [{ do: deploy.a }] }], steps: [] }",
+    "steps:\n  - { name: p, parallel: [{ name: a, steps: [{ do: deploy.a }] }], concurrency: 2 }",
+    "steps:\n  - { name: p, do: deploy.a, parallel: [{ name: a, steps: [{ do: deploy.a }] }] }",
+    "steps:\n  - { for-each: /files, results: /processed, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /processed }",
+    "steps:\n  - { name: e, for-each: /files, results: /processed, steps: [] }",
+    "steps:\n  - { name: e, for-each: files, results: /processed, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /a~2, results: /processed, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: processed, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: '', steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /out~, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /processed, concurrency: 0, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /processed, concurrency: 1.5, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /processed, concurrency: '8', steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /processed, concurrency: 4294967296, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { do: deploy.a, results: /out }",
+    "steps:\n  - { name: g, concurrency: 2, steps: [] }",
 ];
 
 /// Mistakes only the parser sees: they need the whole document (declared plugins, siblings) or
@@ -161,6 +193,11 @@ const PARSER_ONLY: &[&str] = &[
     "steps:\n  - { name: r, retry: { max-attempts: 2, backoff: { initial: 2s, max: 1s } }, steps: [] }",
     "plugins:\n  p: { wasm: x, dirs: [{ host: ., guest: work }] }\nsteps: []",
     "plugins:\n  p: { wasm: x, timeout: 0s }\nsteps: []",
+    "steps:\n  - { name: p, parallel: [{ name: a, steps: [{ do: deploy.a }] }, { name: a, steps: [{ do: deploy.a }] }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /files, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /files/0, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /a/files, results: /a, steps: [{ do: deploy.a }] }",
+    "steps:\n  - { name: e, for-each: /files, results: /out, steps: [{ do: deploy.a }] }\n  - { name: 'e#0', do: deploy.a }",
 ];
 
 fn document(tail: &str) -> String {
@@ -255,16 +292,20 @@ fn the_schema_describes_the_format() {
     assert_eq!(schema["additionalProperties"], false);
     let item = &schema["definitions"]["ItemDoc"];
     // The kind rules come from one table: one branch per kind.
-    assert_eq!(item["oneOf"].as_array().map(Vec::len), Some(6));
+    assert_eq!(item["oneOf"].as_array().map(Vec::len), Some(8));
     for key in [
         "do",
         "wait-for",
         "case",
         "loop-until",
         "retry",
+        "parallel",
+        "for-each",
         "steps",
         "every",
         "timeout",
+        "results",
+        "concurrency",
     ] {
         assert!(
             item["properties"].get(key).is_some(),
@@ -280,4 +321,26 @@ fn the_schema_describes_the_format() {
         .as_str()
         .unwrap_or("");
     assert!(description.contains("action"), "{description}");
+    let branch = &schema["definitions"]["BranchDoc"];
+    assert_eq!(branch["required"], serde_json::json!(["name", "steps"]));
+    assert_eq!(branch["additionalProperties"], false);
+}
+
+/// The flow file of the fan-out tests (both new kinds, each nested in the other) follows the
+/// schema too.
+#[test]
+fn the_fan_out_test_file_follows_the_schema() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/files/fan-out.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("# yaml-language-server: $schema=../../../../schema/flow.schema.json\n")
+    );
+    assert!(
+        path.parent()
+            .is_some_and(|dir| dir.join("../../../../schema/flow.schema.json").exists()),
+        "the comment's schema path is right"
+    );
+    if let Err(e) = Validator::new().check(&yaml_to_json(&text)) {
+        panic!("fan-out.yaml does not follow the schema:\n{e}");
+    }
 }
