@@ -410,6 +410,62 @@ impl Lcg {
     }
 }
 
+/// Runs `flow` with `input` to the end, killing the process (SIGKILL) after a random 0 to
+/// `most - 1` finished steps each time and resuming it, until a resume finishes; then resumes
+/// once more in case the last kill left anything. Returns the run id and how many kills it
+/// took. The schedule's seed is printed, to replay a failure.
+pub fn run_with_kills(s: &Sandbox, flow: &Path, input: &str, most: u64) -> (String, usize) {
+    let seed = seed();
+    println!("kill seed: {seed} (replay with STEPFLOW_TEST_SEED={seed})");
+    let mut rng = Lcg(seed);
+    let mut kills = 0;
+    let mut run: Option<String> = None;
+    loop {
+        let args: Vec<String> = match &run {
+            None => vec![
+                "run".into(),
+                flow.display().to_string(),
+                "--input".into(),
+                input.into(),
+            ],
+            Some(id) => vec!["resume".into(), id.clone()],
+        };
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut child = spawn(s, &args, "error");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let header = lines.next().unwrap().unwrap();
+        if run.is_none() {
+            run = Some(header.split_whitespace().nth(1).unwrap().to_string());
+        }
+        let steps = rng.below(most);
+        let mut done = 0;
+        let mut exited = false;
+        while done < steps {
+            match lines.next() {
+                Some(Ok(line)) if line.starts_with(['✓', '↻']) => done += 1,
+                Some(Ok(_)) => {}
+                _ => {
+                    exited = true;
+                    break;
+                }
+            }
+        }
+        if exited {
+            let status = child.wait().unwrap();
+            assert!(status.success(), "the run ended with {status}");
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        assert!(kills <= 400, "the run did not finish after {kills} kills");
+    }
+    let id = run.unwrap();
+    let out = s.run(&["resume", &id, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    (id, kills)
+}
+
 /// The seed of a test's random schedule: `STEPFLOW_TEST_SEED` to replay a failure, else the
 /// clock. The test prints it.
 pub fn seed() -> u64 {

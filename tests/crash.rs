@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 
-use common::{Lcg, Sandbox, blocked_run, json, spawn, stderr};
+use common::{Sandbox, blocked_run, json, spawn, stderr};
 use serde_json::Value;
 
 #[test]
@@ -69,64 +69,86 @@ fn twenty_kills_at_random_points_end_in_the_same_data_as_an_uninterrupted_run() 
     let expected: Value = json(&out)["data"].clone();
     assert_eq!(expected["transformed_pages"], 20);
 
-    let seed = common::seed();
-    println!("kill seed: {seed} (replay with STEPFLOW_TEST_SEED={seed})");
-    let mut rng = Lcg(seed);
-    let mut kills = 0;
-    let mut run: Option<String> = None;
-    let finished = loop {
-        let args: Vec<String> = match &run {
-            None => vec![
-                "run".into(),
-                flow.display().to_string(),
-                "--input".into(),
-                input.into(),
-            ],
-            Some(id) => vec!["resume".into(), id.clone()],
-        };
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut child = spawn(&s, &args, "error");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let header = lines.next().unwrap().unwrap();
-        if run.is_none() {
-            run = Some(header.split_whitespace().nth(1).unwrap().to_string());
-        }
-        // Let 0 to 2 steps finish, then kill.
-        let steps = rng.below(3);
-        let mut done = 0;
-        let mut exited = false;
-        while done < steps {
-            match lines.next() {
-                Some(Ok(line)) if line.starts_with(['✓', '↻']) => done += 1,
-                Some(Ok(_)) => {}
-                _ => {
-                    exited = true;
-                    break;
-                }
-            }
-        }
-        if exited {
-            let status = child.wait().unwrap();
-            assert!(status.success(), "the run ended with {status}");
-            break true;
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        kills += 1;
-        if kills > 400 {
-            break false;
-        }
-    };
-    assert!(finished, "the run did not finish after {kills} kills");
-    let id = run.unwrap();
-    // Drive it to the end if the last kill left anything.
-    let out = s.run(&["resume", &id, "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let (id, kills) = common::run_with_kills(&s, &flow, input, 3);
     assert!(
         kills >= 20,
         "only {kills} kills; the flow is too short for the test"
     );
-    assert_eq!(json(&out)["data"], expected, "after {kills} kills");
+    let shown = json(&s.run(&["show", &id, "--json"]));
+    assert_eq!(shown["status"], "completed");
+    assert_eq!(shown["data"], expected, "after {kills} kills");
+}
+
+/// Three regions deployed side by side (`us` fails once and is retried inside its branch),
+/// then 50 numbers squared eight at a time.
+fn fan_out_flow(wasm: &std::path::Path) -> String {
+    let region = |name: &str| {
+        format!(
+            "      - name: {name}\n        steps:\n          - name: attempts\n            retry: {{ max-attempts: 3 }}\n            steps:\n              - {{ name: push, do: d.deploy-region }}\n"
+        )
+    };
+    format!(
+        "flow: fanout.v1\nplugins:\n  d:\n    wasm: {}\n    memory: 256MiB\nsteps:\n  - name: regions\n    parallel:\n{}{}{}  - name: numbers\n    for-each: /numbers\n    results: /squares\n    concurrency: 8\n    steps:\n      - {{ name: square, do: d.square }}\n",
+        wasm.display(),
+        region("eu"),
+        region("us"),
+        region("ap")
+    )
+}
+
+#[test]
+fn kills_at_random_points_of_parallel_branches_and_a_for_each_end_in_the_same_data() {
+    let s = Sandbox::durable();
+    let wasm = common::plugins_dir().join("dataproc.wasm");
+    let flow = s.flow("fanout.yaml", &fan_out_flow(&wasm));
+    let numbers: Vec<u64> = (0..50).collect();
+    let input = serde_json::json!({
+        "version": "2.0",
+        "regions": ["eu", "us", "ap"],
+        "flaky_regions": ["us"],
+        "numbers": numbers,
+    })
+    .to_string();
+    let out = s.run(&["run", flow.to_str().unwrap(), "--input", &input, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let expected: Value = json(&out)["data"].clone();
+    for (region, attempt) in [("eu", 1), ("us", 2), ("ap", 1)] {
+        assert_eq!(
+            expected["deployed"][region]["attempt"], attempt,
+            "{expected}"
+        );
+        assert_eq!(expected["deployed"][region]["version"], "2.0");
+    }
+    let squares: Vec<Value> = (0..50u64)
+        .map(|i| serde_json::json!({ "square": i * i }))
+        .collect();
+    assert_eq!(expected["squares"], Value::Array(squares));
+
+    // Up to eight steps end in one apply here, so a kill after 0 or 1 of them; three runs, for
+    // enough kills.
+    let mut kills = 0;
+    for _ in 0..3 {
+        let (id, killed) = common::run_with_kills(&s, &flow, &input, 2);
+        kills += killed;
+        let shown = json(&s.run(&["show", &id, "--json"]));
+        assert_eq!(shown["status"], "completed");
+        assert_eq!(shown["data"], expected, "after {killed} kills");
+        // Each element's step is saved done exactly once: a call a kill cut short was never
+        // saved, only its re-delivery.
+        let history = shown["history"].as_array().unwrap();
+        for i in 0..50 {
+            let step = format!("fanout.v1/numbers#{i}/square");
+            let done: Vec<&Value> = history
+                .iter()
+                .filter(|h| h["step"] == step.as_str() && h["outcome"] == "done")
+                .collect();
+            assert_eq!(done.len(), 1, "{step}: {done:?}");
+        }
+    }
+    assert!(
+        kills >= 20,
+        "only {kills} kills; the flow is too short for the test"
+    );
 }
 
 #[test]
