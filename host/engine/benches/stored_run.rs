@@ -185,26 +185,7 @@ fn per_step(n: usize, mut f: impl FnMut()) -> Duration {
 /// `fdatasync` and `fsync` calls per step of one stored run, counted by strace in a child run
 /// of this benchmark; `None` without strace.
 fn syncs_per_step() -> Option<f64> {
-    let exe = std::env::current_exe().ok()?;
-    let out = tempfile::NamedTempFile::new().ok()?;
-    let status = std::process::Command::new("strace")
-        .args(["-f", "-qq", "-c", "-e", "trace=fdatasync,fsync", "-o"])
-        .arg(out.path())
-        .arg(&exe)
-        .env("STEPFLOW_BENCH_ONE_STORED_RUN", "1")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .ok()?;
-    if !status.success() {
-        return None;
-    }
-    let table = std::fs::read_to_string(out.path()).ok()?;
-    // strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall".
-    let calls: u64 = table
-        .lines()
-        .filter(|l| l.ends_with(" fdatasync") || l.ends_with(" fsync"))
-        .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
-        .sum();
+    let calls = stepflow_testkit::syncs_of_child_run("STEPFLOW_BENCH_ONE_STORED_RUN", "1")?;
     Some(calls as f64 / STEPS as f64)
 }
 

@@ -180,6 +180,34 @@ pub fn noop_flow(dir: &Path, name: &str, steps: usize) -> PathBuf {
     path
 }
 
+/// How many `fdatasync` and `fsync` calls a child run of the current benchmark makes: the
+/// benchmark binary runs again under `strace -c` with `env` set to `value` (it must then do the
+/// one run to count and exit). `None` when strace is not installed or the child failed.
+pub fn syncs_of_child_run(env: &str, value: &str) -> Option<u64> {
+    let exe = std::env::current_exe().ok()?;
+    let out = tempfile::NamedTempFile::new().ok()?;
+    let status = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-c", "-e", "trace=fdatasync,fsync", "-o"])
+        .arg(out.path())
+        .arg(&exe)
+        .env(env, value)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .ok()?;
+    if !status.success() {
+        return None;
+    }
+    let table = std::fs::read_to_string(out.path()).ok()?;
+    // strace -c: "% time  seconds  usecs/call  calls  [errors]  syscall".
+    Some(
+        table
+            .lines()
+            .filter(|l| l.ends_with(" fdatasync") || l.ends_with(" fsync"))
+            .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
 /// A flow file with waits, a case, retries with back-off (one with a handler) and a loop over
 /// the `deploy` and `dataproc` Rust plugins: the server's tests run many of it.
 pub fn mixed_flow() -> String {
