@@ -34,7 +34,9 @@ struct Bench {
 
 impl Bench {
     fn new() -> Bench {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // Multi-threaded, as `stepflow run`'s: the calls an apply makes side by side run on
+        // every core.
+        let rt = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .expect("tokio");

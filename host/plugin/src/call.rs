@@ -17,6 +17,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use crate::bindings::stepflow::plugin::types as wit;
 use crate::load::PluginInner;
 use crate::sandbox::{CapturedOutput, Grants, HostState, HttpPolicy, LogTag, MemoryCap};
+use crate::worker::on_worker;
 
 /// A plugin function checked for one use; implements the model's step traits, so a plugin step
 /// is just another step.
@@ -344,7 +345,7 @@ where
 impl Action for PluginFunction {
     fn run(&self, ctx: StepContext) -> BoxFuture<'static, StepResult<Option<Value>>> {
         let me = self.clone();
-        Box::pin(async move {
+        on_worker(async move {
             let Some(text) = me.call::<_, Option<String>>(&ctx, |c| (c,)).await? else {
                 return Ok(None);
             };
@@ -366,7 +367,7 @@ impl Action for PluginFunction {
 impl Condition for PluginFunction {
     fn check(&self, ctx: StepContext) -> BoxFuture<'static, StepResult<bool>> {
         let me = self.clone();
-        Box::pin(async move { me.call(&ctx, |c| (c,)).await })
+        on_worker(async move { me.call(&ctx, |c| (c,)).await })
     }
 
     fn identity(&self) -> Option<String> {
@@ -377,7 +378,7 @@ impl Condition for PluginFunction {
 impl ErrorHandler for PluginFunction {
     fn handle(&self, ctx: StepContext, error: StepError) -> BoxFuture<'static, StepResult<bool>> {
         let me = self.clone();
-        Box::pin(async move { me.call(&ctx, |c| (c, error.message)).await })
+        on_worker(async move { me.call(&ctx, |c| (c, error.message)).await })
     }
 
     fn identity(&self) -> Option<String> {

@@ -23,6 +23,7 @@ mod load;
 mod runtime;
 mod sandbox;
 mod secrets;
+mod worker;
 
 pub use cache::LoadedFrom;
 pub use call::PluginFunction;
