@@ -61,7 +61,7 @@ fn a_run_completes_and_its_timeline_shows_every_step() {
 fn the_example_flows_validate_and_run() {
     let s = Sandbox::new();
     common::plugins_dir();
-    for example in ["quickstart", "deploy", "data-processing"] {
+    for example in ["quickstart", "deploy", "data-processing", "fan-out"] {
         let path = repo().join(format!("examples/{example}.yaml"));
         let out = s.run(&["validate", path.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(0), "{example}: {}", stderr(&out));
@@ -75,6 +75,12 @@ fn the_example_flows_validate_and_run() {
         data["summary"].as_str().unwrap().starts_with("5 pages"),
         "{data}"
     );
+    let path = repo().join("examples/fan-out.yaml");
+    let out = s.run(&["run", path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let data = &json(&out)["data"];
+    assert_eq!(data["deployed"]["us"]["attempt"], 2, "{data}");
+    assert_eq!(data["squares"][19]["square"], 361, "{data}");
 }
 
 #[test]

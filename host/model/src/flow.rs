@@ -1,5 +1,6 @@
 //! The executable flow: [`StepFlow::apply`] moves a run's state forward by at most one function
-//! call, so the caller can save the state after every step.
+//! call per strand (one, unless the run is inside a `parallel` or a `for_each`), so the caller
+//! can save the state after every step.
 
 use std::sync::Arc;
 
@@ -949,10 +950,6 @@ impl StepFlow {
                     instance: group_instance.to_vec(),
                 };
                 let handler_ctx = self.step_context(ctx, state, &strand, group, Some(group), 0);
-                let handler_ctx = StepContext {
-                    step: group_path.clone(),
-                    ..handler_ctx
-                };
                 let answer = handler.handle(handler_ctx, error.clone()).await;
                 let given = error.to_string();
                 let restart = matches!(answer, Ok(true));

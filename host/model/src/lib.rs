@@ -2,11 +2,15 @@
 //!
 //! A flow is a tree of steps built with a fluent API ([`Steps`]) and compiled once into a table
 //! of transitions ([`StepFlow`]). [`StepFlow::apply`] moves a run's [`State`] forward by at most
-//! one function call, so the caller can save the state after every step and resume it later,
-//! in another process, even on a rebuilt flow.
+//! one function call (per strand), so the caller can save the state after every step and resume
+//! it later, in another process, even on a rebuilt flow.
 //!
-//! The six item kinds are the seed's (go-stepflow): a step (`Do`), [`Steps::wait_for`], nested
-//! [`Steps::steps`], [`Steps::case`], [`Steps::loop_until`] and [`Steps::retry`]. Step functions
+//! Six item kinds are the seed's (go-stepflow): a step (`Do`), [`Steps::wait_for`], nested
+//! [`Steps::steps`], [`Steps::case`], [`Steps::loop_until`] and [`Steps::retry`]. Two fan out:
+//! [`Steps::parallel`] runs named branches side by side and [`Steps::for_each`] runs a body once
+//! per element of an array in the data document, a few at a time ([`ForEach`]). A run inside
+//! them has several strands, one cursor event each; an apply makes at most one call per strand
+//! and runs those calls concurrently. Step functions
 //! are async and implement [`Action`], [`Condition`] or [`ErrorHandler`]; a native async function
 //! or closure does, and so does a WebAssembly plugin function (in `stepflow-plugin`).
 //!
