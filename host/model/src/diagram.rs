@@ -61,26 +61,19 @@ impl StepFlow {
                     call: None,
                     destinations: vec![to(p * 2 + 1, "join")],
                 }),
-                Next::Each(f) => {
+                Next::Each(f) | Next::EachDone(f) => {
                     let entry = g.scopes[f as usize]
                         .each
                         .as_ref()
                         .map_or(f * 2 + 1, |e| e.entry);
+                    let (again, done) = match next {
+                        Next::Each(_) => ("for each", "no elements"),
+                        _ => ("next element", "all done"),
+                    };
                     out.push(TransitionInfo {
                         source,
                         call: None,
-                        destinations: vec![to(entry, "for each"), to(f * 2 + 1, "no elements")],
-                    });
-                }
-                Next::EachDone(f) => {
-                    let entry = g.scopes[f as usize]
-                        .each
-                        .as_ref()
-                        .map_or(f * 2 + 1, |e| e.entry);
-                    out.push(TransitionInfo {
-                        source,
-                        call: None,
-                        destinations: vec![to(entry, "next element"), to(f * 2 + 1, "all done")],
+                        destinations: vec![to(entry, again), to(f * 2 + 1, done)],
                     });
                 }
                 Next::Dynamic(d) => {

@@ -704,13 +704,25 @@ fn parent_path(b: &Builder, parent: Option<u32>) -> String {
     parent.map_or_else(String::new, |p| b.scopes[p as usize].path.to_string())
 }
 
-/// The tokens of a JSON pointer (RFC 6901), or what is wrong with it.
-pub(crate) fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
+/// Why a text is not a JSON pointer (RFC 6901); the message completes "`<text>` ...".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PointerError {
+    /// It is neither `""` nor starts with `/`.
+    #[error("is not a JSON pointer: one starts with `/`, e.g. `/files`")]
+    NoSlash,
+    /// A `~` is not followed by `0` or `1`.
+    #[error("is not a JSON pointer: `~` must be followed by `0` (for `~`) or `1` (for `/`)")]
+    Tilde,
+}
+
+/// The tokens of a JSON pointer (RFC 6901), decoded (`~1` is `/`, `~0` is `~`; `""` has none):
+/// how a `for_each` reads its `over` and `results`, for whoever checks them before a build.
+pub fn pointer_tokens(pointer: &str) -> Result<Vec<String>, PointerError> {
     if pointer.is_empty() {
         return Ok(Vec::new());
     }
     let Some(rest) = pointer.strip_prefix('/') else {
-        return Err("is not a JSON pointer: one starts with `/`, e.g. `/files`".into());
+        return Err(PointerError::NoSlash);
     };
     rest.split('/')
         .map(|token| {
@@ -721,11 +733,7 @@ pub(crate) fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
                     '~' => match chars.next() {
                         Some('0') => out.push('~'),
                         Some('1') => out.push('/'),
-                        _ => {
-                            return Err(
-                                "is not a JSON pointer: `~` must be followed by `0` (for `~`) or `1` (for `/`)".into(),
-                            );
-                        }
+                        _ => return Err(PointerError::Tilde),
                     },
                     c => out.push(c),
                 }
@@ -799,8 +807,9 @@ fn check_instance_names(parent: &str, items: &[Item]) -> Result<(), BuildError> 
     Ok(())
 }
 
-/// `files#3` as (`files`, 3): how an instance's path segment is spelled.
-pub(crate) fn split_instance(segment: &str) -> Option<(&str, u32)> {
+/// `files#3` as (`files`, 3): how a path segment names instance 3 of the `for_each` `files`, so
+/// a checker can refuse a sibling named like one, as the build does.
+pub fn split_instance(segment: &str) -> Option<(&str, u32)> {
     let (base, number) = segment.rsplit_once('#')?;
     if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -967,5 +976,28 @@ mod tests {
             assert_eq!(kind.as_str().parse::<CallKind>(), Ok(kind));
         }
         assert!("wait".parse::<CallKind>().is_err());
+    }
+
+    #[test]
+    fn pointers_are_taken_apart_into_decoded_tokens() {
+        assert_eq!(pointer_tokens("").ok(), Some(vec![]));
+        assert_eq!(pointer_tokens("/").ok(), Some(vec![String::new()]));
+        assert_eq!(
+            pointer_tokens("/a~1b/~0/0").ok(),
+            Some(vec!["a/b".to_string(), "~".to_string(), "0".to_string()])
+        );
+        assert!(matches!(pointer_tokens("a"), Err(PointerError::NoSlash)));
+        assert!(matches!(pointer_tokens("/a~"), Err(PointerError::Tilde)));
+        assert!(matches!(pointer_tokens("/a~2"), Err(PointerError::Tilde)));
+    }
+
+    #[test]
+    fn instance_segments() {
+        assert_eq!(split_instance("files#3"), Some(("files", 3)));
+        assert_eq!(split_instance("a#b#12"), Some(("a#b", 12)));
+        assert_eq!(split_instance("files#"), None);
+        assert_eq!(split_instance("files#+3"), None);
+        assert_eq!(split_instance("files"), None);
+        assert_eq!(split_instance("files#99999999999"), None);
     }
 }

@@ -55,5 +55,8 @@ pub use function::{
     Action, BoxFuture, Condition, ErrorHandler, ErrorKind, FunctionKind, IntoPatch, StepContext,
     StepError, StepResult,
 };
-pub use graph::{BuildError, CallKind, ItemKind, MAX_SIGNAL_NAME, check_signal_name};
+pub use graph::{
+    BuildError, CallKind, ItemKind, MAX_SIGNAL_NAME, PointerError, check_signal_name,
+    pointer_tokens, split_instance,
+};
 pub use state::{EachProgress, Event, Failure, Signal, State, Status};

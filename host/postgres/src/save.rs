@@ -20,17 +20,26 @@ use tokio_postgres::types::ToSql;
 use crate::db::{self, Db, Statements, get};
 use crate::error::{no_deployment, not_found};
 
+/// The fenced update of the run's row that both [`SAVE`] and [`SAVE_MANY`] begin with, as the
+/// CTE `saved`: only while the run is not cancelled and the save's lease is current, growing
+/// `history_len` by the number of entries `$8`.
+macro_rules! save_run {
+    () => {
+        "WITH saved AS (UPDATE stepflow.runs SET status = $2, state = $3::text::jsonb, \
+         next_check_ms = CASE WHEN $2 = 'waiting' AND signals_sent > $4 THEN $7::bigint ELSE $5::bigint END, \
+         last_error = $6::text, updated_ms = $7::bigint, history_len = history_len + $8::bigint \
+         WHERE id = $1 AND status <> 'cancelled' \
+         AND ($9::text IS NULL OR (lease_owner = $9 AND lease_fence = $10)) \
+         RETURNING history_len), "
+    };
+}
+
 /// One step with at most one history entry: the run's row, then its entry (if `$8` is 1), then
 /// a wake-up for listeners. The entry is numbered `history_len` after the update: one after
 /// the run's last.
 const SAVE: &str = concat!(
-    "WITH saved AS (UPDATE stepflow.runs SET status = $2, state = $3::text::jsonb, \
-     next_check_ms = CASE WHEN $2 = 'waiting' AND signals_sent > $4 THEN $7::bigint ELSE $5::bigint END, \
-     last_error = $6::text, updated_ms = $7::bigint, history_len = history_len + $8::bigint \
-     WHERE id = $1 AND status <> 'cancelled' \
-     AND ($9::text IS NULL OR (lease_owner = $9 AND lease_fence = $10)) \
-     RETURNING history_len), \
-     entry AS (INSERT INTO stepflow.history (run_id, seq, step, kind, attempt, outcome, \
+    save_run!(),
+    "entry AS (INSERT INTO stepflow.history (run_id, seq, step, kind, attempt, outcome, \
      started_ms, duration_ms, error, patch, redelivered, handlers) \
      SELECT $1, history_len, $11::text, $12::text, $13::bigint, $14::text, $15::bigint, \
      $16::bigint, $17::text, $18::text::jsonb, $19::boolean, $20::text::jsonb FROM saved \
@@ -45,13 +54,8 @@ const SAVE: &str = concat!(
 /// `history_len` after the update, as [`SAVE`] numbers one; then a wake-up for listeners.
 /// Nothing is inserted when the update was refused (`saved` is empty).
 const SAVE_MANY: &str = concat!(
-    "WITH saved AS (UPDATE stepflow.runs SET status = $2, state = $3::text::jsonb, \
-     next_check_ms = CASE WHEN $2 = 'waiting' AND signals_sent > $4 THEN $7::bigint ELSE $5::bigint END, \
-     last_error = $6::text, updated_ms = $7::bigint, history_len = history_len + $8::bigint \
-     WHERE id = $1 AND status <> 'cancelled' \
-     AND ($9::text IS NULL OR (lease_owner = $9 AND lease_fence = $10)) \
-     RETURNING history_len), \
-     entries AS (INSERT INTO stepflow.history (run_id, seq, step, kind, attempt, outcome, \
+    save_run!(),
+    "entries AS (INSERT INTO stepflow.history (run_id, seq, step, kind, attempt, outcome, \
      started_ms, duration_ms, error, patch, redelivered, handlers) \
      SELECT $1, saved.history_len - $8::bigint + e.ord, e.step, e.kind, e.attempt, e.outcome, \
      e.started_ms, e.duration_ms, e.error, e.patch::jsonb, e.redelivered, e.handlers::jsonb \

@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+use stepflow_model::{PointerError, pointer_tokens, split_instance};
+
 use super::Checker;
 use crate::diagnostic::{Diagnostic, Position};
 use crate::document::{BranchDoc, ItemDoc, Located, PointerText};
@@ -169,7 +171,7 @@ impl Checker<'_> {
     fn pointer(&self, text: &Located<PointerText>, key: &str) -> Result<Vec<String>, Diagnostic> {
         let value = text.value.0.as_str();
         pointer_tokens(value).map_err(|problem| match problem {
-            PointerProblem::NoSlash => {
+            PointerError::NoSlash => {
                 let plain = value
                     .chars()
                     .all(|c| c.is_alphanumeric() || c == '-' || c == '_');
@@ -185,7 +187,7 @@ impl Checker<'_> {
                     ),
                 )
             }
-            PointerProblem::Tilde => self.error(
+            PointerError::Tilde => self.error(
                 text.at,
                 format!(
                     "`{key}: {}` is not a JSON pointer: `~` must be followed by `0` or `1`",
@@ -197,58 +199,12 @@ impl Checker<'_> {
     }
 }
 
-/// Why a text is not a JSON pointer.
-enum PointerProblem {
-    /// It is neither `""` nor starts with `/`.
-    NoSlash,
-    /// A `~` is not followed by `0` or `1`.
-    Tilde,
-}
-
-/// The tokens of a JSON pointer (RFC 6901), decoded (`~1` is `/`, `~0` is `~`), as the model
-/// takes it apart: `""` has none.
-fn pointer_tokens(pointer: &str) -> Result<Vec<String>, PointerProblem> {
-    if pointer.is_empty() {
-        return Ok(Vec::new());
-    }
-    let Some(rest) = pointer.strip_prefix('/') else {
-        return Err(PointerProblem::NoSlash);
-    };
-    rest.split('/')
-        .map(|token| {
-            let mut out = String::with_capacity(token.len());
-            let mut chars = token.chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '~' => match chars.next() {
-                        Some('0') => out.push('~'),
-                        Some('1') => out.push('/'),
-                        _ => return Err(PointerProblem::Tilde),
-                    },
-                    c => out.push(c),
-                }
-            }
-            Ok(out)
-        })
-        .collect()
-}
-
-/// `files#3` as (`files`, 3): how the model spells an instance of a `for-each` in step paths,
-/// so that a sibling with such a name is refused as the model refuses it.
-fn instance_segment(name: &str) -> Option<(&str, u32)> {
-    let (base, number) = name.rsplit_once('#')?;
-    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((base, number.parse().ok()?))
-}
-
 impl Checker<'_> {
     /// Refuses an item named like an instance of a sibling `for-each` (`files#3` beside
     /// `files`): both would have the same step path.
     pub(super) fn instance_names(&self, items: &[Item]) -> Result<(), Diagnostic> {
         for item in items {
-            let Some((base, index)) = instance_segment(&item.name) else {
+            let Some((base, index)) = split_instance(&item.name) else {
                 continue;
             };
             let each = items
@@ -268,33 +224,5 @@ impl Checker<'_> {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pointers_are_taken_apart_as_the_model_does() {
-        assert_eq!(pointer_tokens("").ok(), Some(vec![]));
-        assert_eq!(pointer_tokens("/").ok(), Some(vec![String::new()]));
-        assert_eq!(
-            pointer_tokens("/a~1b/~0/0").ok(),
-            Some(vec!["a/b".to_string(), "~".to_string(), "0".to_string()])
-        );
-        assert!(matches!(pointer_tokens("a"), Err(PointerProblem::NoSlash)));
-        assert!(matches!(pointer_tokens("/a~"), Err(PointerProblem::Tilde)));
-        assert!(matches!(pointer_tokens("/a~2"), Err(PointerProblem::Tilde)));
-    }
-
-    #[test]
-    fn instance_segments() {
-        assert_eq!(instance_segment("files#3"), Some(("files", 3)));
-        assert_eq!(instance_segment("a#b#12"), Some(("a#b", 12)));
-        assert_eq!(instance_segment("files#"), None);
-        assert_eq!(instance_segment("files#+3"), None);
-        assert_eq!(instance_segment("files"), None);
-        assert_eq!(instance_segment("files#99999999999"), None);
     }
 }
