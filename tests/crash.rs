@@ -99,7 +99,7 @@ fn fan_out_flow(wasm: &std::path::Path) -> String {
 #[test]
 fn kills_at_random_points_of_parallel_branches_and_a_for_each_end_in_the_same_data() {
     let s = Sandbox::durable();
-    let wasm = common::plugins_dir().join("dataproc.wasm");
+    let wasm = common::plugins_dir().join("fanout.wasm");
     let flow = s.flow("fanout.yaml", &fan_out_flow(&wasm));
     let numbers: Vec<u64> = (0..50).collect();
     let input = serde_json::json!({

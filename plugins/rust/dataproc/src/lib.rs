@@ -2,11 +2,7 @@
 //!
 //! The data document drives it: `pages` is how many pages the source has, `flaky` makes every
 //! page's transform fail on its first attempt. Everything is derived from the data document, so
-//! a run resumed after a crash ends exactly as an uninterrupted one. Two functions serve the
-//! fan-out examples: `deploy-region` (its region is the segment of its step path that is one of
-//! `regions`, so each `parallel` branch is named after one; the regions in `flaky_regions` fail
-//! their first attempt) and `square` (one per `for-each`
-//! element, from its `item`).
+//! a run resumed after a crash ends exactly as an uninterrupted one.
 
 // The generated bindings pass each record field as an argument.
 #![allow(clippy::too_many_arguments)]
@@ -74,37 +70,6 @@ impl Guest for DataProc {
         );
         log(Level::Info, &summary, &[]);
         patch(json!({ "summary": summary }))
-    }
-
-    fn deploy_region(ctx: StepContext) -> Result<Option<String>, StepError> {
-        let d = data(&ctx)?;
-        let regions = d["regions"].as_array().cloned().unwrap_or_default();
-        let Some(region) = ctx.step.split('/').find(|s| regions.iter().any(|r| r == s)) else {
-            return Err(StepError::Fatal(format!(
-                "no segment of the step path `{}` is one of `regions` ({})",
-                ctx.step, d["regions"]
-            )));
-        };
-        let flaky = d["flaky_regions"]
-            .as_array()
-            .is_some_and(|r| r.iter().any(|r| r == region));
-        if flaky && ctx.attempt == 1 {
-            return Err(StepError::Retryable(format!(
-                "region {region} did not answer on attempt 1"
-            )));
-        }
-        log(Level::Info, &format!("deployed to {region}"), &[]);
-        patch(
-            json!({ "deployed": { region: { "version": d["version"], "attempt": ctx.attempt } } }),
-        )
-    }
-
-    fn square(ctx: StepContext) -> Result<Option<String>, StepError> {
-        let d = data(&ctx)?;
-        let item = d["item"].as_i64().ok_or_else(|| {
-            StepError::Fatal(format!("`item` is {}, not a whole number", d["item"]))
-        })?;
-        patch(json!({ "square": item.saturating_mul(item) }))
     }
 }
 
