@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::error::ServerError;
 use crate::group_store::GroupCommitStore;
-use crate::writer::WriterHandle;
+use crate::writer::{WriterHandle, WriterStats};
 
 /// Makes the observer of one run's drive (the server's default logs each step).
 pub type ObserverFactory = Arc<dyn Fn(&str) -> Box<dyn Observer> + Send + Sync>;
@@ -66,6 +66,8 @@ struct Shared {
     lease_ttl: Duration,
     max_data_bytes: u64,
     done: UnboundedSender<Done>,
+    /// Where the runs driven now are counted, for the writer's gathering of saves.
+    stats: Arc<WriterStats>,
 }
 
 /// The driver threads and the queue of claimed runs of each.
@@ -84,6 +86,8 @@ pub(crate) struct DriverSetup {
     pub max_data_bytes: u64,
     pub done: UnboundedSender<Done>,
     pub writer: WriterHandle,
+    /// The writer's statistics, where the drivers count the runs they drive.
+    pub stats: Arc<WriterStats>,
     pub db: Database,
     /// The most runs driven at once: no more threads than this are started.
     pub concurrency: usize,
@@ -111,6 +115,7 @@ impl Drivers {
             lease_ttl: setup.lease_ttl,
             max_data_bytes: setup.max_data_bytes,
             done: setup.done,
+            stats: setup.stats,
         });
         let mut queues = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
@@ -217,6 +222,7 @@ fn reap(shared: &Shared, ended: Result<(), tokio::task::JoinError>) {
 
 /// Drives one claimed run to its end, its next wait, or a stop.
 async fn drive_one(shared: &Arc<Shared>, store: &mut GroupCommitStore, lease: Lease) -> Ended {
+    let _counted = Driving::enter(&shared.stats);
     let run_id = lease.run_id.clone();
     let record = match store.run(&run_id) {
         Ok(record) => record,
@@ -271,6 +277,22 @@ async fn drive_one(shared: &Arc<Shared>, store: &mut GroupCommitStore, lease: Le
 
 /// One line per drive's end, with the run's new status, so an operator (or a test) can follow
 /// runs to their end in the log.
+/// Counts a run as driven until dropped.
+struct Driving<'a>(&'a WriterStats);
+
+impl<'a> Driving<'a> {
+    fn enter(stats: &'a WriterStats) -> Self {
+        stats.driving.fetch_add(1, Ordering::Relaxed);
+        Driving(stats)
+    }
+}
+
+impl Drop for Driving<'_> {
+    fn drop(&mut self) {
+        self.0.driving.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 fn log_end(run: &str, flow: &StepFlow, finish: &Result<Finish, EngineError>) {
     match finish {
         Ok(Finish::Completed(_)) => tracing::info!(run, status = "completed", "run completed"),

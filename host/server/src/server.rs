@@ -155,6 +155,7 @@ impl Server {
             max_data_bytes: config.max_data_bytes,
             done: done_tx,
             writer: handle.clone(),
+            stats: self.stats.clone(),
             db: config.db.clone(),
             concurrency: config.concurrency,
             threads: config.drive_threads,

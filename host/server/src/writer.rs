@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use stepflow_store::Database;
 
 use stepflow_model::State;
@@ -139,6 +140,9 @@ pub struct WriterStats {
     pub saves: AtomicU64,
     /// Other write transactions (claims, renewals, releases, status changes).
     pub other_transactions: AtomicU64,
+    /// Runs this server's drivers are driving now: the writer gathers saves until each of them
+    /// has one in the batch (or a short while has passed), so one commit serves them all.
+    pub driving: AtomicU64,
 }
 
 impl WriterStats {
@@ -197,25 +201,56 @@ impl Writer {
     }
 }
 
-/// The writer's loop: block for one request, take all that have arrived, commit the saves
-/// together, answer.
+/// The longest a batch of saves waits for the saves of the other runs in progress.
+const MOST_GATHERING: Duration = Duration::from_millis(2);
+
+/// The writer's loop: block for one request, take all that have arrived, and while fewer runs
+/// have a save in the batch than are being driven, wait a little for theirs (no longer than
+/// the last commit took, at most [`MOST_GATHERING`]); commit the saves together, answer.
+///
+/// The wait is the server's own group commit: without it, several servers on one PostgreSQL
+/// each commit small batches, and the database syncs its log once per batch; with it, a
+/// server's drivers step in lock-step and share each sync (`commit_delay` does the same across
+/// servers, inside PostgreSQL).
 fn serve(mut store: Box<dyn Store>, rx: mpsc::Receiver<Request>, stats: &WriterStats) {
+    let mut last_commit = Duration::ZERO;
     while let Ok(first) = rx.recv() {
         let mut saves = Vec::new();
         let mut others = Vec::new();
         for request in std::iter::once(first).chain(rx.try_iter()) {
-            match request {
-                Request::Save(save, reply) => saves.push((save, reply)),
-                other => others.push(other),
+            sort(request, &mut saves, &mut others);
+        }
+        if !saves.is_empty() {
+            let until = Instant::now() + last_commit.min(MOST_GATHERING);
+            while (saves.len() as u64) < stats.driving.load(Ordering::Relaxed) {
+                let left = until.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(request) => sort(request, &mut saves, &mut others),
+                    Err(_) => break,
+                }
             }
         }
         if !saves.is_empty() {
+            let started = Instant::now();
             commit_saves(&mut store, saves, stats);
+            last_commit = started.elapsed();
         }
         for request in others {
             WriterStats::add(&stats.other_transactions, 1);
             handle(&mut store, request);
         }
+    }
+}
+
+/// A save joins the batch; anything else waits for it.
+fn sort(
+    request: Request,
+    saves: &mut Vec<(Box<OwnedSave>, Answer<()>)>,
+    others: &mut Vec<Request>,
+) {
+    match request {
+        Request::Save(save, reply) => saves.push((save, reply)),
+        other => others.push(other),
     }
 }
 

@@ -186,6 +186,8 @@ async fn concurrent_drivers_share_transactions() {
         transactions * 2 < saves,
         "{transactions} transactions for {saves} saves: steps are not committed in groups"
     );
+    // Every drive counted itself out again: the writer gathers for no run that has ended.
+    assert_eq!(stats.driving.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
 
 /// Requests one stop when any run's first step finishes (later steps request nothing: a
