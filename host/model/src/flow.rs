@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::builder::{Backoff, Steps};
 use crate::clock::{Clock, SystemClock};
-use crate::function::{ErrorKind, StepContext, StepError};
+use crate::function::{BoxFuture, ErrorKind, StepContext, StepError, StepResult};
 use crate::graph::{
     self, BuildError, Call, CallKind, Graph, ItemKind, Next, completed, scope_of, start,
 };
@@ -36,8 +36,23 @@ struct Started {
     sequence: u64,
 }
 
-/// A call's result, to come.
-type Pending<'a> = crate::function::BoxFuture<'a, Result<Outcome, StepError>>;
+/// A call's result, to come: the function's own future (no second box around it), or a
+/// signal wait's result at once.
+enum Pending {
+    Action(BoxFuture<'static, StepResult<Option<Value>>>),
+    Condition(BoxFuture<'static, StepResult<bool>>),
+    Ready(Result<Outcome, StepError>),
+}
+
+impl Pending {
+    async fn resolve(self) -> Result<Outcome, StepError> {
+        match self {
+            Pending::Action(run) => run.await.map(Outcome::Done),
+            Pending::Condition(check) => check.await.map(Outcome::Answered),
+            Pending::Ready(result) => result,
+        }
+    }
+}
 
 /// A compiled, validated flow, ready to apply to run states.
 ///
@@ -688,9 +703,7 @@ impl StepFlow {
             };
             match &dynamic.call {
                 Call::Action(action) => {
-                    let run = action.run(step_ctx);
-                    pending
-                        .push(Box::pin(async move { run.await.map(Outcome::Done) }) as Pending<'_>);
+                    pending.push(Pending::Action(action.run(step_ctx)));
                     calls.push((started, CallKind::Step));
                 }
                 Call::Condition(condition, kind) => {
@@ -698,8 +711,7 @@ impl StepFlow {
                         let t = now.saturating_add(millis(timeout));
                         state.deadlines.entry(started.path.clone()).or_insert(t);
                     }
-                    let check = condition.check(step_ctx);
-                    pending.push(Box::pin(async move { check.await.map(Outcome::Answered) }));
+                    pending.push(Pending::Condition(condition.check(step_ctx)));
                     calls.push((started, *kind));
                 }
                 Call::Signal(signal) => {
@@ -707,7 +719,7 @@ impl StepFlow {
                     if let Some(result) =
                         self.take_signal(ctx, state, &started.path, dynamic, signal)
                     {
-                        pending.push(Box::pin(std::future::ready(result)));
+                        pending.push(Pending::Ready(result));
                         calls.push((started, CallKind::WaitFor));
                     }
                 }
@@ -716,10 +728,10 @@ impl StepFlow {
         let results = match pending.len() {
             0 => Vec::new(),
             1 => match pending.pop() {
-                Some(one) => vec![one.await],
+                Some(one) => vec![one.resolve().await],
                 None => Vec::new(),
             },
-            _ => futures_util::future::join_all(pending).await,
+            _ => futures_util::future::join_all(pending.into_iter().map(Pending::resolve)).await,
         };
         // Settled in strand order: first every success (its result is kept even when another
         // strand's failure ends its strand), then the failures.
